@@ -1,0 +1,35 @@
+"""The one Dagster code location of the product (``dagster dev -w workspace.yaml``)."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from pipelines.ingest.assets import flowretail_raw_tables
+from pipelines.ingest.jobs import warehouse_load_daily, warehouse_load_job
+from pipelines.resources import FlowRetailResource, WarehouseResource
+from pipelines.settings import load_settings
+
+_settings = load_settings()
+
+defs = dg.Definitions(
+    assets=[flowretail_raw_tables],
+    jobs=[warehouse_load_job],
+    schedules=[warehouse_load_daily],
+    resources={
+        "flowretail": FlowRetailResource(
+            base_url=dg.EnvVar("FLOWRETAIL_BASE_URL"),
+            token=dg.EnvVar("FLOWRETAIL_TOKEN"),
+            page_size=_settings.page_size,
+            page_base=_settings.page_base,
+            groups_sort_by=_settings.groups_sort_by,
+            members_sort_by=_settings.members_sort_by,
+            rate_limit=_settings.rate_limit,
+            concurrency=_settings.concurrency,
+            connect_timeout=_settings.connect_timeout,
+            read_timeout=_settings.read_timeout,
+            max_attempts=_settings.max_attempts,
+            push_batch_size=_settings.push_batch_size,
+        ),
+        "warehouse": WarehouseResource(database_url=dg.EnvVar("DATABASE_URL")),
+    },
+)

@@ -1,0 +1,597 @@
+"""The Flow Retail API v2 client: one async core over httpx, and a thin sync wrapper.
+
+Every rule lives once, in ``AsyncFlowRetailClient``: uid checks before a URL is built, the rate
+limit and concurrency bound, retries (tenacity, honouring ``Retry-After``), response validation
+against the merged spec, and paging with a verified total.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import httpx
+import orjson
+from aiolimiter import AsyncLimiter
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_before_delay,
+    wait_random_exponential,
+)
+
+from pipelines.flowretail.config import ClientConfig, check_uid
+from pipelines.flowretail.errors import (
+    ApiStatusError,
+    AuthenticationError,
+    BadRequestError,
+    ConflictError,
+    NotFoundError,
+    PagingInconsistentError,
+    RetriesExhaustedError,
+    SpecViolationError,
+)
+from pipelines.flowretail.paging import (
+    PagingInfo,
+    ScanLedger,
+    expected_items_on_page,
+    parse_paging,
+    remaining_page_numbers,
+)
+from pipelines.flowretail.schemas import validator_for
+from pipelines.flowretail.stats import ClientStats
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+LIST_GROUPS = "get-customer-groups"
+CREATE_GROUP = "post-customer-groups"
+GET_GROUP = "get-customer-groups-by-uid"
+RENAME_GROUP = "put-customer-groups"
+DELETE_GROUP = "delete-customer-groups"
+LIST_MEMBERS = "get-customer-groups-customers"
+UPDATE_MEMBERS = "put-customer-groups-customers"
+
+_RETRYABLE_STATUS = frozenset({500, 502, 503, 504})
+_USER_AGENT = "flowretail-pipelines/0.1"
+
+
+class BearerAuth(httpx.Auth):
+    """Adds the integration token to each request; its repr never shows the token."""
+
+    def __init__(self, token: str) -> None:
+        self._header = f"Bearer {token}"
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = self._header
+        yield request
+
+    def __repr__(self) -> str:
+        return "BearerAuth(token=<redacted>)"
+
+
+class _Retryable(Exception):
+    """One failed attempt that may succeed if repeated."""
+
+    def __init__(self, cause: str, detail: str, retry_after: float | None = None) -> None:
+        super().__init__(detail)
+        self.cause = cause
+        self.detail = detail
+        self.retry_after = retry_after
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+@dataclass(frozen=True)
+class ScanPage:
+    """Items of one page not seen earlier in the same scan.
+
+    ``attempt`` starts at 1; when it grows, the list changed while it was paged and everything the
+    consumer kept from earlier attempts of this scan must be discarded.
+    """
+
+    items: list[dict[str, Any]]
+    page_number: int
+    attempt: int
+    total_count: int
+
+
+class AsyncFlowRetailClient:
+    """Async client for the CustomerGroup operations of one Flow Retail installation."""
+
+    def __init__(self, config: ClientConfig, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.config = config
+        self.stats = ClientStats()
+        self._token = config.token.get_secret_value()
+        self._semaphore = asyncio.Semaphore(config.concurrency)
+        self._limiter = (
+            AsyncLimiter(config.rate_limit_per_second, 1.0) if config.rate_limit_per_second else None
+        )
+        self._http = httpx.AsyncClient(
+            base_url=config.base_url + "/",
+            auth=BearerAuth(self._token),
+            transport=transport,
+            timeout=httpx.Timeout(config.read_timeout, connect=config.connect_timeout),
+            limits=httpx.Limits(
+                max_connections=config.concurrency, max_keepalive_connections=config.concurrency
+            ),
+            headers={"User-Agent": _USER_AGENT, "Accept": "application/json"},
+            verify=config.ca_bundle or True,
+        )
+
+    def __repr__(self) -> str:
+        return f"AsyncFlowRetailClient(base_url={self.config.base_url!r})"
+
+    async def __aenter__(self) -> AsyncFlowRetailClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # ----------------------------------------------------------------- groups
+
+    def iter_customer_groups(self, tenant_uid: str) -> AsyncIterator[ScanPage]:
+        """Every customer group of a tenant, page by page (see ``ScanPage`` for rescans)."""
+        tenant = check_uid("tenantUid", tenant_uid)
+        return self._scan(
+            LIST_GROUPS,
+            f"tenants/{tenant}/customer-groups",
+            key_field="customerGroupUid",
+            sort_by=self.config.groups_sort_by,
+            what=f"customer groups of tenant {tenant}",
+        )
+
+    async def fetch_customer_groups(self, tenant_uid: str) -> list[dict[str, Any]]:
+        """All groups of a tenant from one consistent scan."""
+        return await _collect(self.iter_customer_groups(tenant_uid))
+
+    async def get_customer_group(self, tenant_uid: str, customer_group_uid: str) -> dict[str, Any]:
+        body: dict[str, Any] = await self._call(GET_GROUP, "GET", self._group_path(tenant_uid, customer_group_uid))
+        return body
+
+    async def create_customer_group(
+        self, tenant_uid: str, name: str, customer_group_uid: str | None = None
+    ) -> dict[str, Any]:
+        """Create a group. With a client-chosen uid the call is safe to retry: a 409 means it exists."""
+        tenant = check_uid("tenantUid", tenant_uid)
+        payload: dict[str, Any] = {"name": name}
+        if customer_group_uid is not None:
+            payload["customerGroupUid"] = check_uid("customerGroupUid", customer_group_uid)
+        body: dict[str, Any] = await self._call(
+            CREATE_GROUP,
+            "POST",
+            f"tenants/{tenant}/customer-groups",
+            json=payload,
+            retry_writes=customer_group_uid is not None,
+        )
+        return body
+
+    async def rename_customer_group(self, tenant_uid: str, customer_group_uid: str, name: str) -> dict[str, Any]:
+        body: dict[str, Any] = await self._call(
+            RENAME_GROUP, "PUT", self._group_path(tenant_uid, customer_group_uid), json={"name": name},
+            retry_writes=True,
+        )
+        return body
+
+    async def delete_customer_group(self, tenant_uid: str, customer_group_uid: str) -> None:
+        await self._call(DELETE_GROUP, "DELETE", self._group_path(tenant_uid, customer_group_uid))
+
+    # ---------------------------------------------------------------- members
+
+    def iter_group_members(self, tenant_uid: str, customer_group_uid: str) -> AsyncIterator[ScanPage]:
+        """Every customer of a group, page by page (see ``ScanPage`` for rescans)."""
+        path = self._group_path(tenant_uid, customer_group_uid) + "/customers"
+        return self._scan(
+            LIST_MEMBERS,
+            path,
+            key_field="customerUid",
+            sort_by=self.config.members_sort_by,
+            what=f"customers of group {customer_group_uid} of tenant {tenant_uid}",
+        )
+
+    async def fetch_group_members(self, tenant_uid: str, customer_group_uid: str) -> list[dict[str, Any]]:
+        """All customers of a group from one consistent scan."""
+        return await _collect(self.iter_group_members(tenant_uid, customer_group_uid))
+
+    async def fetch_group_member_uids(self, tenant_uid: str, customer_group_uid: str) -> set[str]:
+        """The live member uids of a group (what the push-back diffs against)."""
+        uids: set[str] = set()
+        attempt = 0
+        async for page in self.iter_group_members(tenant_uid, customer_group_uid):
+            if page.attempt != attempt:
+                uids.clear()
+                attempt = page.attempt
+            uids.update(item["customerUid"] for item in page.items)
+        return uids
+
+    async def update_group_customers(
+        self,
+        tenant_uid: str,
+        customer_group_uid: str,
+        add_customer_uids: list[str] | None = None,
+        remove_customer_uids: list[str] | None = None,
+    ) -> None:
+        """Add and/or remove customers in one call; set semantics make it safe to retry."""
+        payload: dict[str, Any] = {}
+        if add_customer_uids:
+            payload["addCustomerUids"] = list(add_customer_uids)
+        if remove_customer_uids:
+            payload["removeCustomerUids"] = list(remove_customer_uids)
+        await self._call(
+            UPDATE_MEMBERS,
+            "PUT",
+            self._group_path(tenant_uid, customer_group_uid) + "/customers",
+            json=payload,
+            retry_writes=True,
+        )
+
+    # ---------------------------------------------------------------- paging
+
+    async def _scan(
+        self, operation: str, path: str, *, key_field: str, sort_by: str, what: str
+    ) -> AsyncIterator[ScanPage]:
+        base = self.config.page_base
+        ledger = ScanLedger(key_field)
+        for attempt in range(1, self.config.max_scan_attempts + 1):
+            if attempt > 1:
+                self.stats.rescans += 1
+                logger.info("%s changed while paging (attempt %d); scanning again", what, attempt - 1)
+            ledger = ScanLedger(key_field)
+            first_body = await self._list_page(operation, path, base, sort_by, first=attempt == 1)
+            first = parse_paging(first_body, operation, base, self.config.page_size)
+            expected = expected_items_on_page(first, base, base)
+            yield ScanPage(ledger.admit(first_body["items"], first.total_count, expected), base, attempt,
+                           first.total_count)
+            async for number, body, info in self._fetch_pages(operation, path, sort_by, first):
+                expected = expected_items_on_page(first, number, base)
+                fresh = ledger.admit(body["items"], info.total_count, expected)
+                yield ScanPage(fresh, number, attempt, info.total_count)
+            if ledger.is_consistent():
+                return
+        raise PagingInconsistentError(
+            what, ledger.reported_total(), ledger.unique_count, self.config.max_scan_attempts
+        )
+
+    async def _fetch_pages(
+        self, operation: str, path: str, sort_by: str, first: PagingInfo
+    ) -> AsyncIterator[tuple[int, dict[str, Any], PagingInfo]]:
+        """The pages after the first, fetched concurrently and yielded as they arrive.
+
+        Stops early, without asking for later pages, when a page comes back empty: the list shrank.
+        """
+        numbers = iter(remaining_page_numbers(first, self.config.page_base))
+        pending: dict[asyncio.Task[dict[str, Any]], int] = {}
+
+        def refill() -> None:
+            while len(pending) < self.config.concurrency:
+                number = next(numbers, None)
+                if number is None:
+                    return
+                task = asyncio.ensure_future(self._list_page(operation, path, number, sort_by))
+                pending[task] = number
+
+        try:
+            refill()
+            while pending:
+                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    number = pending.pop(task)
+                    body = task.result()
+                    info = parse_paging(body, operation, number, self.config.page_size)
+                    yield number, body, info
+                    if not body["items"]:
+                        numbers = iter(())
+                refill()
+        finally:
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _list_page(
+        self, operation: str, path: str, number: int, sort_by: str, *, first: bool = False
+    ) -> dict[str, Any]:
+        params = {
+            "pageNumber": number,
+            "pageSize": self.config.page_size,
+            "sortBy": sort_by,
+            "sortDirection": "ASC",
+        }
+        try:
+            body: dict[str, Any] = await self._call(operation, "GET", path, params=params, page=number)
+        except BadRequestError as exc:
+            if not first:
+                raise
+            raise BadRequestError(
+                operation,
+                exc.status_code,
+                f"the server refused the list request with sortBy={sort_by}, sortDirection=ASC "
+                f"({exc.detail}); paging needs a stable sort: configure a sort field it accepts",
+                page=number,
+            ) from None
+        self.stats.pages += 1
+        return body
+
+    # ------------------------------------------------------------- transport
+
+    def _group_path(self, tenant_uid: str, customer_group_uid: str) -> str:
+        tenant = check_uid("tenantUid", tenant_uid)
+        group = check_uid("customerGroupUid", customer_group_uid)
+        return f"tenants/{tenant}/customer-groups/{group}"
+
+    async def _call(
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json: dict[str, Any] | None = None,
+        page: int | None = None,
+        retry_writes: bool = False,
+    ) -> Any:
+        """One operation with retries; returns the validated JSON body (None for 204)."""
+        idempotent = method in ("GET", "DELETE") or retry_writes
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.config.max_attempts if idempotent else 1)
+            | stop_before_delay(self.config.max_total_wait),
+            wait=self._wait,
+            retry=retry_if_exception_type(_Retryable),
+            before_sleep=self._count_retry,
+            reraise=True,
+        )
+        attempts = 0
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    attempts += 1
+                    return await self._attempt(operation, method, path, params, json, page)
+        except _Retryable as exc:
+            raise RetriesExhaustedError(
+                operation + (f" page {page}" if page is not None else ""), attempts, exc.detail
+            ) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        backoff = wait_random_exponential(multiplier=self.config.backoff_initial, max=self.config.backoff_max)(state)
+        if isinstance(exc, _Retryable) and exc.retry_after is not None:
+            return max(exc.retry_after, 0.0)
+        return float(backoff)
+
+    def _count_retry(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        cause = exc.cause if isinstance(exc, _Retryable) else "other"
+        self.stats.retries[cause] += 1
+        logger.info("retrying after %s (attempt %d)", cause, state.attempt_number)
+
+    async def _attempt(
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        params: dict[str, Any] | None,
+        json: dict[str, Any] | None,
+        page: int | None,
+    ) -> Any:
+        async with self._semaphore:
+            if self._limiter is not None:
+                await self._limiter.acquire()
+            started = time.perf_counter()
+            received = 0
+            try:
+                request = self._http.build_request(method, path, params=params, json=json)
+                response = await self._http.send(request, stream=True)
+                try:
+                    raw = await self._read_capped(response, operation, page)
+                finally:
+                    await response.aclose()
+                received = len(raw)
+            except httpx.TimeoutException as exc:
+                raise _Retryable("timeout", f"{type(exc).__name__}: no answer in time") from None
+            except httpx.TransportError as exc:
+                raise _Retryable("connection", f"{type(exc).__name__}: {self._redact(str(exc))}") from None
+            finally:
+                self.stats.observe(operation, time.perf_counter() - started, received)
+        return self._interpret(operation, response, raw, page)
+
+    async def _read_capped(self, response: httpx.Response, operation: str, page: int | None) -> bytes:
+        limit = self.config.max_response_bytes
+        declared = response.headers.get("Content-Length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise SpecViolationError(operation, "(body)", f"response of {declared} bytes exceeds the {limit}-byte limit", page)
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_raw():
+            size += len(chunk)
+            if size > limit:
+                raise SpecViolationError(operation, "(body)", f"response exceeds the {limit}-byte limit", page)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _interpret(self, operation: str, response: httpx.Response, raw: bytes, page: int | None) -> Any:
+        status = response.status_code
+        if status == 429:
+            self.stats.rate_limited += 1
+            raise _Retryable("429", "HTTP 429 Too Many Requests", parse_retry_after(response.headers.get("Retry-After")))
+        if status in _RETRYABLE_STATUS:
+            raise _Retryable(str(status), f"HTTP {status}")
+        if status >= 400:
+            raise self._status_error(operation, status, raw, page)
+        validator = validator_for(operation)
+        if status != validator.success_status:
+            raise SpecViolationError(operation, "(status)", f"expected HTTP {validator.success_status}, got {status}", page)
+        if validator.success_status == 204:
+            return None
+        content_type = response.headers.get("Content-Type", "")
+        if "json" not in content_type.lower():
+            raise SpecViolationError(operation, "(body)", f"expected application/json, got {content_type or 'no content type'!r}", page)
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise SpecViolationError(operation, "(body)", f"not valid UTF-8 (byte {exc.start})", page) from None
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise _Retryable("invalid_json", f"HTTP {status} with a truncated or malformed JSON body") from None
+        validator.validate(body, page)
+        return body
+
+    def _status_error(self, operation: str, status: int, raw: bytes, page: int | None) -> ApiStatusError:
+        detail = self._redact(_error_message(raw))
+        if status in (401, 403):
+            return AuthenticationError(
+                operation, status, f"{detail}; the token was refused (missing, wrong, revoked or lacking "
+                "the CUSTOMER permission): check FLOWRETAIL_TOKEN", page,
+            )
+        if status == 404:
+            return NotFoundError(operation, status, detail, page)
+        if status == 409:
+            return ConflictError(operation, status, detail, page)
+        if status == 400:
+            error = BadRequestError(operation, status, detail, page)
+            error.body = _json_or_none(raw)  # type: ignore[attr-defined]
+            return error
+        return ApiStatusError(operation, status, detail, page)
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._token, "<redacted>") if self._token else text
+
+
+def _json_or_none(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _error_message(raw: bytes) -> str:
+    body = _json_or_none(raw)
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        message: str = body["message"]
+    else:
+        message = raw[:300].decode("utf-8", "replace").strip() or "no message"
+    return message[:300]
+
+
+async def _collect(pages: AsyncIterator[ScanPage]) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    attempt = 0
+    async for page in pages:
+        if page.attempt != attempt:
+            items.clear()
+            attempt = page.attempt
+        items.extend(page.items)
+    return items
+
+
+class FlowRetailClient:
+    """Blocking wrapper over ``AsyncFlowRetailClient`` for scripts and the CLI.
+
+    It owns one event loop for its lifetime so the async client's connection pool is reused.
+    """
+
+    def __init__(self, config: ClientConfig, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self._runner = asyncio.Runner()
+        self._async = self._runner.run(_make_async_client(config, transport))
+
+    def __repr__(self) -> str:
+        return f"FlowRetailClient(base_url={self._async.config.base_url!r})"
+
+    @property
+    def stats(self) -> ClientStats:
+        return self._async.stats
+
+    def __enter__(self) -> FlowRetailClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._runner.run(self._async.aclose())
+        self._runner.close()
+
+    def _run(self, make: Callable[[], Awaitable[T]]) -> T:
+        async def call() -> T:
+            return await make()
+
+        return self._runner.run(call())
+
+    def fetch_customer_groups(self, tenant_uid: str) -> list[dict[str, Any]]:
+        return self._run(lambda: self._async.fetch_customer_groups(tenant_uid))
+
+    def fetch_group_members(self, tenant_uid: str, customer_group_uid: str) -> list[dict[str, Any]]:
+        return self._run(lambda: self._async.fetch_group_members(tenant_uid, customer_group_uid))
+
+    def fetch_group_member_uids(self, tenant_uid: str, customer_group_uid: str) -> set[str]:
+        return self._run(lambda: self._async.fetch_group_member_uids(tenant_uid, customer_group_uid))
+
+    def iter_group_members(self, tenant_uid: str, customer_group_uid: str) -> Iterator[ScanPage]:
+        pages = self._async.iter_group_members(tenant_uid, customer_group_uid)
+        while True:
+            try:
+                yield self._runner.run(anext_page(pages))
+            except StopAsyncIteration:
+                return
+
+    def get_customer_group(self, tenant_uid: str, customer_group_uid: str) -> dict[str, Any]:
+        return self._run(lambda: self._async.get_customer_group(tenant_uid, customer_group_uid))
+
+    def create_customer_group(self, tenant_uid: str, name: str, customer_group_uid: str | None = None) -> dict[str, Any]:
+        return self._run(lambda: self._async.create_customer_group(tenant_uid, name, customer_group_uid))
+
+    def rename_customer_group(self, tenant_uid: str, customer_group_uid: str, name: str) -> dict[str, Any]:
+        return self._run(lambda: self._async.rename_customer_group(tenant_uid, customer_group_uid, name))
+
+    def delete_customer_group(self, tenant_uid: str, customer_group_uid: str) -> None:
+        self._run(lambda: self._async.delete_customer_group(tenant_uid, customer_group_uid))
+
+    def update_group_customers(
+        self,
+        tenant_uid: str,
+        customer_group_uid: str,
+        add_customer_uids: list[str] | None = None,
+        remove_customer_uids: list[str] | None = None,
+    ) -> None:
+        self._run(
+            lambda: self._async.update_group_customers(
+                tenant_uid, customer_group_uid, add_customer_uids, remove_customer_uids
+            )
+        )
+
+
+async def anext_page(pages: AsyncIterator[ScanPage]) -> ScanPage:
+    return await pages.__anext__()
+
+
+async def _make_async_client(
+    config: ClientConfig, transport: httpx.AsyncBaseTransport | None
+) -> AsyncFlowRetailClient:
+    return AsyncFlowRetailClient(config, transport=transport)

@@ -1,0 +1,1 @@
+"""Dagster layer, ingest stage: raw Flow Retail tables."""

@@ -1,0 +1,143 @@
+"""Configuration from the environment, validated at start with one line naming the variable."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from pipelines.flowretail.config import ClientConfig, check_base_url, check_uid
+from pipelines.flowretail.errors import UnsafeIdentifierError
+
+_ENV_PREFIX = "FLOWRETAIL_"
+_CRON_FIELD = re.compile(r"^[\d*/,\-A-Za-z]+$")
+
+
+class ConfigError(ValueError):
+    """Missing or invalid configuration; the message is one line that names the variable."""
+
+
+class Settings(BaseSettings):
+    """Every environment variable the product reads (see `.env.example`)."""
+
+    model_config = SettingsConfigDict(env_prefix=_ENV_PREFIX, extra="ignore", populate_by_name=True)
+
+    base_url: str | None = None
+    token: SecretStr | None = None
+    tenant_uids: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    page_size: int = Field(default=100, ge=1, le=10_000)
+    page_base: int = Field(default=1, ge=0, le=1)
+    groups_sort_by: str = "customerGroupUid"
+    members_sort_by: str = "customerUid"
+    rate_limit: float = Field(default=20.0, gt=0)
+    concurrency: int = Field(default=8, ge=1, le=256)
+    connect_timeout: float = Field(default=5.0, gt=0)
+    read_timeout: float = Field(default=30.0, gt=0)
+    max_attempts: int = Field(default=6, ge=1, le=50)
+    ca_bundle: str | None = None
+    schedule_cron: str = "0 3 * * *"
+    schedule_timezone: str = "UTC"
+    push_batch_size: int = Field(default=500, ge=1, le=10_000)
+    database_url: SecretStr | None = Field(default=None, validation_alias="DATABASE_URL")
+
+    @field_validator("tenant_uids", mode="before")
+    @classmethod
+    def _split_tenants(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("tenant_uids")
+    @classmethod
+    def _check_tenants(cls, value: list[str]) -> list[str]:
+        for uid in value:
+            try:
+                check_uid("tenant uid", uid)
+            except UnsafeIdentifierError as exc:
+                raise ValueError(str(exc).replace("; no request was sent", "")) from None
+        if len(set(value)) != len(value):
+            raise ValueError("lists a tenant twice")
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, value: str | None) -> str | None:
+        return check_base_url(value) if value else None
+
+    @field_validator("schedule_cron")
+    @classmethod
+    def _check_cron(cls, value: str) -> str:
+        fields = value.split()
+        if len(fields) != 5 or not all(_CRON_FIELD.match(f) for f in fields):
+            raise ValueError(f"must be a 5-field cron expression such as '0 3 * * *', got {value!r}")
+        return value
+
+    @field_validator("schedule_timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"is not a known IANA time zone: {value!r}") from None
+        return value
+
+    @property
+    def uses_simulator(self) -> bool:
+        """No FLOWRETAIL_BASE_URL: the demo runs against the built-in simulator."""
+        return self.base_url is None
+
+    def client_config(self, base_url: str | None = None, token: str | None = None) -> ClientConfig:
+        """The client settings; a real tenant needs FLOWRETAIL_BASE_URL and FLOWRETAIL_TOKEN."""
+        url = base_url or self.base_url
+        secret = token or (self.token.get_secret_value() if self.token else None)
+        if not url:
+            raise ConfigError("FLOWRETAIL_BASE_URL is not set: give the API base URL, e.g. https://api.flowretail.com/v2")
+        if not secret:
+            raise ConfigError("FLOWRETAIL_TOKEN is not set: give the integration token of the tenant(s)")
+        return ClientConfig(
+            base_url=url,
+            token=SecretStr(secret),
+            page_size=self.page_size,
+            page_base=self.page_base,
+            groups_sort_by=self.groups_sort_by,
+            members_sort_by=self.members_sort_by,
+            rate_limit_per_second=self.rate_limit,
+            concurrency=self.concurrency,
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+            max_attempts=self.max_attempts,
+            ca_bundle=self.ca_bundle,
+        )
+
+
+def _env_name(loc: tuple[Any, ...]) -> str:
+    field = str(loc[0]) if loc else "?"
+    if field in ("database_url", "DATABASE_URL"):
+        return "DATABASE_URL"
+    return _ENV_PREFIX + field.upper()
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line per problem, each naming the environment variable."""
+    parts = []
+    for error in exc.errors():
+        message = str(error["msg"]).removeprefix("Value error, ")
+        parts.append(f"{_env_name(tuple(error['loc']))}: {message}")
+    return "; ".join(parts)
+
+
+def load_settings() -> Settings:
+    """Read the environment; raise ConfigError with one line naming each bad variable."""
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None
+    if settings.base_url and not settings.tenant_uids:
+        raise ConfigError(
+            "FLOWRETAIL_TENANT_UIDS is not set: list the tenant uids to load, comma-separated"
+        )
+    return settings

@@ -1,0 +1,1 @@
+"""Dagster layer, transform stage: dbt-like SQL models."""

