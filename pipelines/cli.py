@@ -1,0 +1,144 @@
+"""`flowretail`: launches Dagster jobs in-process on the configured (or embedded) systems. No logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from pipelines.settings import ConfigError
+
+logger = logging.getLogger("flowretail")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flowretail", description="Flow Retail customer groups <-> PostgreSQL")
+    parser.add_argument("--verbose", action="store_true", help="show detail and tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sim = sub.add_parser("simulator", help="serve the Flow Retail API simulator on a loopback port")
+    sim.add_argument("--port", type=int, default=8080)
+    sim.add_argument("--token", default="simulator-token", help="the bearer token it accepts")
+    sim.add_argument("--tenants", type=int, default=2)
+    sim.add_argument("--customers", type=int, default=2000, help="customers per tenant")
+    sim.add_argument("--groups", type=int, default=12, help="groups per tenant")
+    sim.add_argument("--seed", type=int, default=42)
+    sim.add_argument("--page-size-cap", type=int, default=1000)
+    sim.add_argument("--page-base", type=int, choices=(0, 1), default=1)
+    sim.add_argument("--max-uids-per-update", type=int, default=1000)
+    sim.add_argument("--rate-limit", type=float, default=None, help="requests per second before 429s")
+    sim.add_argument("--retry-after", choices=("seconds", "http-date", "none"), default="seconds")
+    sim.add_argument("--error-rate", type=float, default=0.0, help="fraction of 5xx answers")
+    sim.add_argument("--drop-rate", type=float, default=0.0, help="fraction of dropped connections")
+    sim.add_argument("--truncate-rate", type=float, default=0.0, help="fraction of truncated bodies")
+    sim.add_argument("--latency-ms", type=float, default=0.0)
+    sim.add_argument("--latency-jitter-ms", type=float, default=0.0)
+    sim.add_argument("--mutate-scans", type=int, default=0, help="member scans that see data change mid-scan")
+    sim.add_argument("--delete-groups-after-list", type=int, default=0)
+
+    for name, help_text in (("load", "load tenants into the warehouse"), ("run", "load, build models, push segments")):
+        cmd = sub.add_parser(name, help=help_text)
+        cmd.add_argument("--tenant", action="append", help="tenant uid (repeatable; default: all configured)")
+        cmd.add_argument("--json", action="store_true", help="print the summary as JSON")
+        if name == "run":
+            cmd.add_argument("--allow-large-removal", action="store_true")
+    push = sub.add_parser("push", help="push segments into Flow Retail customer groups")
+    push.add_argument("--tenant", action="append")
+    push.add_argument("--segment", action="append")
+    push.add_argument("--dry-run", action="store_true")
+    push.add_argument("--allow-large-removal", action="store_true")
+    push.add_argument("--json", action="store_true")
+    sub.add_parser("ui", help="start the Dagster UI on the same defaults as `make run`")
+    return parser
+
+
+def _serve_simulator(args: argparse.Namespace) -> int:
+    from pipelines.flowretail.simulator import FaultConfig, SimulatorConfig, build_state, serve_forever
+
+    state = build_state(
+        SimulatorConfig(
+            tenants=args.tenants,
+            customers=args.customers,
+            groups=args.groups,
+            seed=args.seed,
+            page_size_cap=args.page_size_cap,
+            page_base=args.page_base,
+            max_uids_per_update=args.max_uids_per_update,
+        ),
+        FaultConfig(
+            rate_limit_rps=args.rate_limit,
+            retry_after=args.retry_after,
+            error_rate=args.error_rate,
+            drop_rate=args.drop_rate,
+            truncate_rate=args.truncate_rate,
+            latency_ms=args.latency_ms,
+            latency_jitter_ms=args.latency_jitter_ms,
+            mutate_scans=args.mutate_scans,
+            delete_groups_after_list=args.delete_groups_after_list,
+        ),
+    )
+    state.token = args.token
+    serve_forever(state, port=args.port)
+    return 0
+
+
+def _run_jobs(args: argparse.Namespace) -> int:
+    from pipelines.launch import launch
+    from pipelines.runtime import embedded_environment
+
+    with embedded_environment() as env:
+        summary = launch(
+            env,
+            command=args.command,
+            tenants=args.tenant,
+            segments=getattr(args, "segment", None),
+            dry_run=getattr(args, "dry_run", False),
+            allow_large_removal=getattr(args, "allow_large_removal", False),
+        )
+    if args.json:
+        print(json.dumps(summary.as_dict(), indent=2, default=str))
+    else:
+        print(summary.render())
+    for problem in summary.problems:
+        print(f"error: {problem}", file=sys.stderr)
+    return 1 if summary.problems else 0
+
+
+def _ui(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from pipelines.runtime import embedded_environment
+
+    with embedded_environment() as env:
+        print(f"Dagster UI on the embedded defaults (warehouse {env.masked_database_url}); Ctrl-C to stop")
+        try:
+            return subprocess.call([sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml"])
+        except KeyboardInterrupt:
+            return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    handlers: dict[str, Any] = {"simulator": _serve_simulator, "ui": _ui}
+    try:
+        return int(handlers.get(args.command, _run_jobs)(args))
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if args.verbose:
+            raise
+        print(f"error: {type(exc).__name__}: {exc} (rerun with --verbose for detail)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

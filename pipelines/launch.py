@@ -1,0 +1,179 @@
+"""Launch the product's Dagster jobs in-process, one run per tenant, and summarise them from the warehouse.
+
+The summary is read back from ``load_runs`` and ``segment_push_runs`` (what the runs recorded),
+not from the process's memory, so the CLI shows exactly what an analyst would find in SQL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from pipelines.runtime import Environment
+from pipelines.warehouse.schema import SCHEMA
+
+
+@dataclass
+class RunSummary:
+    """Per-tenant loads, segment sizes and pushes of one CLI invocation, plus one line per problem."""
+
+    database_url_masked: str
+    loads: list[dict[str, Any]] = field(default_factory=list)
+    segments: list[dict[str, Any]] = field(default_factory=list)
+    pushes: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "warehouse": self.database_url_masked,
+            "loads": self.loads,
+            "segments": self.segments,
+            "pushes": self.pushes,
+            "problems": self.problems,
+        }
+
+    def render(self) -> str:
+        lines: list[str] = []
+        if self.loads:
+            lines.append(_table(
+                "Loads", ["tenant", "status", "groups", "memberships", "customers", "pages", "requests", "retries",
+                          "seconds"],
+                [[r["tenant_uid"], r["status"], r["groups_rows"], r["memberships_rows"], r["customers_rows"],
+                  r["pages"], r["requests"], r["retries"], r["seconds"]] for r in self.loads],
+            ))
+        if self.segments:
+            lines.append(_table("Segment sizes", ["tenant", "segment", "customers"],
+                                [[r["tenant_uid"], r["segment"], r["customers"]] for r in self.segments]))
+        if self.pushes:
+            lines.append(_table(
+                "Pushes", ["tenant", "segment", "group", "status", "added", "removed", "withheld", "rejected",
+                           "verified", "calls"],
+                [[r["tenant_uid"], r["segment"], r["customer_group_uid"], r["status"], r["applied_adds"],
+                  r["applied_removes"], r["withheld_removes"], r["rejected"], r["verified"], r["calls"]]
+                 for r in self.pushes],
+            ))
+        lines.append(f"Query the warehouse: psql '{self.database_url_masked}'")
+        return "\n\n".join(lines)
+
+
+def _table(title: str, header: list[str], rows: list[list[Any]]) -> str:
+    cells = [header, *[["" if v is None else str(v) for v in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    out = [title, fmt.format(*header), fmt.format(*("-" * w for w in widths))]
+    out += [fmt.format(*row) for row in cells[1:]]
+    return "\n".join(out)
+
+
+def _failure_messages(result: Any) -> list[str]:
+    messages = []
+    for event in result.all_events:
+        if event.event_type_value == "STEP_FAILURE":
+            error = event.step_failure_data.error
+            cause = error.cause.message.strip() if error and error.cause else ""
+            text = (cause or (error.message.strip() if error else "step failed")).splitlines()[-1]
+            messages.append(f"{event.step_key}: {text}")
+    return messages or ["the run failed"]
+
+
+def launch(
+    env: Environment,
+    *,
+    command: str,
+    tenants: list[str] | None,
+    segments: list[str] | None = None,
+    dry_run: bool = False,
+    allow_large_removal: bool = False,
+) -> RunSummary:
+    """Run ``load`` (warehouse_load), ``push`` (segment_push) or ``run`` (both) for each tenant."""
+    import dagster as dg
+
+    from pipelines.definitions import defs
+    from pipelines.partitions import tenant_partitions
+
+    known = tenant_partitions.get_partition_keys()
+    selected = tenants or known
+    unknown = [t for t in selected if t not in known]
+    summary = RunSummary(env.masked_database_url)
+    if unknown:
+        summary.problems.append(f"unknown tenant(s) {', '.join(unknown)}; configured: {', '.join(known)}")
+        return summary
+    instance = dg.DagsterInstance.get()
+    load_run_ids: list[str] = []
+    push_run_ids: list[str] = []
+    for tenant_uid in selected:
+        if command in ("load", "run"):
+            result = defs.resolve_job_def("warehouse_load").execute_in_process(
+                partition_key=tenant_uid, instance=instance, raise_on_error=False
+            )
+            load_run_ids.append(result.run_id)
+            if not result.success:
+                summary.problems += [f"load of tenant {tenant_uid} failed: {m}" for m in _failure_messages(result)]
+                continue
+        if command in ("push", "run"):
+            from pipelines.reverse_etl.assets import push_run_config, push_selection
+
+            job = defs.resolve_job_def("segment_push")
+            result = job.execute_in_process(
+                partition_key=tenant_uid,
+                instance=instance,
+                raise_on_error=False,
+                run_config=push_run_config(dry_run=dry_run, allow_large_removal=allow_large_removal),
+                asset_selection=push_selection(segments, dry_run=dry_run),
+            )
+            push_run_ids.append(result.run_id)
+            if not result.success:
+                summary.problems += [f"push for tenant {tenant_uid} failed: {m}" for m in _failure_messages(result)]
+    with psycopg.connect(env.database_url) as conn:
+        _read_summary(conn, summary, load_run_ids, push_run_ids, selected)
+    return summary
+
+
+def _read_summary(
+    conn: psycopg.Connection[Any], summary: RunSummary, load_run_ids: list[str], push_run_ids: list[str],
+    tenants: list[str],
+) -> None:
+    s = sql.Identifier(SCHEMA)
+    if load_run_ids:
+        rows = conn.execute(
+            sql.SQL(
+                "SELECT tenant_uid, status, groups_rows, memberships_rows, customers_rows, pages, requests, retries, "
+                "round(extract(epoch FROM finished_at - started_at)::numeric, 1) FROM {}.load_runs "
+                "WHERE run_id = ANY(%s) ORDER BY tenant_uid"
+            ).format(s),
+            (load_run_ids,),
+        ).fetchall()
+        keys = ["tenant_uid", "status", "groups_rows", "memberships_rows", "customers_rows", "pages", "requests",
+                "retries", "seconds"]
+        summary.loads = [dict(zip(keys, row, strict=True)) for row in rows]
+    exists = conn.execute("SELECT to_regclass('analytics.segment_membership') IS NOT NULL").fetchone()
+    if exists and exists[0]:
+        rows = conn.execute(
+            "SELECT tenant_uid, segment, count(*) FROM analytics.segment_membership WHERE tenant_uid = ANY(%s) "
+            "GROUP BY 1, 2 ORDER BY 1, 2",
+            (tenants,),
+        ).fetchall()
+        summary.segments = [{"tenant_uid": t, "segment": seg, "customers": n} for t, seg, n in rows]
+    if push_run_ids:
+        rows = conn.execute(
+            sql.SQL(
+                "SELECT tenant_uid, segment, customer_group_uid, status, applied_adds, applied_removes, "
+                "withheld_removes, jsonb_array_length(rejected_uids), verified, calls, blocked, planned_adds, "
+                "planned_removes FROM {}.segment_push_runs WHERE run_id = ANY(%s) ORDER BY tenant_uid, segment"
+            ).format(s),
+            (push_run_ids,),
+        ).fetchall()
+        keys = ["tenant_uid", "segment", "customer_group_uid", "status", "applied_adds", "applied_removes",
+                "withheld_removes", "rejected", "verified", "calls", "blocked", "planned_adds", "planned_removes"]
+        summary.pushes = [dict(zip(keys, row, strict=True)) for row in rows]
+        for push in summary.pushes:
+            if push["status"] == "blocked":
+                summary.problems.append(
+                    f"push of {push['segment']} for tenant {push['tenant_uid']} blocked: {'; '.join(push['blocked'])} "
+                    "(rerun with --allow-large-removal to push anyway)"
+                )
+            elif push["status"] == "failed":
+                summary.problems.append(f"push of {push['segment']} for tenant {push['tenant_uid']} was not verified")

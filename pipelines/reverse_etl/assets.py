@@ -1,0 +1,266 @@
+"""Reverse ETL stage: push each declared segment into its Flow Retail customer group.
+
+Two assets per segment, so the guards are real Dagster blocking checks that stand between the
+plan and the first write:
+- ``flowretail_push_plan/<segment>`` reads the group's live members, plans, records the plan and
+  evaluates the guards (blocking checks);
+- ``flowretail_push/<segment>`` applies the recorded plan, logs every call and verifies.
+Both are partitioned by tenant. A dry run materializes only the plans.
+
+No ``from __future__ import annotations`` here: Dagster inspects the ``context`` annotation at
+definition time and needs the real class, not a string.
+"""
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import dagster as dg
+from dagster import AssetExecutionContext
+
+from pipelines.ingest.jobs import warehouse_load_job
+from pipelines.partitions import tenant_partitions
+from pipelines.resources import FlowRetailResource, WarehouseResource
+from pipelines.segment_push.apply import PushOutcome, execute_plan
+from pipelines.segment_push.audit import (
+    ensure_push_tables,
+    load_recorded_plan,
+    read_history,
+    read_segment_uids,
+    record_plan,
+)
+from pipelines.segment_push.plan import LiveGroup, PushTarget, SegmentPushPlan, plan_segment_push
+from pipelines.flowretail.errors import NotFoundError
+from pipelines.sql_models.project import Model
+from pipelines.transform.assets import model_key, project
+
+OWNERS = ["team:crm"]
+GUARDS = {
+    "empty_segment": "Blocks a push of an empty segment into a group that has members.",
+    "max_remove_fraction": "Blocks a push whose removals exceed the segment's max_remove_fraction of live members.",
+    "segment_shrank": "Blocks a push of a segment that shrank by more than half since its last successful push.",
+}
+
+
+class PushPlanConfig(dg.Config):  # type: ignore[misc]
+    """Run config of a plan asset: a dry run records the plan only; the allow flag overrides the guards."""
+
+    dry_run: bool = False
+    allow_large_removal: bool = False
+
+
+def push_targets() -> list[tuple[Model, PushTarget]]:
+    out = []
+    for model in project.segments():
+        push = model.config.push
+        if push is None:
+            continue
+        out.append((model, PushTarget(model.name, push.group_uid, push.group_name, push.mode,
+                                      push.max_remove_fraction, push.adopt_existing)))
+    return out
+
+
+def plan_key(segment: str) -> dg.AssetKey:
+    return dg.AssetKey(["flowretail_push_plan", segment])
+
+
+def push_key(segment: str) -> dg.AssetKey:
+    return dg.AssetKey(["flowretail_push", segment])
+
+
+def _plan_markdown(plan: SegmentPushPlan) -> str:
+    rows = [
+        ("group", f"`{plan.target.group_uid}` ({plan.group_action})"),
+        ("mode", plan.effective_mode),
+        ("segment / live", f"{plan.segment_count} / {plan.live_count}"),
+        ("adds", str(len(plan.adds))),
+        ("removes", str(len(plan.removes))),
+        ("withheld removes", str(len(plan.withheld_removes))),
+        ("drift (added / removed out of band)", f"{len(plan.drift_added)} / {len(plan.drift_removed)}"),
+        ("blocked", "; ".join(plan.blocked_reasons) or "no"),
+        ("first adds", ", ".join(plan.adds[:5]) or "-"),
+        ("first removes", ", ".join(plan.removes[:5]) or "-"),
+    ]
+    return "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+
+
+def _plan_asset(model: Model, target: PushTarget) -> dg.AssetsDefinition:
+    key = plan_key(model.name)
+
+    @dg.asset(
+        key=key,
+        name=f"plan_{model.name}",
+        deps=[model_key(model.name)],
+        partitions_def=tenant_partitions,
+        group_name="reverse_etl",
+        owners=OWNERS,
+        kinds={"python", "postgres"},
+        description=(
+            f"The plan that makes Flow Retail group `{target.group_uid}` match segment `{model.name}` "
+            "for one tenant: computed from the group's live members, recorded in "
+            "flowretail.segment_push_runs before any write, and held back by the guard checks."
+        ),
+        check_specs=[dg.AssetCheckSpec(name, asset=key, description=text, blocking=True) for name, text in GUARDS.items()],
+    )
+    def plan_push(
+        context: AssetExecutionContext, config: PushPlanConfig, flowretail: FlowRetailResource,
+        warehouse: WarehouseResource,
+    ) -> Iterator[Any]:
+        tenant_uid = context.partition_key
+        with warehouse.connect(autocommit=True) as conn:
+            ensure_push_tables(conn)
+            segment_uids = read_segment_uids(conn, project.target_schema, model.name, tenant_uid)
+            history = read_history(conn, tenant_uid, model.name, target.group_uid)
+
+            async def live_group() -> LiveGroup:
+                async with flowretail.make_client() as client:
+                    try:
+                        group = await client.get_customer_group(tenant_uid, target.group_uid)
+                    except NotFoundError:
+                        return LiveGroup(None, None)
+                    members = await client.fetch_group_member_uids(tenant_uid, target.group_uid)
+                    return LiveGroup(group["name"], frozenset(members))
+
+            plan = plan_segment_push(
+                tenant_uid=tenant_uid,
+                target=target,
+                segment_uids=segment_uids,
+                live=asyncio.run(live_group()),
+                history=history,
+                allow_large_removal=config.allow_large_removal,
+            )
+            record_plan(conn, context.run_id, plan, dry_run=config.dry_run)
+        summary = plan.summary()
+        context.log.info(f"push plan for {model.name} / {tenant_uid}: {summary}")
+        yield dg.MaterializeResult(
+            metadata={
+                "plan": dg.MetadataValue.md(_plan_markdown(plan)),
+                "plan_hash": plan.plan_hash,
+                "dry_run": config.dry_run,
+                "planned_adds": len(plan.adds),
+                "planned_removes": len(plan.removes),
+                "withheld_removes": len(plan.withheld_removes),
+                "drift_added": len(plan.drift_added),
+                "drift_removed": len(plan.drift_removed),
+                "segment_count": plan.segment_count,
+                "live_count": plan.live_count,
+            }
+        )
+        for guard in plan.guards:
+            yield dg.AssetCheckResult(
+                check_name=guard.name,
+                passed=not guard.blocked,
+                metadata={"tripped": guard.tripped, "allowed_by_caller": guard.allowed, "detail": guard.detail},
+            )
+
+    return plan_push
+
+
+def _push_asset(model: Model, target: PushTarget) -> dg.AssetsDefinition:
+    key = push_key(model.name)
+
+    @dg.asset(
+        key=key,
+        name=f"push_{model.name}",
+        deps=[plan_key(model.name)],
+        partitions_def=tenant_partitions,
+        group_name="reverse_etl",
+        owners=OWNERS,
+        kinds={"python", "postgres"},
+        description=(
+            f"Flow Retail customer group `{target.group_uid}` ({target.group_name!r}) made to contain segment "
+            f"`{model.name}` ({target.mode}): applies this run's recorded plan in batches, logs each call "
+            "to flowretail.segment_push_log and verifies by reading the group back."
+        ),
+        check_specs=[
+            dg.AssetCheckSpec("live_matches_segment", asset=key,
+                              description="The group's live membership equals the segment after the push.")
+        ],
+    )
+    def push(context: AssetExecutionContext, flowretail: FlowRetailResource, warehouse: WarehouseResource) -> Iterator[Any]:
+        tenant_uid = context.partition_key
+        with warehouse.connect(autocommit=True) as conn:
+            recorded = load_recorded_plan(conn, context.run_id, tenant_uid, target)
+            if recorded is None:
+                raise dg.Failure(f"no push plan for {model.name} in this run; materialize {plan_key(model.name).to_user_string()} with it")
+            status, plan = recorded
+            if status != "planned":
+                raise dg.Failure(f"the plan for {model.name} is {status}; nothing was written")
+            segment_uids = read_segment_uids(conn, project.target_schema, model.name, tenant_uid)
+
+            async def apply() -> PushOutcome:
+                async with flowretail.make_client() as client:
+                    return await execute_plan(client, conn, context.run_id, plan, segment_uids,
+                                              flowretail.push_batch_size)
+
+            outcome = asyncio.run(apply())
+        for note in outcome.notes:
+            context.log.warning(note)
+        result_md = (
+            "| added | removed | withheld | rejected | calls | verified |\n|---|---|---|---|---|---|\n"
+            f"| {outcome.applied_adds} | {outcome.applied_removes} | {len(plan.withheld_removes)} | "
+            f"{len(outcome.rejected)} | {outcome.calls} | {outcome.verified} |"
+        )
+        yield dg.MaterializeResult(
+            metadata={
+                "added": outcome.applied_adds,
+                "removed": outcome.applied_removes,
+                "withheld_removes": len(plan.withheld_removes),
+                "rejected_uids": len(outcome.rejected),
+                "calls": outcome.calls,
+                "verified": outcome.verified,
+                "group_size_after": outcome.live_after_count,
+                "duration_seconds": round(outcome.duration_seconds, 3),
+                "result": dg.MetadataValue.md(result_md),
+                "notes": "; ".join(outcome.notes) or "none",
+            }
+        )
+        yield dg.AssetCheckResult(
+            check_name="live_matches_segment",
+            passed=outcome.verified,
+            metadata={"group_size_after": outcome.live_after_count, "rejected_uids": len(outcome.rejected)},
+        )
+
+    return push
+
+
+_targets = push_targets()
+plan_assets: list[dg.AssetsDefinition] = [_plan_asset(model, target) for model, target in _targets]
+push_assets: list[dg.AssetsDefinition] = [_push_asset(model, target) for model, target in _targets]
+
+segment_push_job = dg.define_asset_job(
+    "segment_push",
+    selection=dg.AssetSelection.groups("reverse_etl"),
+    partitions_def=tenant_partitions,
+    description="Plan, guard, apply and verify every declared segment push for one tenant.",
+)
+
+
+def push_run_config(*, dry_run: bool, allow_large_removal: bool) -> dg.RunConfig:
+    config = PushPlanConfig(dry_run=dry_run, allow_large_removal=allow_large_removal)
+    return dg.RunConfig(ops={f"plan_{model.name}": config for model, _ in _targets})
+
+
+def push_selection(segments: list[str] | None, *, dry_run: bool) -> list[dg.AssetKey]:
+    """Plan (and, unless dry, push) assets of the chosen segments; an unknown name is an error."""
+    names = [model.name for model, _ in _targets]
+    unknown = sorted(set(segments or []) - set(names))
+    if unknown:
+        raise ValueError(f"unknown segment(s) {', '.join(unknown)}; pushed segments: {', '.join(names)}")
+    chosen = segments or names
+    keys = [plan_key(name) for name in chosen]
+    return keys if dry_run else keys + [push_key(name) for name in chosen]
+
+
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    name="push_after_warehouse_load",
+    monitored_jobs=[warehouse_load_job],
+    request_job=segment_push_job,
+    description="After a tenant's warehouse_load succeeds, push that tenant's segments.",
+)
+def push_after_warehouse_load(context: dg.RunStatusSensorContext) -> Iterator[dg.RunRequest]:
+    run = context.dagster_run
+    partition = run.tags.get("dagster/partition")
+    if partition:
+        yield dg.RunRequest(run_key=f"push-after-{run.run_id}", partition_key=partition)

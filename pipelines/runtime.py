@@ -1,0 +1,77 @@
+"""The embedded defaults: what `make run` and `make ui` start when the environment names no real systems.
+
+- No ``FLOWRETAIL_BASE_URL``: the built-in simulator is served on a loopback port, its state kept
+  under ``.flowretail/simulator/`` so a second run sees what the first one pushed.
+- No ``DATABASE_URL``: an embedded PostgreSQL with its data under ``.flowretail/pgdata``.
+- No ``DAGSTER_HOME``: ``.flowretail/dagster_home``, so runs show up in the UI afterwards.
+Everything is exported as environment variables, which is how the Dagster resources read it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipelines.settings import Settings, load_settings
+from pipelines.warehouse.embedded import start_embedded_postgres
+from pipelines.warehouse.postgres import mask_url
+
+logger = logging.getLogger(__name__)
+
+STATE_DIR = Path(".flowretail")
+
+
+@dataclass(frozen=True)
+class Environment:
+    """Where this process's runs go; ``masked_database_url`` is safe to print."""
+
+    settings: Settings
+    base_url: str
+    database_url: str
+    dagster_home: Path
+    simulator: bool
+    embedded_postgres: bool
+
+    @property
+    def masked_database_url(self) -> str:
+        return mask_url(self.database_url)
+
+
+@contextmanager
+def embedded_environment(state_dir: Path = STATE_DIR) -> Iterator[Environment]:
+    """Start the simulator and/or embedded PostgreSQL as needed and export their settings."""
+    settings = load_settings()
+    state_dir = state_dir.resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack:
+        base_url = settings.base_url
+        if base_url is None:
+            from pipelines.flowretail.simulator import SimulatorConfig, build_state, running_simulator
+            from pipelines.flowretail.simulator.persistence import persisted_state
+
+            state = stack.enter_context(persisted_state(state_dir / "simulator", lambda: build_state(SimulatorConfig())))
+            base_url = stack.enter_context(running_simulator(state))
+            os.environ["FLOWRETAIL_BASE_URL"] = base_url
+            os.environ["FLOWRETAIL_TOKEN"] = state.token
+            os.environ.setdefault("FLOWRETAIL_TENANT_UIDS", ",".join(state.tenant_uids()))
+            os.environ.setdefault("FLOWRETAIL_RATE_LIMIT", "1000")
+            logger.info("serving the built-in Flow Retail simulator at %s", base_url)
+        database_url = settings.database_url.get_secret_value() if settings.database_url else None
+        if database_url is None:
+            database_url = start_embedded_postgres(state_dir / "pgdata")
+            os.environ["DATABASE_URL"] = database_url
+        dagster_home = Path(os.environ.get("DAGSTER_HOME") or state_dir / "dagster_home").resolve()
+        dagster_home.mkdir(parents=True, exist_ok=True)
+        os.environ["DAGSTER_HOME"] = str(dagster_home)
+        yield Environment(
+            settings=load_settings(),
+            base_url=base_url,
+            database_url=database_url,
+            dagster_home=dagster_home,
+            simulator=settings.base_url is None,
+            embedded_postgres=settings.database_url is None,
+        )

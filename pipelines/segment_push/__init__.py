@@ -1,0 +1,1 @@
+"""Plain library for pushing warehouse segments into Flow Retail customer groups. Never imports dagster."""

@@ -1,0 +1,175 @@
+"""Apply a recorded plan through the API, log every call as it happens, then verify by reading back."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from pipelines.flowretail.client import AsyncFlowRetailClient
+from pipelines.flowretail.errors import ApiStatusError, BadRequestError, ConflictError, FlowRetailError
+from pipelines.segment_push.audit import log_call, record_outcome, register_group
+from pipelines.segment_push.plan import SegmentPushPlan, is_verified
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PushOutcome:
+    """What a push did: applied counts, refused uids, calls, verification and notes for the operator."""
+
+    plan: SegmentPushPlan
+    verified: bool = False
+    applied_adds: int = 0
+    applied_removes: int = 0
+    rejected: dict[str, str] = field(default_factory=dict)
+    calls: int = 0
+    duration_seconds: float = 0.0
+    live_after_count: int = 0
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass
+class _Pusher:
+    client: AsyncFlowRetailClient
+    conn: psycopg.Connection[Any]
+    run_id: str
+    plan: SegmentPushPlan
+    outcome: PushOutcome
+
+    def log(self, action: str, status: int | None, error: str | None = None, batch: int | None = None,
+            add: tuple[str, ...] = (), remove: tuple[str, ...] = ()) -> None:
+        self.outcome.calls += 1
+        log_call(
+            self.conn,
+            run_id=self.run_id,
+            tenant_uid=self.plan.tenant_uid,
+            segment=self.plan.target.segment,
+            group_uid=self.plan.target.group_uid,
+            action=action,
+            http_status=status,
+            error=error,
+            batch_number=batch,
+            add_uids=add,
+            remove_uids=remove,
+        )
+
+    async def ensure_group(self) -> None:
+        plan, target = self.plan, self.plan.target
+        tenant, group = plan.tenant_uid, target.group_uid
+        if plan.group_action in ("create", "recreate"):
+            try:
+                await self.client.create_customer_group(tenant, target.group_name, group)
+                self.log("create", 201)
+            except ConflictError as exc:
+                self.log("create", 409, str(exc))
+                existing = await self.client.get_customer_group(tenant, group)
+                if existing["name"] != target.group_name:
+                    await self.rename(existing["name"])
+            register_group(self.conn, tenant, group, target.segment, "created")
+            if plan.group_action == "recreate":
+                self.outcome.notes.append(f"group {group} had been deleted out of band; recreated it as declared")
+        elif plan.group_action == "adopt":
+            register_group(self.conn, tenant, group, target.segment, "adopted")
+            self.outcome.notes.append(
+                f"adopted existing group {group}; first push in {plan.effective_mode} mode"
+                + (f", {len(plan.withheld_removes)} removals withheld" if plan.withheld_removes else "")
+            )
+        if plan.needs_rename:
+            await self.rename(plan.live_name or "")
+
+    async def rename(self, current_name: str) -> None:
+        target = self.plan.target
+        await self.client.rename_customer_group(self.plan.tenant_uid, target.group_uid, target.group_name)
+        self.log("rename", 200)
+        self.outcome.notes.append(f"group {target.group_uid} was named {current_name!r}; renamed back to {target.group_name!r}")
+
+    async def send(self, add: tuple[str, ...], remove: tuple[str, ...], batch: int) -> None:
+        """One add/remove call; a 400 is narrowed down until the refused uids are isolated."""
+        try:
+            await self.client.update_group_customers(self.plan.tenant_uid, self.plan.target.group_uid, list(add), list(remove))
+        except BadRequestError as exc:
+            self.log("add_remove", 400, exc.detail, batch, add, remove)
+            named = _named_invalid_uids(exc)
+            everything = set(add) | set(remove)
+            refused = named & everything
+            if refused:
+                for uid in refused:
+                    self.outcome.rejected[uid] = exc.detail
+                rest_add = tuple(u for u in add if u not in refused)
+                rest_remove = tuple(u for u in remove if u not in refused)
+                if rest_add or rest_remove:
+                    await self.send(rest_add, rest_remove, batch)
+                return
+            if len(everything) == 1:
+                self.outcome.rejected[next(iter(everything))] = exc.detail
+                return
+            uids = [(u, True) for u in add] + [(u, False) for u in remove]
+            half = len(uids) // 2
+            for part in (uids[:half], uids[half:]):
+                await self.send(tuple(u for u, a in part if a), tuple(u for u, a in part if not a), batch)
+            return
+        except ApiStatusError as exc:
+            self.log("add_remove", exc.status_code, str(exc), batch, add, remove)
+            raise
+        except FlowRetailError as exc:
+            self.log("add_remove", None, str(exc), batch, add, remove)
+            raise
+        self.log("add_remove", 204, None, batch, add, remove)
+        self.outcome.applied_adds += len(add)
+        self.outcome.applied_removes += len(remove)
+
+
+def _named_invalid_uids(exc: BadRequestError) -> set[str]:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict) and isinstance(body.get("invalidCustomerUids"), list):
+        return {str(u) for u in body["invalidCustomerUids"]}
+    return set()
+
+
+async def execute_plan(
+    client: AsyncFlowRetailClient,
+    conn: psycopg.Connection[Any],
+    run_id: str,
+    plan: SegmentPushPlan,
+    segment_uids: frozenset[str],
+    batch_size: int,
+) -> PushOutcome:
+    """Ensure the group, send the batches, read the group back and record whether it now matches."""
+    started = time.perf_counter()
+    outcome = PushOutcome(plan)
+    pusher = _Pusher(client, conn, run_id, plan, outcome)
+    live_after: frozenset[str] = frozenset()
+    try:
+        await pusher.ensure_group()
+        for number, batch in enumerate(plan.batches(batch_size), start=1):
+            await pusher.send(batch.add, batch.remove, number)
+        live_after = frozenset(await client.fetch_group_member_uids(plan.tenant_uid, plan.target.group_uid))
+        pusher.log("verify", 200)
+        outcome.live_after_count = len(live_after)
+        outcome.verified = is_verified(plan, live_after, segment_uids, frozenset(outcome.rejected))
+        if not outcome.verified:
+            outcome.error = "the group read back does not match the segment; the next run will retry"
+    except (FlowRetailError, OSError) as exc:
+        outcome.error = str(exc)
+        raise
+    finally:
+        outcome.duration_seconds = time.perf_counter() - started
+        record_outcome(
+            conn,
+            run_id=run_id,
+            plan=plan,
+            verified=outcome.verified,
+            live_after=live_after,
+            applied_adds=outcome.applied_adds,
+            applied_removes=outcome.applied_removes,
+            rejected=outcome.rejected,
+            calls=outcome.calls,
+            duration_seconds=outcome.duration_seconds,
+            error=outcome.error,
+        )
+    return outcome

@@ -1,0 +1,331 @@
+"""The push's memory and audit trail in Postgres: ownership registry, plans, call log, last pushed state.
+
+Kept for as long as the warehouse keeps it (not 7 or 14 days), with the uids of every batch, so
+any push can be traced and reversed.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from pipelines.segment_push.plan import PushHistory, PushTarget, SegmentPushPlan
+from pipelines.warehouse.schema import SCHEMA
+
+_S = sql.Identifier(SCHEMA)
+
+PUSH_TABLES_SQL: list[sql.Composable] = [
+    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(_S),
+    sql.SQL(
+        """CREATE TABLE IF NOT EXISTS {}.segment_push_groups (
+    tenant_uid text NOT NULL,
+    customer_group_uid text NOT NULL,
+    segment text NOT NULL,
+    ownership text NOT NULL CHECK (ownership IN ('created', 'adopted')),
+    since timestamptz NOT NULL,
+    first_push_done_at timestamptz,
+    PRIMARY KEY (tenant_uid, customer_group_uid)
+)"""
+    ).format(_S),
+    sql.SQL(
+        """CREATE TABLE IF NOT EXISTS {}.segment_push_runs (
+    run_id text NOT NULL,
+    tenant_uid text NOT NULL,
+    segment text NOT NULL,
+    customer_group_uid text NOT NULL,
+    status text NOT NULL,
+    dry_run boolean NOT NULL DEFAULT false,
+    plan_hash text NOT NULL,
+    group_action text NOT NULL,
+    mode text NOT NULL,
+    segment_count bigint NOT NULL,
+    live_count bigint NOT NULL,
+    planned_adds bigint NOT NULL,
+    planned_removes bigint NOT NULL,
+    withheld_removes bigint NOT NULL,
+    drift_added bigint NOT NULL,
+    drift_removed bigint NOT NULL,
+    applied_adds bigint NOT NULL DEFAULT 0,
+    applied_removes bigint NOT NULL DEFAULT 0,
+    rejected_uids jsonb NOT NULL DEFAULT '[]',
+    blocked jsonb NOT NULL DEFAULT '[]',
+    verified boolean,
+    calls bigint NOT NULL DEFAULT 0,
+    duration_seconds double precision,
+    plan jsonb NOT NULL,
+    planned_at timestamptz NOT NULL,
+    finished_at timestamptz,
+    error text,
+    PRIMARY KEY (run_id, tenant_uid, segment)
+)"""
+    ).format(_S),
+    sql.SQL(
+        """CREATE TABLE IF NOT EXISTS {}.segment_push_log (
+    id bigserial PRIMARY KEY,
+    run_id text NOT NULL,
+    tenant_uid text NOT NULL,
+    segment text NOT NULL,
+    customer_group_uid text NOT NULL,
+    action text NOT NULL,
+    uid_count bigint NOT NULL DEFAULT 0,
+    batch_number integer,
+    http_status integer,
+    error text,
+    add_uids jsonb NOT NULL DEFAULT '[]',
+    remove_uids jsonb NOT NULL DEFAULT '[]',
+    at timestamptz NOT NULL DEFAULT now()
+)"""
+    ).format(_S),
+    sql.SQL(
+        """CREATE TABLE IF NOT EXISTS {}.segment_push_members (
+    tenant_uid text NOT NULL,
+    segment text NOT NULL,
+    customer_group_uid text NOT NULL,
+    customer_uid text NOT NULL,
+    PRIMARY KEY (tenant_uid, segment, customer_group_uid, customer_uid)
+)"""
+    ).format(_S),
+]
+
+
+def ensure_push_tables(conn: psycopg.Connection[Any]) -> None:
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (0x464C5250,))
+        for statement in PUSH_TABLES_SQL:
+            conn.execute(statement)
+
+
+def read_segment_uids(conn: psycopg.Connection[Any], relation_schema: str, segment: str, tenant_uid: str) -> frozenset[str]:
+    """The segment's customers for one tenant, from its built relation in the analytics schema."""
+    rows = conn.execute(
+        sql.SQL("SELECT DISTINCT customer_uid FROM {}.{} WHERE tenant_uid = %s").format(
+            sql.Identifier(relation_schema), sql.Identifier(segment)
+        ),
+        (tenant_uid,),
+    ).fetchall()
+    return frozenset(str(r[0]) for r in rows)
+
+
+def read_history(conn: psycopg.Connection[Any], tenant_uid: str, segment: str, group_uid: str) -> PushHistory:
+    owner = conn.execute(
+        sql.SQL(
+            "SELECT ownership, first_push_done_at IS NOT NULL FROM {}.segment_push_groups "
+            "WHERE tenant_uid = %s AND customer_group_uid = %s"
+        ).format(_S),
+        (tenant_uid, group_uid),
+    ).fetchone()
+    last_count = conn.execute(
+        sql.SQL(
+            "SELECT segment_count FROM {}.segment_push_runs WHERE tenant_uid = %s AND segment = %s "
+            "AND customer_group_uid = %s AND status = 'verified' AND NOT dry_run ORDER BY finished_at DESC LIMIT 1"
+        ).format(_S),
+        (tenant_uid, segment, group_uid),
+    ).fetchone()
+    members: frozenset[str] | None = None
+    if owner is not None and owner[1]:
+        members = frozenset(
+            r[0]
+            for r in conn.execute(
+                sql.SQL(
+                    "SELECT customer_uid FROM {}.segment_push_members WHERE tenant_uid = %s AND segment = %s "
+                    "AND customer_group_uid = %s"
+                ).format(_S),
+                (tenant_uid, segment, group_uid),
+            ).fetchall()
+        )
+    return PushHistory(
+        ownership=owner[0] if owner else None,
+        first_push_done=bool(owner[1]) if owner else False,
+        last_pushed_uids=members,
+        last_segment_count=int(last_count[0]) if last_count else None,
+    )
+
+
+def record_plan(conn: psycopg.Connection[Any], run_id: str, plan: SegmentPushPlan, *, dry_run: bool) -> None:
+    """Write the plan before the first write call (status planned, blocked or dry_run)."""
+    status = "blocked" if plan.blocked else ("dry_run" if dry_run else "planned")
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {}.segment_push_runs (run_id, tenant_uid, segment, customer_group_uid, status, dry_run, "
+            "plan_hash, group_action, mode, segment_count, live_count, planned_adds, planned_removes, "
+            "withheld_removes, drift_added, drift_removed, blocked, plan, planned_at) VALUES "
+            "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (run_id, tenant_uid, segment) DO UPDATE SET status = EXCLUDED.status, "
+            "plan_hash = EXCLUDED.plan_hash, plan = EXCLUDED.plan, blocked = EXCLUDED.blocked, "
+            "planned_at = EXCLUDED.planned_at"
+        ).format(_S),
+        (
+            run_id,
+            plan.tenant_uid,
+            plan.target.segment,
+            plan.target.group_uid,
+            status,
+            dry_run,
+            plan.plan_hash,
+            plan.group_action,
+            plan.effective_mode,
+            plan.segment_count,
+            plan.live_count,
+            len(plan.adds),
+            len(plan.removes),
+            len(plan.withheld_removes),
+            len(plan.drift_added),
+            len(plan.drift_removed),
+            Jsonb(plan.blocked_reasons),
+            Jsonb(
+                {
+                    "adds": list(plan.adds),
+                    "removes": list(plan.removes),
+                    "withheld_removes": list(plan.withheld_removes),
+                    "drift_added": list(plan.drift_added),
+                    "drift_removed": list(plan.drift_removed),
+                    "live_name": plan.live_name,
+                }
+            ),
+            datetime.now(UTC),
+        ),
+    )
+
+
+def log_call(
+    conn: psycopg.Connection[Any],
+    *,
+    run_id: str,
+    tenant_uid: str,
+    segment: str,
+    group_uid: str,
+    action: str,
+    http_status: int | None,
+    error: str | None = None,
+    batch_number: int | None = None,
+    add_uids: tuple[str, ...] | list[str] = (),
+    remove_uids: tuple[str, ...] | list[str] = (),
+) -> None:
+    """One row per API call, written (autocommit) as it happens."""
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {}.segment_push_log (run_id, tenant_uid, segment, customer_group_uid, action, uid_count, "
+            "batch_number, http_status, error, add_uids, remove_uids) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        ).format(_S),
+        (
+            run_id,
+            tenant_uid,
+            segment,
+            group_uid,
+            action,
+            len(add_uids) + len(remove_uids),
+            batch_number,
+            http_status,
+            error,
+            Jsonb(list(add_uids)),
+            Jsonb(list(remove_uids)),
+        ),
+    )
+
+
+def register_group(
+    conn: psycopg.Connection[Any], tenant_uid: str, group_uid: str, segment: str, ownership: str
+) -> None:
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {}.segment_push_groups (tenant_uid, customer_group_uid, segment, ownership, since) "
+            "VALUES (%s, %s, %s, %s, now()) ON CONFLICT (tenant_uid, customer_group_uid) DO NOTHING"
+        ).format(_S),
+        (tenant_uid, group_uid, segment, ownership),
+    )
+
+
+def record_outcome(
+    conn: psycopg.Connection[Any],
+    *,
+    run_id: str,
+    plan: SegmentPushPlan,
+    verified: bool,
+    live_after: frozenset[str],
+    applied_adds: int,
+    applied_removes: int,
+    rejected: dict[str, str],
+    calls: int,
+    duration_seconds: float,
+    error: str | None,
+) -> None:
+    """Finish the run row; only a verified push moves the remembered state and completes adoption."""
+    tenant, segment, group = plan.tenant_uid, plan.target.segment, plan.target.group_uid
+    with conn.transaction():
+        conn.execute(
+            sql.SQL(
+                "UPDATE {}.segment_push_runs SET status = %s, verified = %s, applied_adds = %s, applied_removes = %s, "
+                "rejected_uids = %s, calls = %s, duration_seconds = %s, finished_at = now(), error = %s "
+                "WHERE run_id = %s AND tenant_uid = %s AND segment = %s"
+            ).format(_S),
+            (
+                "verified" if verified else "failed",
+                verified,
+                applied_adds,
+                applied_removes,
+                Jsonb([{"customer_uid": uid, "error": message} for uid, message in sorted(rejected.items())]),
+                calls,
+                duration_seconds,
+                error,
+                run_id,
+                tenant,
+                segment,
+            ),
+        )
+        if not verified:
+            return
+        conn.execute(
+            sql.SQL(
+                "UPDATE {}.segment_push_groups SET first_push_done_at = coalesce(first_push_done_at, now()) "
+                "WHERE tenant_uid = %s AND customer_group_uid = %s"
+            ).format(_S),
+            (tenant, group),
+        )
+        conn.execute(
+            sql.SQL(
+                "DELETE FROM {}.segment_push_members WHERE tenant_uid = %s AND segment = %s AND customer_group_uid = %s"
+            ).format(_S),
+            (tenant, segment, group),
+        )
+        with conn.cursor() as cur, cur.copy(
+            sql.SQL("COPY {}.segment_push_members (tenant_uid, segment, customer_group_uid, customer_uid) FROM STDIN").format(_S)
+        ) as copy:
+            for uid in sorted(live_after):
+                copy.write_row((tenant, segment, group, uid))
+
+
+def load_recorded_plan(
+    conn: psycopg.Connection[Any], run_id: str, tenant_uid: str, target: PushTarget
+) -> tuple[str, SegmentPushPlan] | None:
+    """The plan a run recorded for a segment, rebuilt exactly as it was decided, with its status."""
+    row = conn.execute(
+        sql.SQL(
+            "SELECT status, group_action, mode, segment_count, live_count, plan FROM {}.segment_push_runs "
+            "WHERE run_id = %s AND tenant_uid = %s AND segment = %s"
+        ).format(_S),
+        (run_id, tenant_uid, target.segment),
+    ).fetchone()
+    if row is None:
+        return None
+    status, action, mode, segment_count, live_count, body = row
+    plan = SegmentPushPlan(
+        tenant_uid=tenant_uid,
+        target=target,
+        group_action=action,
+        live_name=body.get("live_name"),
+        effective_mode=mode,
+        segment_count=int(segment_count),
+        live_count=int(live_count),
+        adds=tuple(body["adds"]),
+        removes=tuple(body["removes"]),
+        withheld_removes=tuple(body["withheld_removes"]),
+        drift_added=tuple(body["drift_added"]),
+        drift_removed=tuple(body["drift_removed"]),
+        segment_joined=(),
+        segment_left=(),
+    )
+    return str(status), plan

@@ -1,0 +1,116 @@
+"""Transform stage: one Dagster asset per dbt-like SQL model, with its data tests as asset checks.
+
+No ``from __future__ import annotations`` here: Dagster inspects the ``context`` annotation at
+definition time and needs the real class, not a string.
+"""
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster import AssetExecutionContext
+
+from pipelines.resources import WarehouseResource
+from pipelines.sql_models.database import build_model, run_data_test
+from pipelines.sql_models.project import Model, Project, load_project
+
+SQL_ROOT = Path(__file__).resolve().parents[2] / "dbt_like_sql"
+OWNERS = ["team:analytics-engineering"]
+_MODEL_BUILD_LOCK = 0x464C524D  # "FLRM": one model builder at a time (parallel tenant runs share the models)
+
+project: Project = load_project(SQL_ROOT)
+
+
+def model_key(name: str) -> dg.AssetKey:
+    return dg.AssetKey([project.target_schema, name])
+
+
+def _deps(model: Model) -> list[dg.AssetKey]:
+    return [model_key(ref) for ref in model.refs] + [
+        dg.AssetKey([source.source_name, source.table_name]) for source in model.sources
+    ]
+
+
+def _static_metadata(model: Model) -> dict[str, Any]:
+    metadata: dict[str, Any] = {
+        "file": dg.MetadataValue.path(str(model.path.relative_to(SQL_ROOT.parent))),
+        "layer": model.layer,
+        "materialized": model.config.materialized,
+    }
+    if model.docs and model.docs.columns:
+        metadata["dagster/column_schema"] = dg.TableSchema(
+            columns=[dg.TableColumn(c.name, "", description=c.description) for c in model.docs.columns]
+        )
+    push = model.config.push
+    if push is not None:
+        metadata.update(
+            {
+                "push_to_group_uid": push.group_uid,
+                "push_group_name": push.group_name,
+                "push_mode": push.mode,
+                "max_remove_fraction": push.max_remove_fraction,
+                "adopt_existing": push.adopt_existing,
+            }
+        )
+    return metadata
+
+
+def _model_asset(model: Model) -> dg.AssetsDefinition:
+    key = model_key(model.name)
+    tests = project.tests_for(model.name)
+
+    @dg.asset(
+        key=key,
+        name=model.name,
+        deps=_deps(model),
+        description=model.description or f"SQL model {model.label}",
+        group_name="transform",
+        owners=OWNERS,
+        kinds={"postgres", "sql"},
+        metadata=_static_metadata(model),
+        check_specs=[
+            dg.AssetCheckSpec(test.name, asset=key, description=f"{test.kind} on {test.column} ({test.defined_in})",
+                              blocking=True)
+            for test in tests
+        ],
+    )
+    def build(context: AssetExecutionContext, warehouse: WarehouseResource) -> Iterator[Any]:
+        with warehouse.connect(autocommit=True) as conn:
+            conn.execute("SELECT pg_advisory_lock(%s)", (_MODEL_BUILD_LOCK,))
+            try:
+                result = build_model(conn, model, project)
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (_MODEL_BUILD_LOCK,))
+            context.log.info(f"built {project.target_schema}.{model.name}: {result.row_count} rows")
+            yield dg.MaterializeResult(
+                metadata={
+                    "dagster/row_count": result.row_count,
+                    "duration_seconds": round(result.duration_seconds, 3),
+                    "dagster/column_schema": dg.TableSchema(
+                        columns=[
+                            dg.TableColumn(
+                                c.name, c.data_type,
+                                description=next((d.description for d in (model.docs.columns if model.docs else ())
+                                                  if d.name == c.name), None),
+                            )
+                            for c in result.columns
+                        ]
+                    ),
+                }
+            )
+            for test in tests:
+                outcome = run_data_test(conn, test)
+                yield dg.AssetCheckResult(
+                    check_name=test.name,
+                    passed=outcome.passed,
+                    metadata={
+                        "failing_rows": outcome.failing_rows,
+                        "sample": dg.MetadataValue.json(outcome.sample),
+                    },
+                )
+
+    return build
+
+
+model_assets: list[dg.AssetsDefinition] = [_model_asset(model) for model in project.build_order()]
