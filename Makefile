@@ -20,6 +20,9 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(BIN)/python -m pytest
 
+ui: $(STAMP)
+	$(BIN)/flowretail ui
+
 lint: $(STAMP)
 	$(BIN)/ruff check pipelines tests benchmarks
 	$(BIN)/mypy pipelines

@@ -52,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     push.add_argument("--allow-large-removal", action="store_true")
     push.add_argument("--json", action="store_true")
     sub.add_parser("ui", help="start the Dagster UI on the same defaults as `make run`")
+    sub.add_parser("report", help="write an HTML report of the recorded runs under .flowretail/report/")
     return parser
 
 
@@ -98,6 +99,10 @@ def _run_jobs(args: argparse.Namespace) -> int:
             dry_run=getattr(args, "dry_run", False),
             allow_large_removal=getattr(args, "allow_large_removal", False),
         )
+        if args.command == "run":
+            from pipelines.reporting import write_report
+
+            summary.report_path = str(write_report(env.database_url))
     if args.json:
         print(json.dumps(summary.as_dict(), indent=2, default=str))
     else:
@@ -120,12 +125,28 @@ def _ui(args: argparse.Namespace) -> int:
             return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from pipelines.reporting import write_report
+    from pipelines.settings import load_settings
+
+    settings = load_settings()
+    if settings.database_url is not None:
+        path = write_report(settings.database_url.get_secret_value())
+    else:
+        from pipelines.runtime import embedded_environment
+
+        with embedded_environment(start_simulator=False) as env:
+            path = write_report(env.database_url)
+    print(f"report written to {path}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
-    handlers: dict[str, Any] = {"simulator": _serve_simulator, "ui": _ui}
+    handlers: dict[str, Any] = {"simulator": _serve_simulator, "ui": _ui, "report": _report}
     try:
         return int(handlers.get(args.command, _run_jobs)(args))
     except ConfigError as exc:

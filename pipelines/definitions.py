@@ -7,14 +7,18 @@ import dagster as dg
 from pipelines.ingest.assets import flowretail_raw_tables
 from pipelines.ingest.jobs import warehouse_load_daily, warehouse_load_job
 from pipelines.resources import FlowRetailResource, WarehouseResource
+from pipelines.reverse_etl.assets import plan_assets, push_after_warehouse_load, push_assets, segment_push_job
+from pipelines.transform.assets import model_assets, model_checks
 from pipelines.settings import load_settings
 
 _settings = load_settings()
 
 defs = dg.Definitions(
-    assets=[flowretail_raw_tables],
-    jobs=[warehouse_load_job],
+    assets=[flowretail_raw_tables, *model_assets, *plan_assets, *push_assets],
+    asset_checks=model_checks,
+    jobs=[warehouse_load_job, segment_push_job],
     schedules=[warehouse_load_daily],
+    sensors=[push_after_warehouse_load],
     resources={
         "flowretail": FlowRetailResource(
             base_url=dg.EnvVar("FLOWRETAIL_BASE_URL"),

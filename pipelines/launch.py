@@ -25,6 +25,7 @@ class RunSummary:
     segments: list[dict[str, Any]] = field(default_factory=list)
     pushes: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    report_path: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -33,29 +34,86 @@ class RunSummary:
             "segments": self.segments,
             "pushes": self.pushes,
             "problems": self.problems,
+            "report": self.report_path,
         }
 
     def render(self) -> str:
         lines: list[str] = []
         if self.loads:
-            lines.append(_table(
-                "Loads", ["tenant", "status", "groups", "memberships", "customers", "pages", "requests", "retries",
-                          "seconds"],
-                [[r["tenant_uid"], r["status"], r["groups_rows"], r["memberships_rows"], r["customers_rows"],
-                  r["pages"], r["requests"], r["retries"], r["seconds"]] for r in self.loads],
-            ))
+            lines.append(
+                _table(
+                    "Loads",
+                    [
+                        "tenant",
+                        "status",
+                        "groups",
+                        "memberships",
+                        "customers",
+                        "pages",
+                        "requests",
+                        "retries",
+                        "seconds",
+                    ],
+                    [
+                        [
+                            r["tenant_uid"],
+                            r["status"],
+                            r["groups_rows"],
+                            r["memberships_rows"],
+                            r["customers_rows"],
+                            r["pages"],
+                            r["requests"],
+                            r["retries"],
+                            r["seconds"],
+                        ]
+                        for r in self.loads
+                    ],
+                )
+            )
         if self.segments:
-            lines.append(_table("Segment sizes", ["tenant", "segment", "customers"],
-                                [[r["tenant_uid"], r["segment"], r["customers"]] for r in self.segments]))
+            lines.append(
+                _table(
+                    "Segment sizes",
+                    ["tenant", "segment", "customers"],
+                    [[r["tenant_uid"], r["segment"], r["customers"]] for r in self.segments],
+                )
+            )
         if self.pushes:
-            lines.append(_table(
-                "Pushes", ["tenant", "segment", "group", "status", "added", "removed", "withheld", "rejected",
-                           "verified", "calls"],
-                [[r["tenant_uid"], r["segment"], r["customer_group_uid"], r["status"], r["applied_adds"],
-                  r["applied_removes"], r["withheld_removes"], r["rejected"], r["verified"], r["calls"]]
-                 for r in self.pushes],
-            ))
+            lines.append(
+                _table(
+                    "Pushes",
+                    [
+                        "tenant",
+                        "segment",
+                        "group",
+                        "status",
+                        "added",
+                        "removed",
+                        "withheld",
+                        "rejected",
+                        "verified",
+                        "calls",
+                    ],
+                    [
+                        [
+                            r["tenant_uid"],
+                            r["segment"],
+                            r["customer_group_uid"],
+                            r["status"],
+                            r["applied_adds"],
+                            r["applied_removes"],
+                            r["withheld_removes"],
+                            r["rejected"],
+                            r["verified"],
+                            r["calls"],
+                        ]
+                        for r in self.pushes
+                    ],
+                )
+            )
         lines.append(f"Query the warehouse: psql '{self.database_url_masked}'")
+        if self.report_path:
+            lines.append(f"Charts of the recorded runs: file://{self.report_path}")
         return "\n\n".join(lines)
 
 
@@ -95,7 +153,7 @@ def launch(
     from pipelines.partitions import tenant_partitions
 
     known = tenant_partitions.get_partition_keys()
-    selected = tenants or known
+    selected = list(tenants or known)
     unknown = [t for t in selected if t not in known]
     summary = RunSummary(env.masked_database_url)
     if unknown:
@@ -133,7 +191,10 @@ def launch(
 
 
 def _read_summary(
-    conn: psycopg.Connection[Any], summary: RunSummary, load_run_ids: list[str], push_run_ids: list[str],
+    conn: psycopg.Connection[Any],
+    summary: RunSummary,
+    load_run_ids: list[str],
+    push_run_ids: list[str],
     tenants: list[str],
 ) -> None:
     s = sql.Identifier(SCHEMA)
@@ -146,8 +207,17 @@ def _read_summary(
             ).format(s),
             (load_run_ids,),
         ).fetchall()
-        keys = ["tenant_uid", "status", "groups_rows", "memberships_rows", "customers_rows", "pages", "requests",
-                "retries", "seconds"]
+        keys = [
+            "tenant_uid",
+            "status",
+            "groups_rows",
+            "memberships_rows",
+            "customers_rows",
+            "pages",
+            "requests",
+            "retries",
+            "seconds",
+        ]
         summary.loads = [dict(zip(keys, row, strict=True)) for row in rows]
     exists = conn.execute("SELECT to_regclass('analytics.segment_membership') IS NOT NULL").fetchone()
     if exists and exists[0]:
@@ -166,8 +236,21 @@ def _read_summary(
             ).format(s),
             (push_run_ids,),
         ).fetchall()
-        keys = ["tenant_uid", "segment", "customer_group_uid", "status", "applied_adds", "applied_removes",
-                "withheld_removes", "rejected", "verified", "calls", "blocked", "planned_adds", "planned_removes"]
+        keys = [
+            "tenant_uid",
+            "segment",
+            "customer_group_uid",
+            "status",
+            "applied_adds",
+            "applied_removes",
+            "withheld_removes",
+            "rejected",
+            "verified",
+            "calls",
+            "blocked",
+            "planned_adds",
+            "planned_removes",
+        ]
         summary.pushes = [dict(zip(keys, row, strict=True)) for row in rows]
         for push in summary.pushes:
             if push["status"] == "blocked":

@@ -75,7 +75,9 @@ class WarehouseResource(dg.ConfigurableResource):  # type: ignore[misc]
         try:
             return psycopg.connect(self.database_url, **kwargs)
         except psycopg.OperationalError as exc:
-            raise ConfigError(f"DATABASE_URL: cannot connect to {mask_url(self.database_url)}: {mask_url(str(exc))}") from None
+            raise ConfigError(
+                f"DATABASE_URL: cannot connect to {mask_url(self.database_url)}: {mask_url(str(exc))}"
+            ) from None
 
     @property
     def masked_url(self) -> str:

@@ -42,18 +42,20 @@ class Environment:
 
 
 @contextmanager
-def embedded_environment(state_dir: Path = STATE_DIR) -> Iterator[Environment]:
+def embedded_environment(state_dir: Path = STATE_DIR, *, start_simulator: bool = True) -> Iterator[Environment]:
     """Start the simulator and/or embedded PostgreSQL as needed and export their settings."""
     settings = load_settings()
     state_dir = state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
         base_url = settings.base_url
-        if base_url is None:
+        if base_url is None and start_simulator:
             from pipelines.flowretail.simulator import SimulatorConfig, build_state, running_simulator
             from pipelines.flowretail.simulator.persistence import persisted_state
 
-            state = stack.enter_context(persisted_state(state_dir / "simulator", lambda: build_state(SimulatorConfig())))
+            state = stack.enter_context(
+                persisted_state(state_dir / "simulator", lambda: build_state(SimulatorConfig()))
+            )
             base_url = stack.enter_context(running_simulator(state))
             os.environ["FLOWRETAIL_BASE_URL"] = base_url
             os.environ["FLOWRETAIL_TOKEN"] = state.token
@@ -69,7 +71,7 @@ def embedded_environment(state_dir: Path = STATE_DIR) -> Iterator[Environment]:
         os.environ["DAGSTER_HOME"] = str(dagster_home)
         yield Environment(
             settings=load_settings(),
-            base_url=base_url,
+            base_url=base_url or "",
             database_url=database_url,
             dagster_home=dagster_home,
             simulator=settings.base_url is None,

@@ -95,7 +95,9 @@ class Settings(BaseSettings):
         url = base_url or self.base_url
         secret = token or (self.token.get_secret_value() if self.token else None)
         if not url:
-            raise ConfigError("FLOWRETAIL_BASE_URL is not set: give the API base URL, e.g. https://api.flowretail.com/v2")
+            raise ConfigError(
+                "FLOWRETAIL_BASE_URL is not set: give the API base URL, e.g. https://api.flowretail.com/v2"
+            )
         if not secret:
             raise ConfigError("FLOWRETAIL_TOKEN is not set: give the integration token of the tenant(s)")
         return ClientConfig(
@@ -137,7 +139,5 @@ def load_settings() -> Settings:
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc)) from None
     if settings.base_url and not settings.tenant_uids:
-        raise ConfigError(
-            "FLOWRETAIL_TENANT_UIDS is not set: list the tenant uids to load, comma-separated"
-        )
+        raise ConfigError("FLOWRETAIL_TENANT_UIDS is not set: list the tenant uids to load, comma-separated")
     return settings

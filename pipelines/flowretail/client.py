@@ -127,17 +127,13 @@ class AsyncFlowRetailClient:
         self.stats = ClientStats()
         self._token = config.token.get_secret_value()
         self._semaphore = asyncio.Semaphore(config.concurrency)
-        self._limiter = (
-            AsyncLimiter(config.rate_limit_per_second, 1.0) if config.rate_limit_per_second else None
-        )
+        self._limiter = AsyncLimiter(config.rate_limit_per_second, 1.0) if config.rate_limit_per_second else None
         self._http = httpx.AsyncClient(
             base_url=config.base_url + "/",
             auth=BearerAuth(self._token),
             transport=transport,
             timeout=httpx.Timeout(config.read_timeout, connect=config.connect_timeout),
-            limits=httpx.Limits(
-                max_connections=config.concurrency, max_keepalive_connections=config.concurrency
-            ),
+            limits=httpx.Limits(max_connections=config.concurrency, max_keepalive_connections=config.concurrency),
             headers={"User-Agent": _USER_AGENT, "Accept": "application/json"},
             verify=config.ca_bundle or True,
         )
@@ -194,7 +190,10 @@ class AsyncFlowRetailClient:
 
     async def rename_customer_group(self, tenant_uid: str, customer_group_uid: str, name: str) -> dict[str, Any]:
         body: dict[str, Any] = await self._call(
-            RENAME_GROUP, "PUT", self._group_path(tenant_uid, customer_group_uid), json={"name": name},
+            RENAME_GROUP,
+            "PUT",
+            self._group_path(tenant_uid, customer_group_uid),
+            json={"name": name},
             retry_writes=True,
         )
         return body
@@ -266,17 +265,16 @@ class AsyncFlowRetailClient:
             first_body = await self._list_page(operation, path, base, sort_by, first=attempt == 1)
             first = parse_paging(first_body, operation, base, self.config.page_size)
             expected = expected_items_on_page(first, base, base)
-            yield ScanPage(ledger.admit(first_body["items"], first.total_count, expected), base, attempt,
-                           first.total_count)
+            yield ScanPage(
+                ledger.admit(first_body["items"], first.total_count, expected), base, attempt, first.total_count
+            )
             async for number, body, info in self._fetch_pages(operation, path, sort_by, first):
                 expected = expected_items_on_page(first, number, base)
                 fresh = ledger.admit(body["items"], info.total_count, expected)
                 yield ScanPage(fresh, number, attempt, info.total_count)
             if ledger.is_consistent():
                 return
-        raise PagingInconsistentError(
-            what, ledger.reported_total(), ledger.unique_count, self.config.max_scan_attempts
-        )
+        raise PagingInconsistentError(what, ledger.reported_total(), ledger.unique_count, self.config.max_scan_attempts)
 
     async def _fetch_pages(
         self, operation: str, path: str, sort_by: str, first: PagingInfo
@@ -406,14 +404,16 @@ class AsyncFlowRetailClient:
             started = time.perf_counter()
             received = 0
             try:
-                request = self._http.build_request(method, path, params=params, json=json)
-                response = await self._http.send(request, stream=True)
-                try:
-                    raw = await self._read_capped(response, operation, page)
-                finally:
-                    await response.aclose()
+                # httpx's read timeout is per chunk; the deadline bounds a whole slow-dripping answer too.
+                async with asyncio.timeout(self.config.connect_timeout + 2 * self.config.read_timeout):
+                    request = self._http.build_request(method, path, params=params, json=json)
+                    response = await self._http.send(request, stream=True)
+                    try:
+                        raw = await self._read_capped(response, operation, page)
+                    finally:
+                        await response.aclose()
                 received = len(raw)
-            except httpx.TimeoutException as exc:
+            except (httpx.TimeoutException, TimeoutError) as exc:
                 raise _Retryable("timeout", f"{type(exc).__name__}: no answer in time") from None
             except httpx.TransportError as exc:
                 raise _Retryable("connection", f"{type(exc).__name__}: {self._redact(str(exc))}") from None
@@ -425,7 +425,9 @@ class AsyncFlowRetailClient:
         limit = self.config.max_response_bytes
         declared = response.headers.get("Content-Length")
         if declared and declared.isdigit() and int(declared) > limit:
-            raise SpecViolationError(operation, "(body)", f"response of {declared} bytes exceeds the {limit}-byte limit", page)
+            raise SpecViolationError(
+                operation, "(body)", f"response of {declared} bytes exceeds the {limit}-byte limit", page
+            )
         chunks: list[bytes] = []
         size = 0
         async for chunk in response.aiter_raw():
@@ -439,19 +441,25 @@ class AsyncFlowRetailClient:
         status = response.status_code
         if status == 429:
             self.stats.rate_limited += 1
-            raise _Retryable("429", "HTTP 429 Too Many Requests", parse_retry_after(response.headers.get("Retry-After")))
+            raise _Retryable(
+                "429", "HTTP 429 Too Many Requests", parse_retry_after(response.headers.get("Retry-After"))
+            )
         if status in _RETRYABLE_STATUS:
             raise _Retryable(str(status), f"HTTP {status}")
         if status >= 400:
             raise self._status_error(operation, status, raw, page)
         validator = validator_for(operation)
         if status != validator.success_status:
-            raise SpecViolationError(operation, "(status)", f"expected HTTP {validator.success_status}, got {status}", page)
+            raise SpecViolationError(
+                operation, "(status)", f"expected HTTP {validator.success_status}, got {status}", page
+            )
         if validator.success_status == 204:
             return None
         content_type = response.headers.get("Content-Type", "")
         if "json" not in content_type.lower():
-            raise SpecViolationError(operation, "(body)", f"expected application/json, got {content_type or 'no content type'!r}", page)
+            raise SpecViolationError(
+                operation, "(body)", f"expected application/json, got {content_type or 'no content type'!r}", page
+            )
         try:
             raw.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -467,8 +475,11 @@ class AsyncFlowRetailClient:
         detail = self._redact(_error_message(raw))
         if status in (401, 403):
             return AuthenticationError(
-                operation, status, f"{detail}; the token was refused (missing, wrong, revoked or lacking "
-                "the CUSTOMER permission): check FLOWRETAIL_TOKEN", page,
+                operation,
+                status,
+                f"{detail}; the token was refused (missing, wrong, revoked or lacking "
+                "the CUSTOMER permission): check FLOWRETAIL_TOKEN",
+                page,
             )
         if status == 404:
             return NotFoundError(operation, status, detail, page)
@@ -501,14 +512,15 @@ def _error_message(raw: bytes) -> str:
 
 
 async def _collect(pages: AsyncIterator[ScanPage]) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
+    """All items of the last (consistent) scan, in page order whatever order the pages arrived in."""
+    by_page: dict[int, list[dict[str, Any]]] = {}
     attempt = 0
     async for page in pages:
         if page.attempt != attempt:
-            items.clear()
+            by_page.clear()
             attempt = page.attempt
-        items.extend(page.items)
-    return items
+        by_page[page.page_number] = page.items
+    return [item for number in sorted(by_page) for item in by_page[number]]
 
 
 class FlowRetailClient:
@@ -564,7 +576,9 @@ class FlowRetailClient:
     def get_customer_group(self, tenant_uid: str, customer_group_uid: str) -> dict[str, Any]:
         return self._run(lambda: self._async.get_customer_group(tenant_uid, customer_group_uid))
 
-    def create_customer_group(self, tenant_uid: str, name: str, customer_group_uid: str | None = None) -> dict[str, Any]:
+    def create_customer_group(
+        self, tenant_uid: str, name: str, customer_group_uid: str | None = None
+    ) -> dict[str, Any]:
         return self._run(lambda: self._async.create_customer_group(tenant_uid, name, customer_group_uid))
 
     def rename_customer_group(self, tenant_uid: str, customer_group_uid: str, name: str) -> dict[str, Any]:
@@ -591,7 +605,5 @@ async def anext_page(pages: AsyncIterator[ScanPage]) -> ScanPage:
     return await pages.__anext__()
 
 
-async def _make_async_client(
-    config: ClientConfig, transport: httpx.AsyncBaseTransport | None
-) -> AsyncFlowRetailClient:
+async def _make_async_client(config: ClientConfig, transport: httpx.AsyncBaseTransport | None) -> AsyncFlowRetailClient:
     return AsyncFlowRetailClient(config, transport=transport)

@@ -37,9 +37,7 @@ def parse_paging(body: dict[str, Any], operation: str, page: int, requested_size
             operation, "paging.pageSize", f"server used {info.page_size} but {requested_size} was asked", page
         )
     if len(items) > info.page_size:
-        raise SpecViolationError(
-            operation, "items", f"{len(items)} items on a page of size {info.page_size}", page
-        )
+        raise SpecViolationError(operation, "items", f"{len(items)} items on a page of size {info.page_size}", page)
     if info.total_count < 0:
         raise SpecViolationError(operation, "paging.totalCount", f"negative: {info.total_count}", page)
     return info

@@ -89,9 +89,7 @@ class ResponseValidator:
     def __init__(self, operation_id: str) -> None:
         self.operation_id = operation_id
         self.success_status, schema = response_json_schema(operation_id)
-        self._validator = (
-            jsonschema_rs.Draft4Validator(schema, validate_formats=True) if schema is not None else None
-        )
+        self._validator = jsonschema_rs.Draft4Validator(schema, validate_formats=True) if schema is not None else None
 
     def validate(self, body: Any, page: int | None = None) -> None:
         """Raise SpecViolationError naming the first offending field."""

@@ -8,9 +8,9 @@ import asyncio
 from typing import Any
 
 import dagster as dg
-from dagster import AssetExecutionContext
 import pandas as pd
 import psycopg
+from dagster import AssetExecutionContext
 from psycopg import sql
 
 from pipelines.partitions import tenant_partitions
@@ -40,10 +40,16 @@ def raw_key(table: str) -> dg.AssetKey:
 CHECKS: list[tuple[str, str, str]] = [
     ("customer_groups", "primary_key_unique", "No (tenant, group) appears twice."),
     ("customer_group_memberships", "primary_key_unique", "No (tenant, group, customer) appears twice."),
-    ("customer_group_memberships", "references_loaded_rows",
-     "Every membership points to a loaded group and to a current customer version."),
-    ("customer_group_memberships", "counts_match_api",
-     "Members loaded per group equal the totalCount the API reported for that group."),
+    (
+        "customer_group_memberships",
+        "references_loaded_rows",
+        "Every membership points to a loaded group and to a current customer version.",
+    ),
+    (
+        "customer_group_memberships",
+        "counts_match_api",
+        "Members loaded per group equal the totalCount the API reported for that group.",
+    ),
     ("customer_groups", "counts_match_api", "Groups loaded equal the totalCount the API reported."),
     ("customer_snapshots", "one_current_version", "Each customer has at most one current version."),
     ("load_runs", "fresh", "The tenant's latest successful load finished within the freshness window."),
@@ -86,7 +92,7 @@ def flowretail_raw_tables(
     async def run() -> TenantLoadResult:
         async with flowretail.make_client() as client:
             return await load_tenant(
-                client, warehouse.database_url, tenant_uid, context.run_id, progress=context.log.debug
+                client, warehouse.database_url, tenant_uid, context.run.run_id, progress=context.log.debug
             )
 
     result = asyncio.run(run())
@@ -172,63 +178,115 @@ def _checks(conn: psycopg.Connection[Any], result: TenantLoadResult) -> Any:
     s = sql.Identifier(SCHEMA)
     tenant = result.tenant_uid
 
-    def scalar(query: sql.Composable, *params: Any) -> int:
+    def scalar(query: sql.Composed, *params: Any) -> int:
         row = conn.execute(query, params).fetchone()
         return int(row[0]) if row else 0
 
     dup_groups = scalar(
-        sql.SQL("SELECT count(*) FROM (SELECT 1 FROM {}.customer_groups WHERE tenant_uid = %s "
-                "GROUP BY customer_group_uid HAVING count(*) > 1) d").format(s), tenant)
-    yield dg.AssetCheckResult(asset_key=raw_key("customer_groups"), check_name="primary_key_unique",
-                              passed=dup_groups == 0, metadata={"duplicate_keys": dup_groups})
+        sql.SQL(
+            "SELECT count(*) FROM (SELECT 1 FROM {}.customer_groups WHERE tenant_uid = %s "
+            "GROUP BY customer_group_uid HAVING count(*) > 1) d"
+        ).format(s),
+        tenant,
+    )
+    yield dg.AssetCheckResult(
+        asset_key=raw_key("customer_groups"),
+        check_name="primary_key_unique",
+        passed=dup_groups == 0,
+        metadata={"duplicate_keys": dup_groups},
+    )
     dup_members = scalar(
-        sql.SQL("SELECT count(*) FROM (SELECT 1 FROM {}.customer_group_memberships WHERE tenant_uid = %s "
-                "GROUP BY customer_group_uid, customer_uid HAVING count(*) > 1) d").format(s), tenant)
-    yield dg.AssetCheckResult(asset_key=raw_key("customer_group_memberships"), check_name="primary_key_unique",
-                              passed=dup_members == 0, metadata={"duplicate_keys": dup_members})
+        sql.SQL(
+            "SELECT count(*) FROM (SELECT 1 FROM {}.customer_group_memberships WHERE tenant_uid = %s "
+            "GROUP BY customer_group_uid, customer_uid HAVING count(*) > 1) d"
+        ).format(s),
+        tenant,
+    )
+    yield dg.AssetCheckResult(
+        asset_key=raw_key("customer_group_memberships"),
+        check_name="primary_key_unique",
+        passed=dup_members == 0,
+        metadata={"duplicate_keys": dup_members},
+    )
     orphans = scalar(
         sql.SQL(
             "SELECT count(*) FROM {s}.customer_group_memberships m WHERE m.tenant_uid = %s AND ("
             "NOT EXISTS (SELECT 1 FROM {s}.customer_groups g WHERE g.tenant_uid = m.tenant_uid "
             "AND g.customer_group_uid = m.customer_group_uid) OR NOT EXISTS (SELECT 1 FROM {s}.customer_snapshots c "
             "WHERE c.tenant_uid = m.tenant_uid AND c.customer_uid = m.customer_uid AND c.valid_to IS NULL))"
-        ).format(s=s), tenant)
-    yield dg.AssetCheckResult(asset_key=raw_key("customer_group_memberships"), check_name="references_loaded_rows",
-                              passed=orphans == 0, metadata={"orphan_memberships": orphans})
+        ).format(s=s),
+        tenant,
+    )
+    yield dg.AssetCheckResult(
+        asset_key=raw_key("customer_group_memberships"),
+        check_name="references_loaded_rows",
+        passed=orphans == 0,
+        metadata={"orphan_memberships": orphans},
+    )
     loaded = dict(
         conn.execute(
-            sql.SQL("SELECT customer_group_uid, count(*) FROM {}.customer_group_memberships WHERE tenant_uid = %s "
-                    "GROUP BY customer_group_uid").format(s), (tenant,)
+            sql.SQL(
+                "SELECT customer_group_uid, count(*) FROM {}.customer_group_memberships WHERE tenant_uid = %s "
+                "GROUP BY customer_group_uid"
+            ).format(s),
+            (tenant,),
         ).fetchall()
     )
-    mismatched = {g: (total, int(loaded.get(g, 0))) for g, total in result.api_member_totals.items()
-                  if int(loaded.get(g, 0)) != total}
+    mismatched = {
+        g: (total, int(loaded.get(g, 0)))
+        for g, total in result.api_member_totals.items()
+        if int(loaded.get(g, 0)) != total
+    }
     yield dg.AssetCheckResult(
-        asset_key=raw_key("customer_group_memberships"), check_name="counts_match_api",
+        asset_key=raw_key("customer_group_memberships"),
+        check_name="counts_match_api",
         passed=not mismatched,
-        metadata={"groups_checked": len(result.api_member_totals), "groups_mismatched": len(mismatched),
-                  "mismatches": dg.MetadataValue.json({g: {"api": a, "loaded": b} for g, (a, b) in list(mismatched.items())[:20]})},
+        metadata={
+            "groups_checked": len(result.api_member_totals),
+            "groups_mismatched": len(mismatched),
+            "mismatches": dg.MetadataValue.json(
+                {g: {"api": a, "loaded": b} for g, (a, b) in list(mismatched.items())[:20]}
+            ),
+        },
     )
     expected_groups = result.api_group_total - len(result.groups_deleted_during_load)
     yield dg.AssetCheckResult(
-        asset_key=raw_key("customer_groups"), check_name="counts_match_api",
+        asset_key=raw_key("customer_groups"),
+        check_name="counts_match_api",
         passed=expected_groups == result.groups_rows,
-        metadata={"api_total_count": result.api_group_total, "deleted_during_load": len(result.groups_deleted_during_load),
-                  "loaded": result.groups_rows},
+        metadata={
+            "api_total_count": result.api_group_total,
+            "deleted_during_load": len(result.groups_deleted_during_load),
+            "loaded": result.groups_rows,
+        },
     )
     multi_current = scalar(
-        sql.SQL("SELECT count(*) FROM (SELECT 1 FROM {}.customer_snapshots WHERE tenant_uid = %s AND valid_to IS NULL "
-                "GROUP BY customer_uid HAVING count(*) > 1) d").format(s), tenant)
-    yield dg.AssetCheckResult(asset_key=raw_key("customer_snapshots"), check_name="one_current_version",
-                              passed=multi_current == 0, metadata={"customers_with_several_current_versions": multi_current})
+        sql.SQL(
+            "SELECT count(*) FROM (SELECT 1 FROM {}.customer_snapshots WHERE tenant_uid = %s AND valid_to IS NULL "
+            "GROUP BY customer_uid HAVING count(*) > 1) d"
+        ).format(s),
+        tenant,
+    )
+    yield dg.AssetCheckResult(
+        asset_key=raw_key("customer_snapshots"),
+        check_name="one_current_version",
+        passed=multi_current == 0,
+        metadata={"customers_with_several_current_versions": multi_current},
+    )
     age_row = conn.execute(
-        sql.SQL("SELECT extract(epoch FROM now() - max(finished_at)) FROM {}.load_runs "
-                "WHERE tenant_uid = %s AND status = 'succeeded'").format(s), (tenant,)
+        sql.SQL(
+            "SELECT extract(epoch FROM now() - max(finished_at)) FROM {}.load_runs "
+            "WHERE tenant_uid = %s AND status = 'succeeded'"
+        ).format(s),
+        (tenant,),
     ).fetchone()
     age_hours = float(age_row[0]) / 3600 if age_row and age_row[0] is not None else None
     yield dg.AssetCheckResult(
-        asset_key=raw_key("load_runs"), check_name="fresh",
+        asset_key=raw_key("load_runs"),
+        check_name="fresh",
         passed=age_hours is not None and age_hours <= FRESHNESS_HOURS,
-        metadata={"hours_since_last_success": round(age_hours, 3) if age_hours is not None else -1.0,
-                  "max_hours": FRESHNESS_HOURS},
+        metadata={
+            "hours_since_last_success": round(age_hours, 3) if age_hours is not None else -1.0,
+            "max_hours": FRESHNESS_HOURS,
+        },
     )

@@ -12,7 +12,6 @@ from pipelines.settings import load_settings
 warehouse_load_job = dg.define_asset_job(
     "warehouse_load",
     selection=dg.AssetSelection.groups("ingest", "transform"),
-    partitions_def=tenant_partitions,
     description="Load one tenant's raw tables, then rebuild the SQL models on top of them.",
 )
 

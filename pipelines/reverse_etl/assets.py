@@ -18,6 +18,7 @@ from typing import Any
 import dagster as dg
 from dagster import AssetExecutionContext
 
+from pipelines.flowretail.errors import NotFoundError
 from pipelines.ingest.jobs import warehouse_load_job
 from pipelines.partitions import tenant_partitions
 from pipelines.resources import FlowRetailResource, WarehouseResource
@@ -30,7 +31,6 @@ from pipelines.segment_push.audit import (
     record_plan,
 )
 from pipelines.segment_push.plan import LiveGroup, PushTarget, SegmentPushPlan, plan_segment_push
-from pipelines.flowretail.errors import NotFoundError
 from pipelines.sql_models.project import Model
 from pipelines.transform.assets import model_key, project
 
@@ -55,8 +55,19 @@ def push_targets() -> list[tuple[Model, PushTarget]]:
         push = model.config.push
         if push is None:
             continue
-        out.append((model, PushTarget(model.name, push.group_uid, push.group_name, push.mode,
-                                      push.max_remove_fraction, push.adopt_existing)))
+        out.append(
+            (
+                model,
+                PushTarget(
+                    model.name,
+                    push.group_uid,
+                    push.group_name,
+                    push.mode,
+                    push.max_remove_fraction,
+                    push.adopt_existing,
+                ),
+            )
+        )
     return out
 
 
@@ -89,7 +100,6 @@ def _plan_asset(model: Model, target: PushTarget) -> dg.AssetsDefinition:
 
     @dg.asset(
         key=key,
-        name=f"plan_{model.name}",
         deps=[model_key(model.name)],
         partitions_def=tenant_partitions,
         group_name="reverse_etl",
@@ -100,10 +110,14 @@ def _plan_asset(model: Model, target: PushTarget) -> dg.AssetsDefinition:
             "for one tenant: computed from the group's live members, recorded in "
             "flowretail.segment_push_runs before any write, and held back by the guard checks."
         ),
-        check_specs=[dg.AssetCheckSpec(name, asset=key, description=text, blocking=True) for name, text in GUARDS.items()],
+        check_specs=[
+            dg.AssetCheckSpec(name, asset=key, description=text, blocking=True) for name, text in GUARDS.items()
+        ],
     )
     def plan_push(
-        context: AssetExecutionContext, config: PushPlanConfig, flowretail: FlowRetailResource,
+        context: AssetExecutionContext,
+        config: PushPlanConfig,
+        flowretail: FlowRetailResource,
         warehouse: WarehouseResource,
     ) -> Iterator[Any]:
         tenant_uid = context.partition_key
@@ -129,7 +143,7 @@ def _plan_asset(model: Model, target: PushTarget) -> dg.AssetsDefinition:
                 history=history,
                 allow_large_removal=config.allow_large_removal,
             )
-            record_plan(conn, context.run_id, plan, dry_run=config.dry_run)
+            record_plan(conn, context.run.run_id, plan, dry_run=config.dry_run)
         summary = plan.summary()
         context.log.info(f"push plan for {model.name} / {tenant_uid}: {summary}")
         yield dg.MaterializeResult(
@@ -161,7 +175,6 @@ def _push_asset(model: Model, target: PushTarget) -> dg.AssetsDefinition:
 
     @dg.asset(
         key=key,
-        name=f"push_{model.name}",
         deps=[plan_key(model.name)],
         partitions_def=tenant_partitions,
         group_name="reverse_etl",
@@ -173,16 +186,23 @@ def _push_asset(model: Model, target: PushTarget) -> dg.AssetsDefinition:
             "to flowretail.segment_push_log and verifies by reading the group back."
         ),
         check_specs=[
-            dg.AssetCheckSpec("live_matches_segment", asset=key,
-                              description="The group's live membership equals the segment after the push.")
+            dg.AssetCheckSpec(
+                "live_matches_segment",
+                asset=key,
+                description="The group's live membership equals the segment after the push.",
+            )
         ],
     )
-    def push(context: AssetExecutionContext, flowretail: FlowRetailResource, warehouse: WarehouseResource) -> Iterator[Any]:
+    def push(
+        context: AssetExecutionContext, flowretail: FlowRetailResource, warehouse: WarehouseResource
+    ) -> Iterator[Any]:
         tenant_uid = context.partition_key
         with warehouse.connect(autocommit=True) as conn:
-            recorded = load_recorded_plan(conn, context.run_id, tenant_uid, target)
+            recorded = load_recorded_plan(conn, context.run.run_id, tenant_uid, target)
             if recorded is None:
-                raise dg.Failure(f"no push plan for {model.name} in this run; materialize {plan_key(model.name).to_user_string()} with it")
+                raise dg.Failure(
+                    f"no push plan for {model.name} in this run; materialize {plan_key(model.name).to_user_string()} with it"
+                )
             status, plan = recorded
             if status != "planned":
                 raise dg.Failure(f"the plan for {model.name} is {status}; nothing was written")
@@ -190,8 +210,9 @@ def _push_asset(model: Model, target: PushTarget) -> dg.AssetsDefinition:
 
             async def apply() -> PushOutcome:
                 async with flowretail.make_client() as client:
-                    return await execute_plan(client, conn, context.run_id, plan, segment_uids,
-                                              flowretail.push_batch_size)
+                    return await execute_plan(
+                        client, conn, context.run.run_id, plan, segment_uids, flowretail.push_batch_size
+                    )
 
             outcome = asyncio.run(apply())
         for note in outcome.notes:
@@ -231,14 +252,13 @@ push_assets: list[dg.AssetsDefinition] = [_push_asset(model, target) for model, 
 segment_push_job = dg.define_asset_job(
     "segment_push",
     selection=dg.AssetSelection.groups("reverse_etl"),
-    partitions_def=tenant_partitions,
     description="Plan, guard, apply and verify every declared segment push for one tenant.",
 )
 
 
 def push_run_config(*, dry_run: bool, allow_large_removal: bool) -> dg.RunConfig:
     config = PushPlanConfig(dry_run=dry_run, allow_large_removal=allow_large_removal)
-    return dg.RunConfig(ops={f"plan_{model.name}": config for model, _ in _targets})
+    return dg.RunConfig(ops={plan_key(model.name).to_python_identifier(): config for model, _ in _targets})
 
 
 def push_selection(segments: list[str] | None, *, dry_run: bool) -> list[dg.AssetKey]:

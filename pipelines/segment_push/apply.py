@@ -41,8 +41,15 @@ class _Pusher:
     plan: SegmentPushPlan
     outcome: PushOutcome
 
-    def log(self, action: str, status: int | None, error: str | None = None, batch: int | None = None,
-            add: tuple[str, ...] = (), remove: tuple[str, ...] = ()) -> None:
+    def log(
+        self,
+        action: str,
+        status: int | None,
+        error: str | None = None,
+        batch: int | None = None,
+        add: tuple[str, ...] = (),
+        remove: tuple[str, ...] = (),
+    ) -> None:
         self.outcome.calls += 1
         log_call(
             self.conn,
@@ -86,12 +93,16 @@ class _Pusher:
         target = self.plan.target
         await self.client.rename_customer_group(self.plan.tenant_uid, target.group_uid, target.group_name)
         self.log("rename", 200)
-        self.outcome.notes.append(f"group {target.group_uid} was named {current_name!r}; renamed back to {target.group_name!r}")
+        self.outcome.notes.append(
+            f"group {target.group_uid} was named {current_name!r}; renamed back to {target.group_name!r}"
+        )
 
     async def send(self, add: tuple[str, ...], remove: tuple[str, ...], batch: int) -> None:
         """One add/remove call; a 400 is narrowed down until the refused uids are isolated."""
         try:
-            await self.client.update_group_customers(self.plan.tenant_uid, self.plan.target.group_uid, list(add), list(remove))
+            await self.client.update_group_customers(
+                self.plan.tenant_uid, self.plan.target.group_uid, list(add), list(remove)
+            )
         except BadRequestError as exc:
             self.log("add_remove", 400, exc.detail, batch, add, remove)
             named = _named_invalid_uids(exc)

@@ -18,7 +18,7 @@ from pipelines.warehouse.schema import SCHEMA
 
 _S = sql.Identifier(SCHEMA)
 
-PUSH_TABLES_SQL: list[sql.Composable] = [
+PUSH_TABLES_SQL: list[sql.Composed] = [
     sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(_S),
     sql.SQL(
         """CREATE TABLE IF NOT EXISTS {}.segment_push_groups (
@@ -99,7 +99,9 @@ def ensure_push_tables(conn: psycopg.Connection[Any]) -> None:
             conn.execute(statement)
 
 
-def read_segment_uids(conn: psycopg.Connection[Any], relation_schema: str, segment: str, tenant_uid: str) -> frozenset[str]:
+def read_segment_uids(
+    conn: psycopg.Connection[Any], relation_schema: str, segment: str, tenant_uid: str
+) -> frozenset[str]:
     """The segment's customers for one tenant, from its built relation in the analytics schema."""
     rows = conn.execute(
         sql.SQL("SELECT DISTINCT customer_uid FROM {}.{} WHERE tenant_uid = %s").format(
@@ -291,9 +293,14 @@ def record_outcome(
             ).format(_S),
             (tenant, segment, group),
         )
-        with conn.cursor() as cur, cur.copy(
-            sql.SQL("COPY {}.segment_push_members (tenant_uid, segment, customer_group_uid, customer_uid) FROM STDIN").format(_S)
-        ) as copy:
+        with (
+            conn.cursor() as cur,
+            cur.copy(
+                sql.SQL(
+                    "COPY {}.segment_push_members (tenant_uid, segment, customer_group_uid, customer_uid) FROM STDIN"
+                ).format(_S)
+            ) as copy,
+        ):
             for uid in sorted(live_after):
                 copy.write_row((tenant, segment, group, uid))
 

@@ -174,7 +174,9 @@ def evaluate_guards(
     empty = segment_count == 0 and live_count > 0
     limit = max_remove_fraction * live_count
     large = removes > 0 and removes > limit
-    shrank = last_segment_count is not None and last_segment_count > 0 and segment_count < SHRINK_LIMIT * last_segment_count
+    shrank = (
+        last_segment_count is not None and last_segment_count > 0 and segment_count < SHRINK_LIMIT * last_segment_count
+    )
     return (
         GuardResult(
             "empty_segment",
@@ -261,7 +263,9 @@ def plan_segment_push(
     )
 
 
-def is_verified(plan: SegmentPushPlan, live_after: frozenset[str], segment_uids: frozenset[str], rejected: frozenset[str]) -> bool:
+def is_verified(
+    plan: SegmentPushPlan, live_after: frozenset[str], segment_uids: frozenset[str], rejected: frozenset[str]
+) -> bool:
     """Does the group now hold what the plan meant it to hold (minus uids the API refused)?"""
     wanted = segment_uids - rejected
     if plan.effective_mode == "mirror":

@@ -94,9 +94,7 @@ def _push_config(values: Mapping[str, object], label: str, path: Path) -> Segmen
             raise ModelConfigError(f"{label}: config {stray[0]} requires push_to_group_uid", (path,))
         return None
     if not isinstance(group_uid, str) or not GROUP_UID_PATTERN.fullmatch(group_uid):
-        raise _invalid(
-            label, path, "push_to_group_uid", group_uid, f"must fully match ^{GROUP_UID_PATTERN.pattern}$"
-        )
+        raise _invalid(label, path, "push_to_group_uid", group_uid, f"must fully match ^{GROUP_UID_PATTERN.pattern}$")
     if "push_group_name" not in values:
         raise ModelConfigError(f"{label}: config push_group_name is required when push_to_group_uid is set", (path,))
     group_name = values["push_group_name"]
@@ -107,15 +105,11 @@ def _push_config(values: Mapping[str, object], label: str, path: Path) -> Segmen
         group_name=group_name,
         mode=cast(PushMode, _choice(values, "push_mode", PUSH_MODES, "mirror", label, path)),
         max_remove_fraction=_max_remove_fraction(values, label, path),
-        adopt_existing=cast(
-            AdoptionMode, _choice(values, "adopt_existing", ADOPTION_MODES, "add_only", label, path)
-        ),
+        adopt_existing=cast(AdoptionMode, _choice(values, "adopt_existing", ADOPTION_MODES, "add_only", label, path)),
     )
 
 
-def parse_model_config(
-    values: Mapping[str, object], *, path: Path, label: str, is_segment: bool
-) -> ModelConfig:
+def parse_model_config(values: Mapping[str, object], *, path: Path, label: str, is_segment: bool) -> ModelConfig:
     """Validate the merged keyword arguments of a model's ``config(...)`` calls.
 
     ``label`` is how the file is named in messages; ``is_segment`` says whether the model lives in
@@ -124,9 +118,7 @@ def parse_model_config(
     """
     for key in values:
         if key not in ALLOWED_KEYS:
-            raise ModelConfigError(
-                f"{label}: unknown config key {key!r} (allowed: {', '.join(ALLOWED_KEYS)})", (path,)
-            )
+            raise ModelConfigError(f"{label}: unknown config key {key!r} (allowed: {', '.join(ALLOWED_KEYS)})", (path,))
     if not is_segment:
         for key in PUSH_KEYS:
             if key in values:
@@ -135,9 +127,7 @@ def parse_model_config(
     if description is not None and not isinstance(description, str):
         raise _invalid(label, path, "description", description, "must be a string")
     return ModelConfig(
-        materialized=cast(
-            Materialization, _choice(values, "materialized", MATERIALIZATIONS, "view", label, path)
-        ),
+        materialized=cast(Materialization, _choice(values, "materialized", MATERIALIZATIONS, "view", label, path)),
         description=description,
         push=_push_config(values, label, path),
     )

@@ -9,11 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import psycopg
 from dagster import AssetExecutionContext
 
 from pipelines.resources import WarehouseResource
 from pipelines.sql_models.database import build_model, run_data_test
 from pipelines.sql_models.project import Model, Project, load_project
+from pipelines.sql_models.data_tests import DataTest
+from pipelines.sql_models.schema_file import ModelRef, SourceRef
 
 SQL_ROOT = Path(__file__).resolve().parents[2] / "dbt_like_sql"
 OWNERS = ["team:analytics-engineering"]
@@ -26,10 +29,29 @@ def model_key(name: str) -> dg.AssetKey:
     return dg.AssetKey([project.target_schema, name])
 
 
+def relation_key(relation: ModelRef | SourceRef) -> dg.AssetKey:
+    if isinstance(relation, ModelRef):
+        return model_key(relation.name)
+    return dg.AssetKey([relation.source_name, relation.table_name])
+
+
 def _deps(model: Model) -> list[dg.AssetKey]:
-    return [model_key(ref) for ref in model.refs] + [
-        dg.AssetKey([source.source_name, source.table_name]) for source in model.sources
-    ]
+    return [model_key(ref) for ref in model.refs] + [relation_key(source) for source in model.sources]
+
+
+def _reads_other_relation(test: DataTest) -> bool:
+    """A relationships test reads a second relation, so it runs as its own check after both exist."""
+    return test.references is not None and relation_key(test.references) != model_key(test.model)
+
+
+def _check_result(conn: psycopg.Connection[Any], test: DataTest, asset_key: dg.AssetKey | None = None) -> dg.AssetCheckResult:
+    outcome = run_data_test(conn, test)
+    return dg.AssetCheckResult(
+        asset_key=asset_key,
+        check_name=test.name,
+        passed=outcome.passed,
+        metadata={"failing_rows": outcome.failing_rows, "sample": dg.MetadataValue.json(outcome.sample)},
+    )
 
 
 def _static_metadata(model: Model) -> dict[str, Any]:
@@ -58,11 +80,10 @@ def _static_metadata(model: Model) -> dict[str, Any]:
 
 def _model_asset(model: Model) -> dg.AssetsDefinition:
     key = model_key(model.name)
-    tests = project.tests_for(model.name)
+    tests = [test for test in project.tests_for(model.name) if not _reads_other_relation(test)]
 
     @dg.asset(
         key=key,
-        name=model.name,
         deps=_deps(model),
         description=model.description or f"SQL model {model.label}",
         group_name="transform",
@@ -70,8 +91,9 @@ def _model_asset(model: Model) -> dg.AssetsDefinition:
         kinds={"postgres", "sql"},
         metadata=_static_metadata(model),
         check_specs=[
-            dg.AssetCheckSpec(test.name, asset=key, description=f"{test.kind} on {test.column} ({test.defined_in})",
-                              blocking=True)
+            dg.AssetCheckSpec(
+                test.name, asset=key, description=f"{test.kind} on {test.column} ({test.defined_in})", blocking=True
+            )
             for test in tests
         ],
     )
@@ -90,9 +112,16 @@ def _model_asset(model: Model) -> dg.AssetsDefinition:
                     "dagster/column_schema": dg.TableSchema(
                         columns=[
                             dg.TableColumn(
-                                c.name, c.data_type,
-                                description=next((d.description for d in (model.docs.columns if model.docs else ())
-                                                  if d.name == c.name), None),
+                                c.name,
+                                c.data_type,
+                                description=next(
+                                    (
+                                        d.description
+                                        for d in (model.docs.columns if model.docs else ())
+                                        if d.name == c.name
+                                    ),
+                                    None,
+                                ),
                             )
                             for c in result.columns
                         ]
@@ -100,17 +129,44 @@ def _model_asset(model: Model) -> dg.AssetsDefinition:
                 }
             )
             for test in tests:
-                outcome = run_data_test(conn, test)
-                yield dg.AssetCheckResult(
-                    check_name=test.name,
-                    passed=outcome.passed,
-                    metadata={
-                        "failing_rows": outcome.failing_rows,
-                        "sample": dg.MetadataValue.json(outcome.sample),
-                    },
-                )
+                yield _check_result(conn, test)
 
     return build
 
 
+def _upstream_models(name: str) -> set[str]:
+    seen: set[str] = set()
+    stack = list(project.models[name].refs)
+    while stack:
+        ref = stack.pop()
+        if ref not in seen:
+            seen.add(ref)
+            stack.extend(project.models[ref].refs)
+    return seen
+
+
+def _relationship_check(test: DataTest) -> dg.AssetChecksDefinition:
+    """Its own check, run once both relations exist; blocking unless the other relation is built from
+    this model (blocking would then wait on itself)."""
+    assert test.references is not None
+    other = test.references
+    built_from_this = isinstance(other, ModelRef) and test.model in _upstream_models(other.name)
+
+    @dg.asset_check(
+        asset=model_key(test.model),
+        name=test.name,
+        additional_deps=[relation_key(other)],
+        blocking=not built_from_this,
+        description=f"{test.kind} on {test.column} ({test.defined_in})",
+    )
+    def check(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+        with warehouse.connect(autocommit=True) as conn:
+            return _check_result(conn, test)
+
+    return check
+
+
 model_assets: list[dg.AssetsDefinition] = [_model_asset(model) for model in project.build_order()]
+model_checks: list[dg.AssetChecksDefinition] = [
+    _relationship_check(test) for test in project.tests if _reads_other_relation(test)
+]

@@ -13,7 +13,13 @@ from typing import Any
 import orjson
 import pandas as pd
 
-from pipelines.warehouse.schema import GROUP_FIELD_COLUMNS, Column, customer_field_columns, infer_column_type, snake_case
+from pipelines.warehouse.schema import (
+    GROUP_FIELD_COLUMNS,
+    Column,
+    customer_field_columns,
+    infer_column_type,
+    snake_case,
+)
 
 MAX_IDENTIFIER_BYTES = 63
 
@@ -38,7 +44,10 @@ GROUP_FRAME_COLUMNS = ["customer_group_uid", *(c.name for c in GROUP_FIELD_COLUM
 
 def groups_frame(items: list[dict[str, Any]]) -> pd.DataFrame:
     """Groups of one page: customer_group_uid, name, created_by, ..."""
-    rows = [[item["customerGroupUid"], *(_cell(item.get(c.api_field or ""), c) for c in GROUP_FIELD_COLUMNS)] for item in items]
+    rows = [
+        [item["customerGroupUid"], *(_cell(item.get(c.api_field or ""), c) for c in GROUP_FIELD_COLUMNS)]
+        for item in items
+    ]
     return pd.DataFrame(rows, columns=GROUP_FRAME_COLUMNS, dtype=object)
 
 

@@ -213,7 +213,9 @@ async def _extract(
                     await queue.put(_PageBatch("page", group_uid, frames, new_columns))
                     result.api_member_totals[group_uid] = page.total_count
             except NotFoundError:
-                logger.warning("group %s of tenant %s was deleted during the load; leaving it out", group_uid, tenant_uid)
+                logger.warning(
+                    "group %s of tenant %s was deleted during the load; leaving it out", group_uid, tenant_uid
+                )
                 result.groups_deleted_during_load.append(group_uid)
                 result.api_member_totals.pop(group_uid, None)
                 await queue.put(_PageBatch("vanished", group_uid))
@@ -250,7 +252,7 @@ async def _gather_or_cancel(tasks: list[asyncio.Task[None]], watchdog: asyncio.T
                 raise RuntimeError("the staging writer stopped before the extract finished")
 
 
-def _merge_statements(customer_columns: list[Column]) -> list[tuple[str, sql.Composable]]:
+def _merge_statements(customer_columns: list[Column]) -> list[tuple[str | None, sql.Composed | sql.SQL]]:
     s = sql.Identifier(SCHEMA)
     group_cols = [sql.Identifier(c) for c in GROUP_FRAME_COLUMNS[1:]]
     cust_cols = [sql.Identifier(c.name) for c in customer_columns]
@@ -480,7 +482,11 @@ async def load_tenant(
             raise
         logger.info(
             "loaded tenant %s in %.1fs: %d groups, %d memberships, %d customers",
-            tenant_uid, time.perf_counter() - t0, result.groups_rows, result.memberships_rows, result.customers_rows,
+            tenant_uid,
+            time.perf_counter() - t0,
+            result.groups_rows,
+            result.memberships_rows,
+            result.customers_rows,
         )
         return result
     finally:
@@ -501,4 +507,6 @@ async def _record_failure(database_url: str, result: TenantLoadResult, exc: Base
         async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
             await _record_run(conn, result, "failed", message)
     except (psycopg.Error, OSError) as db_exc:
-        logger.warning("could not record the failed load of %s in %s: %s", result.tenant_uid, mask_url(database_url), db_exc)
+        logger.warning(
+            "could not record the failed load of %s in %s: %s", result.tenant_uid, mask_url(database_url), db_exc
+        )

@@ -87,13 +87,11 @@ GROUP_FIELD_COLUMNS: list[Column] = [
 ]
 
 
-def _columns_sql(columns: list[Column]) -> sql.Composable:
-    return sql.SQL(",\n    ").join(
-        sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.pg_type)) for c in columns
-    )
+def _columns_sql(columns: list[Column]) -> sql.Composed:
+    return sql.SQL(",\n    ").join(sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.pg_type)) for c in columns)
 
 
-def create_tables_sql() -> list[sql.Composable]:
+def create_tables_sql() -> list[sql.Composed]:
     """Idempotent DDL for every table of the schema (PostgreSQL 14 compatible)."""
     s = sql.Identifier(SCHEMA)
     customer_columns = _columns_sql(customer_field_columns())

@@ -23,7 +23,7 @@ from pipelines.flowretail.errors import (
     SpecViolationError,
     UnsafeIdentifierError,
 )
-from pipelines.flowretail.simulator import FaultConfig, SimulatorConfig, SimulatorState, build_state, create_app
+from pipelines.flowretail.simulator import SimulatorConfig, SimulatorState, build_state, create_app
 
 T = TypeVar("T")
 TOKEN = "tok-Zq8-distinctive-secret"
@@ -230,9 +230,14 @@ def test_retries_are_bounded(state: SimulatorState) -> None:
 
 def test_a_slow_answer_past_the_timeout_is_retried(state: SimulatorState) -> None:
     tenant = _tenant(state)
-    state.script(["slow:1.0"])
-    groups = run(state, lambda c: c.fetch_customer_groups(tenant), read_timeout=0.2)
+    state.script(["slow:2.0"])
+
+    async def fetch(client: AsyncFlowRetailClient) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        return await client.fetch_customer_groups(tenant), client.stats.as_dict()
+
+    groups, stats = run(state, fetch, read_timeout=0.2, connect_timeout=0.1)
     assert groups == state.groups(tenant)
+    assert stats["retries_by_cause"] == {"timeout": 1}
 
 
 @pytest.mark.parametrize("status", ["400", "401", "404"])
@@ -296,7 +301,7 @@ def test_group_lifecycle_create_get_rename_add_remove_delete(state: SimulatorSta
     customers = state.customer_uids(tenant)[:3]
 
     async def lifecycle(client: AsyncFlowRetailClient) -> dict[str, Any]:
-        created = await client.create_customer_group(tenant, "VIP; \"quoted\"", "vip-2026")
+        created = await client.create_customer_group(tenant, 'VIP; "quoted"', "vip-2026")
         with pytest.raises(ConflictError):
             await client.create_customer_group(tenant, "again", "vip-2026")
         renamed = await client.rename_customer_group(tenant, "vip-2026", "VIP 2026")
@@ -311,7 +316,7 @@ def test_group_lifecycle_create_get_rename_add_remove_delete(state: SimulatorSta
 
     out = run(state, lifecycle)
     assert out["created"]["customerGroupUid"] == "vip-2026"
-    assert out["created"]["name"] == "VIP; \"quoted\""
+    assert out["created"]["name"] == 'VIP; "quoted"'
     assert out["renamed"]["name"] == "VIP 2026" == out["fetched"]["name"]
     assert out["members"] == {customers[0], customers[2]}
     assert state.group(tenant, "vip-2026") is None
@@ -337,7 +342,9 @@ def test_hostile_uids_are_refused_before_any_request(state: SimulatorState, uid:
     assert state.request_log == []
 
 
-def test_the_token_never_appears_in_logs_errors_or_reprs(state: SimulatorState, caplog: pytest.LogCaptureFixture) -> None:
+def test_the_token_never_appears_in_logs_errors_or_reprs(
+    state: SimulatorState, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     tenant = _tenant(state)
     state.script(["503", "401"])
@@ -345,8 +352,15 @@ def test_the_token_never_appears_in_logs_errors_or_reprs(state: SimulatorState, 
         run(state, lambda c: c.fetch_customer_groups(tenant))
     config = _config()
     client = FlowRetailClient(config, transport=httpx.ASGITransport(app=create_app(state)))
-    texts = [caplog.text, str(err.value), repr(err.value), repr(config), str(config), repr(client),
-             str(client.stats.as_dict())]
+    texts = [
+        caplog.text,
+        str(err.value),
+        repr(err.value),
+        repr(config),
+        str(config),
+        repr(client),
+        str(client.stats.as_dict()),
+    ]
     client.close()
     assert "check FLOWRETAIL_TOKEN" in str(err.value)
     assert all(TOKEN not in text for text in texts)
@@ -377,8 +391,9 @@ def test_concurrency_is_bounded(state: SimulatorState) -> None:
             inflight -= 1
 
     async def main() -> None:
-        async with AsyncFlowRetailClient(_config(concurrency=3, page_size=10),
-                                         transport=httpx.ASGITransport(app=counting)) as client:
+        async with AsyncFlowRetailClient(
+            _config(concurrency=3, page_size=10), transport=httpx.ASGITransport(app=counting)
+        ) as client:
             await client.fetch_group_members(tenant, group)
 
     asyncio.run(main())

@@ -20,8 +20,15 @@ TARGET = PushTarget("newsletter_subscribers", "seg-news", "Newsletter (warehouse
 OWNED = PushHistory(ownership="created", first_push_done=True)
 
 
-def _plan(segment: set[str], live: set[str] | None, *, name: str | None = "Newsletter (warehouse)",
-          history: PushHistory = OWNED, target: PushTarget = TARGET, allow: bool = False):  # type: ignore[no-untyped-def]
+def _plan(
+    segment: set[str],
+    live: set[str] | None,
+    *,
+    name: str | None = "Newsletter (warehouse)",
+    history: PushHistory = OWNED,
+    target: PushTarget = TARGET,
+    allow: bool = False,
+):  # type: ignore[no-untyped-def]
     return plan_segment_push(
         tenant_uid="t1",
         target=target,

@@ -31,12 +31,23 @@ def _state(**config: Any) -> SimulatorState:
 
 
 def _load(
-    state: SimulatorState, database_url: str, tenant: str, run_id: str, *,
-    before_merge: Callable[[], Awaitable[None]] | None = None, **config: Any,
+    state: SimulatorState,
+    database_url: str,
+    tenant: str,
+    run_id: str,
+    *,
+    before_merge: Callable[[], Awaitable[None]] | None = None,
+    **config: Any,
 ) -> TenantLoadResult:
     async def main() -> TenantLoadResult:
-        cfg = ClientConfig(base_url="http://127.0.0.1/v2", token=SecretStr(TOKEN), rate_limit_per_second=None,
-                           backoff_initial=0.001, backoff_max=0.01, **config)
+        cfg = ClientConfig(
+            base_url="http://127.0.0.1/v2",
+            token=SecretStr(TOKEN),
+            rate_limit_per_second=None,
+            backoff_initial=0.001,
+            backoff_max=0.01,
+            **config,
+        )
         async with AsyncFlowRetailClient(cfg, transport=httpx.ASGITransport(app=create_app(state))) as client:
             return await load_tenant(client, database_url, tenant, run_id, before_merge=before_merge)
 
@@ -44,26 +55,39 @@ def _load(
 
 
 def _expected_tables(state: SimulatorState, tenant: str) -> tuple[set[tuple[Any, ...]], set[tuple[str, str]], set[str]]:
-    groups = {
-        (g["customerGroupUid"], g["name"], g["createdBy"], g["lastModifiedBy"]) for g in state.groups(tenant)
-    }
+    groups = {(g["customerGroupUid"], g["name"], g["createdBy"], g["lastModifiedBy"]) for g in state.groups(tenant)}
     memberships = {
-        (g["customerGroupUid"], uid) for g in state.groups(tenant) for uid in state.member_uids(tenant, g["customerGroupUid"])
+        (g["customerGroupUid"], uid)
+        for g in state.groups(tenant)
+        for uid in state.member_uids(tenant, g["customerGroupUid"])
     }
     customers = {uid for _, uid in memberships}
     return groups, memberships, customers
 
 
-def _actual_tables(conn: psycopg.Connection[Any], tenant: str) -> tuple[set[tuple[Any, ...]], set[tuple[str, str]], set[str]]:
-    groups = set(conn.execute(
-        "SELECT customer_group_uid, name, created_by, last_modified_by FROM flowretail.customer_groups "
-        "WHERE tenant_uid = %s", (tenant,)).fetchall())
-    memberships = set(conn.execute(
-        "SELECT customer_group_uid, customer_uid FROM flowretail.customer_group_memberships WHERE tenant_uid = %s",
-        (tenant,)).fetchall())
-    customers = {r[0] for r in conn.execute(
-        "SELECT customer_uid FROM flowretail.customer_snapshots WHERE tenant_uid = %s AND valid_to IS NULL",
-        (tenant,)).fetchall()}
+def _actual_tables(
+    conn: psycopg.Connection[Any], tenant: str
+) -> tuple[set[tuple[Any, ...]], set[tuple[str, str]], set[str]]:
+    groups = set(
+        conn.execute(
+            "SELECT customer_group_uid, name, created_by, last_modified_by FROM flowretail.customer_groups "
+            "WHERE tenant_uid = %s",
+            (tenant,),
+        ).fetchall()
+    )
+    memberships = set(
+        conn.execute(
+            "SELECT customer_group_uid, customer_uid FROM flowretail.customer_group_memberships WHERE tenant_uid = %s",
+            (tenant,),
+        ).fetchall()
+    )
+    customers = {
+        r[0]
+        for r in conn.execute(
+            "SELECT customer_uid FROM flowretail.customer_snapshots WHERE tenant_uid = %s AND valid_to IS NULL",
+            (tenant,),
+        ).fetchall()
+    }
     return groups, memberships, customers
 
 
@@ -103,12 +127,20 @@ def test_hostile_strings_round_trip_byte_exact(database_url: str) -> None:
     with psycopg.connect(database_url) as conn:
         rows = conn.execute(
             "SELECT customer_uid, firstname, lastname, address, city, internal_note, display_name "
-            "FROM flowretail.customer_snapshots WHERE tenant_uid = %s", (tenant,)).fetchall()
+            "FROM flowretail.customer_snapshots WHERE tenant_uid = %s",
+            (tenant,),
+        ).fetchall()
     values = set()
     for uid, *texts in rows:
         api = state.customer(tenant, uid)
-        assert texts == [api["firstname"], api["lastname"], api["address"], api["city"], api["internalNote"],
-                         api["displayName"]]
+        assert texts == [
+            api["firstname"],
+            api["lastname"],
+            api["address"],
+            api["city"],
+            api["internalNote"],
+            api["displayName"],
+        ]
         values.update(texts)
     joined = "".join(values)
     for needle in ("'", '"', ",", ";", "\t", "\n", "\\", "\\N", "NULL"):
@@ -132,21 +164,25 @@ def test_a_second_run_changes_nothing(database_url: str) -> None:
     with psycopg.connect(database_url) as conn:
         assert conn.execute("SELECT count(*) FROM flowretail.customer_snapshots").fetchone() == before
         assert conn.execute("SELECT count(*) FROM flowretail.customer_group_membership_history").fetchone() == hist
-        assert conn.execute("SELECT count(*) FROM flowretail.customer_groups WHERE _run_id = 'run-2'").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM flowretail.customer_groups WHERE _run_id = 'run-2'").fetchone() == (
+            0,
+        )
 
 
 def test_changes_produce_exactly_the_expected_history_rows(database_url: str) -> None:
     state = _state()
     tenant = state.tenant_uids()[0]
     first = _load(state, database_url, tenant, "run-1")
-    group = next(g["customerGroupUid"] for g in state.groups(tenant) if len(state.member_uids(tenant, g["customerGroupUid"])) > 3)
+    group = next(
+        g["customerGroupUid"] for g in state.groups(tenant) if len(state.member_uids(tenant, g["customerGroupUid"])) > 3
+    )
     leaver = state.member_uids(tenant, group)[0]
     outsider = next(u for u in state.customer_uids(tenant) if u not in state.member_uids(tenant, group))
     changed = state.member_uids(tenant, group)[1]
     state.remove_members(tenant, group, [leaver])
     state.add_members(tenant, group, [outsider])
     state.update_customer(tenant, changed, city="Tromsø")
-    state.rename_group(tenant, group, "Renamed \"group\"")
+    state.rename_group(tenant, group, 'Renamed "group"')
     second = _load(state, database_url, tenant, "run-2")
     with psycopg.connect(database_url) as conn:
         assert _actual_tables(conn, tenant) == _expected_tables(state, tenant)
@@ -157,11 +193,15 @@ def test_changes_produce_exactly_the_expected_history_rows(database_url: str) ->
         ).fetchall()
         versions = conn.execute(
             "SELECT city, valid_from, valid_to FROM flowretail.customer_snapshots WHERE tenant_uid = %s "
-            "AND customer_uid = %s ORDER BY valid_from", (tenant, changed)).fetchall()
-    assert sorted(periods) == sorted([
-        (leaver, first.started_at, second.started_at),
-        (outsider, second.started_at, None),
-    ])
+            "AND customer_uid = %s ORDER BY valid_from",
+            (tenant, changed),
+        ).fetchall()
+    assert sorted(periods) == sorted(
+        [
+            (leaver, first.started_at, second.started_at),
+            (outsider, second.started_at, None),
+        ]
+    )
     assert versions[-1] == ("Tromsø", second.started_at, None)
     assert versions[-2][1:] == (first.started_at, second.started_at)
     assert second.membership_periods_opened == 1 and second.membership_periods_closed == 1
@@ -172,14 +212,19 @@ def test_a_customer_no_longer_in_any_group_gets_its_version_closed(database_url:
     state = _state()
     tenant = state.tenant_uids()[0]
     _load(state, database_url, tenant, "run-1")
-    uid = state.member_uids(tenant, next(g["customerGroupUid"] for g in state.groups(tenant)
-                                         if state.member_uids(tenant, g["customerGroupUid"])))[0]
+    uid = state.member_uids(
+        tenant,
+        next(g["customerGroupUid"] for g in state.groups(tenant) if state.member_uids(tenant, g["customerGroupUid"])),
+    )[0]
     for g in state.groups(tenant):
         state.remove_members(tenant, g["customerGroupUid"], [uid])
     second = _load(state, database_url, tenant, "run-2")
     with psycopg.connect(database_url) as conn:
-        current = conn.execute("SELECT count(*) FROM flowretail.customer_snapshots WHERE tenant_uid = %s AND "
-                               "customer_uid = %s AND valid_to IS NULL", (tenant, uid)).fetchone()
+        current = conn.execute(
+            "SELECT count(*) FROM flowretail.customer_snapshots WHERE tenant_uid = %s AND "
+            "customer_uid = %s AND valid_to IS NULL",
+            (tenant, uid),
+        ).fetchone()
     assert current == (0,)
     assert second.customer_versions_closed >= 1
 
@@ -224,8 +269,7 @@ def test_a_failed_load_leaves_the_previous_state_intact_and_the_next_run_succeed
         assert _actual_tables(conn, tenant) == before
         status = conn.execute("SELECT status, error FROM flowretail.load_runs WHERE run_id = 'run-2'").fetchone()
     assert status is not None and status[0] == "failed" and "gave up after 2 attempts" in status[1]
-    state.script([])
-    state.faults.error_rate = 0.0
+    state.clear_script()
     _load(state, database_url, tenant, "run-3")
     with psycopg.connect(database_url) as conn:
         assert _actual_tables(conn, tenant) == _expected_tables(state, tenant)
@@ -285,14 +329,19 @@ def test_a_new_api_field_becomes_a_new_column(database_url: str) -> None:
     state = _state()
     tenant = state.tenant_uids()[0]
     _load(state, database_url, tenant, "run-1")
-    uid = state.member_uids(tenant, next(g["customerGroupUid"] for g in state.groups(tenant)
-                                         if state.member_uids(tenant, g["customerGroupUid"])))[0]
+    uid = state.member_uids(
+        tenant,
+        next(g["customerGroupUid"] for g in state.groups(tenant) if state.member_uids(tenant, g["customerGroupUid"])),
+    )[0]
     state.update_customer(tenant, uid, loyaltyTier="GOLD", loyaltyPoints=1200, preferences={"a": [1, 2]})
     result = _load(state, database_url, tenant, "run-2")
     assert sorted(result.new_columns) == ["loyalty_points", "loyalty_tier", "preferences"]
     with psycopg.connect(database_url) as conn:
-        row = conn.execute("SELECT loyalty_tier, loyalty_points, preferences FROM flowretail.customer_snapshots "
-                           "WHERE tenant_uid = %s AND customer_uid = %s AND valid_to IS NULL", (tenant, uid)).fetchone()
+        row = conn.execute(
+            "SELECT loyalty_tier, loyalty_points, preferences FROM flowretail.customer_snapshots "
+            "WHERE tenant_uid = %s AND customer_uid = %s AND valid_to IS NULL",
+            (tenant, uid),
+        ).fetchone()
     assert row == ("GOLD", 1200, {"a": [1, 2]})
 
 
@@ -303,7 +352,17 @@ def test_load_runs_records_the_run(database_url: str) -> None:
     with psycopg.connect(database_url) as conn:
         row = conn.execute(
             "SELECT status, groups_rows, memberships_rows, customers_rows, pages, requests, retries, rate_limited "
-            "FROM flowretail.load_runs WHERE run_id = 'run-1' AND tenant_uid = %s", (tenant,)).fetchone()
-    assert row == ("succeeded", result.groups_rows, result.memberships_rows, result.customers_rows,
-                   result.pages, result.requests, 0, 0)
+            "FROM flowretail.load_runs WHERE run_id = 'run-1' AND tenant_uid = %s",
+            (tenant,),
+        ).fetchone()
+    assert row == (
+        "succeeded",
+        result.groups_rows,
+        result.memberships_rows,
+        result.customers_rows,
+        result.pages,
+        result.requests,
+        0,
+        0,
+    )
     assert json.dumps(row)

@@ -1,0 +1,72 @@
+"""Pure pieces of the warehouse: column naming, frames, hashes, URL masking."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipelines.warehouse.frames import CustomerColumns, customers_frame, groups_frame, row_hash
+from pipelines.warehouse.postgres import mask_url
+from pipelines.warehouse.schema import customer_field_columns, snake_case
+
+
+@pytest.mark.parametrize(
+    ("camel", "snake"),
+    [("customerGroupUid", "customer_group_uid"), ("firstname", "firstname"), ("ehfEnabled", "ehf_enabled"),
+     ("vatNumber", "vat_number"), ("customerParentUid", "customer_parent_uid")],
+)
+def test_snake_case(camel: str, snake: str) -> None:
+    assert snake_case(camel) == snake
+
+
+def test_customer_columns_follow_the_spec_with_types() -> None:
+    columns = {c.name: c.pg_type for c in customer_field_columns()}
+    assert columns["created_at"] == "timestamptz"
+    assert columns["payment_terms"] == "bigint"
+    assert columns["relevance"] == "numeric"
+    assert columns["ehf_enabled"] == "boolean"
+    assert columns["consents"] == columns["credit"] == columns["default_store"] == "jsonb"
+    assert columns["customer_type"] == columns["email"] == "text"
+    assert "customer_uid" not in columns
+    assert len(columns) == 33
+
+
+def test_frames_keep_python_values_and_json_text() -> None:
+    item = {"customerUid": "c1", "paymentTerms": 30, "credit": {"limit": 5, "balance": 1}, "defaultStore": None,
+            "firstname": "Å\t\"x\"\n\\N", "relevance": 0.5}
+    frame = customers_frame([item], CustomerColumns())
+    row = frame.iloc[0]
+    assert row["customer_uid"] == "c1"
+    assert row["payment_terms"] == 30 and isinstance(row["payment_terms"], int)
+    assert row["credit"] == '{"limit":5,"balance":1}'
+    assert row["default_store"] is None
+    assert row["firstname"] == "Å\t\"x\"\n\\N"
+    assert row["row_hash"] == row_hash(item)
+    assert list(groups_frame([]).columns) == [
+        "customer_group_uid", "name", "created_by", "created_at", "last_modified_by", "last_modified_at"]
+
+
+def test_row_hash_ignores_key_order() -> None:
+    assert row_hash({"a": 1, "b": [1, 2]}) == row_hash({"b": [1, 2], "a": 1})
+    assert row_hash({"a": 1}) != row_hash({"a": 2})
+
+
+def test_unknown_fields_become_typed_columns_once() -> None:
+    columns = CustomerColumns()
+    added = columns.discover([{"customerUid": "c", "loyaltyTier": "GOLD", "points": 3, "x": None},
+                              {"customerUid": "d", "loyaltyTier": "SILVER", "weird\"; drop": True}])
+    assert [(c.name, c.pg_type) for c in added] == [
+        ("loyalty_tier", "text"), ("points", "bigint"), ('weird"; drop', "boolean")]
+    assert columns.discover([{"customerUid": "e", "loyaltyTier": "X"}]) == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "masked"),
+    [
+        ("postgresql://bob:s3cret@db:5432/x", "postgresql://bob:***@db:5432/x"),
+        ("connection to postgresql://u:p%40ss@h/db failed", "connection to postgresql://u:***@h/db failed"),
+        ("host=db password=s3cret user=bob", "host=db password=*** user=bob"),
+        ("postgresql://postgres:@/postgres?host=/tmp/x", "postgresql://postgres:@/postgres?host=/tmp/x"),
+    ],
+)
+def test_mask_url(raw: str, masked: str) -> None:
+    assert mask_url(raw) == masked
