@@ -98,6 +98,7 @@ def _run_jobs(args: argparse.Namespace) -> int:
             segments=getattr(args, "segment", None),
             dry_run=getattr(args, "dry_run", False),
             allow_large_removal=getattr(args, "allow_large_removal", False),
+            verbose=args.verbose,
         )
         if args.command == "run":
             from pipelines.reporting import write_report

@@ -145,6 +145,7 @@ def launch(
     segments: list[str] | None = None,
     dry_run: bool = False,
     allow_large_removal: bool = False,
+    verbose: bool = False,
 ) -> RunSummary:
     """Run ``load`` (warehouse_load), ``push`` (segment_push) or ``run`` (both) for each tenant."""
     import dagster as dg
@@ -160,12 +161,13 @@ def launch(
         summary.problems.append(f"unknown tenant(s) {', '.join(unknown)}; configured: {', '.join(known)}")
         return summary
     instance = dg.DagsterInstance.get()
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING" if not verbose else "INFO"}}}}
     load_run_ids: list[str] = []
     push_run_ids: list[str] = []
     for tenant_uid in selected:
         if command in ("load", "run"):
             result = defs.resolve_job_def("warehouse_load").execute_in_process(
-                partition_key=tenant_uid, instance=instance, raise_on_error=False
+                partition_key=tenant_uid, instance=instance, raise_on_error=False, run_config=quiet
             )
             load_run_ids.append(result.run_id)
             if not result.success:
@@ -179,7 +181,10 @@ def launch(
                 partition_key=tenant_uid,
                 instance=instance,
                 raise_on_error=False,
-                run_config=push_run_config(dry_run=dry_run, allow_large_removal=allow_large_removal),
+                run_config={
+                    **push_run_config(dry_run=dry_run, allow_large_removal=allow_large_removal).to_config_dict(),
+                    **quiet,
+                },
                 asset_selection=push_selection(segments, dry_run=dry_run),
             )
             push_run_ids.append(result.run_id)

@@ -59,8 +59,17 @@ def read_report_data(conn: psycopg.Connection[Any]) -> ReportData:
         "flowretail.load_runs",
         "SELECT started_at, tenant_uid, status, extract(epoch FROM finished_at - started_at)::float8, requests, "
         "retries, rate_limited, pages, memberships_rows FROM flowretail.load_runs ORDER BY started_at DESC LIMIT 50",
-        ["started_at", "tenant_uid", "status", "seconds", "requests", "retries", "rate_limited", "pages",
-         "memberships"],
+        [
+            "started_at",
+            "tenant_uid",
+            "status",
+            "seconds",
+            "requests",
+            "retries",
+            "rate_limited",
+            "pages",
+            "memberships",
+        ],
     )
     push_runs = _frame(
         conn,
@@ -76,19 +85,56 @@ def render_report(data: ReportData) -> str:
     """One self-contained HTML page with four charts and the latest runs as tables."""
     figures = []
     if not data.segment_sizes.empty:
-        figures.append(px.line(data.segment_sizes, x="at", y="customers", color="segment", line_dash="tenant_uid",
-                               markers=True, title="Segment sizes over time"))
+        figures.append(
+            px.line(
+                data.segment_sizes,
+                x="at",
+                y="customers",
+                color="segment",
+                line_dash="tenant_uid",
+                markers=True,
+                title="Segment sizes over time",
+            )
+        )
     if not data.membership_changes.empty:
-        changes = data.membership_changes.melt(id_vars=["day", "tenant_uid", "customer_group_uid"],
-                                               value_vars=["joined", "left"], var_name="change", value_name="members")
-        figures.append(px.bar(changes, x="day", y="members", color="change", facet_col="tenant_uid",
-                              barmode="group", title="Group membership changes per day"))
+        changes = data.membership_changes.melt(
+            id_vars=["day", "tenant_uid", "customer_group_uid"],
+            value_vars=["joined", "left"],
+            var_name="change",
+            value_name="members",
+        )
+        figures.append(
+            px.bar(
+                changes,
+                x="day",
+                y="members",
+                color="change",
+                facet_col="tenant_uid",
+                barmode="group",
+                title="Group membership changes per day",
+            )
+        )
     if not data.load_runs.empty:
-        figures.append(px.bar(data.load_runs.sort_values("started_at"), x="started_at", y="seconds", color="tenant_uid",
-                              hover_data=["requests", "retries", "rate_limited", "pages", "status"],
-                              title="Load durations (hover for API stats)"))
-        figures.append(px.scatter(data.load_runs, x="requests", y="seconds", color="tenant_uid", size="pages",
-                                  title="Requests vs duration per load"))
+        figures.append(
+            px.bar(
+                data.load_runs.sort_values("started_at"),
+                x="started_at",
+                y="seconds",
+                color="tenant_uid",
+                hover_data=["requests", "retries", "rate_limited", "pages", "status"],
+                title="Load durations (hover for API stats)",
+            )
+        )
+        figures.append(
+            px.scatter(
+                data.load_runs,
+                x="requests",
+                y="seconds",
+                color="tenant_uid",
+                size="pages",
+                title="Requests vs duration per load",
+            )
+        )
     parts = [
         to_html(fig, full_html=False, include_plotlyjs="inline" if i == 0 else False) for i, fig in enumerate(figures)
     ]

@@ -68,6 +68,7 @@ def embedded_environment(state_dir: Path = STATE_DIR, *, start_simulator: bool =
             os.environ["DATABASE_URL"] = database_url
         dagster_home = Path(os.environ.get("DAGSTER_HOME") or state_dir / "dagster_home").resolve()
         dagster_home.mkdir(parents=True, exist_ok=True)
+        (dagster_home / "dagster.yaml").touch(exist_ok=True)
         os.environ["DAGSTER_HOME"] = str(dagster_home)
         yield Environment(
             settings=load_settings(),

@@ -18,19 +18,16 @@ from typing import Any
 import dagster as dg
 from dagster import AssetExecutionContext
 
-from pipelines.flowretail.errors import NotFoundError
 from pipelines.ingest.jobs import warehouse_load_job
 from pipelines.partitions import tenant_partitions
 from pipelines.resources import FlowRetailResource, WarehouseResource
-from pipelines.segment_push.apply import PushOutcome, execute_plan
+from pipelines.segment_push.apply import PushOutcome, execute_plan, plan_and_record
 from pipelines.segment_push.audit import (
     ensure_push_tables,
     load_recorded_plan,
-    read_history,
     read_segment_uids,
-    record_plan,
 )
-from pipelines.segment_push.plan import LiveGroup, PushTarget, SegmentPushPlan, plan_segment_push
+from pipelines.segment_push.plan import PushTarget, SegmentPushPlan
 from pipelines.sql_models.project import Model
 from pipelines.transform.assets import model_key, project
 
@@ -124,26 +121,21 @@ def _plan_asset(model: Model, target: PushTarget) -> dg.AssetsDefinition:
         with warehouse.connect(autocommit=True) as conn:
             ensure_push_tables(conn)
             segment_uids = read_segment_uids(conn, project.target_schema, model.name, tenant_uid)
-            history = read_history(conn, tenant_uid, model.name, target.group_uid)
 
-            async def live_group() -> LiveGroup:
+            async def make_plan() -> SegmentPushPlan:
                 async with flowretail.make_client() as client:
-                    try:
-                        group = await client.get_customer_group(tenant_uid, target.group_uid)
-                    except NotFoundError:
-                        return LiveGroup(None, None)
-                    members = await client.fetch_group_member_uids(tenant_uid, target.group_uid)
-                    return LiveGroup(group["name"], frozenset(members))
+                    return await plan_and_record(
+                        client,
+                        conn,
+                        context.run.run_id,
+                        tenant_uid,
+                        target,
+                        segment_uids,
+                        allow_large_removal=config.allow_large_removal,
+                        dry_run=config.dry_run,
+                    )
 
-            plan = plan_segment_push(
-                tenant_uid=tenant_uid,
-                target=target,
-                segment_uids=segment_uids,
-                live=asyncio.run(live_group()),
-                history=history,
-                allow_large_removal=config.allow_large_removal,
-            )
-            record_plan(conn, context.run.run_id, plan, dry_run=config.dry_run)
+            plan = asyncio.run(make_plan())
         summary = plan.summary()
         context.log.info(f"push plan for {model.name} / {tenant_uid}: {summary}")
         yield dg.MaterializeResult(

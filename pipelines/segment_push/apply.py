@@ -10,9 +10,15 @@ from typing import Any
 import psycopg
 
 from pipelines.flowretail.client import AsyncFlowRetailClient
-from pipelines.flowretail.errors import ApiStatusError, BadRequestError, ConflictError, FlowRetailError
-from pipelines.segment_push.audit import log_call, record_outcome, register_group
-from pipelines.segment_push.plan import SegmentPushPlan, is_verified
+from pipelines.flowretail.errors import ApiStatusError, BadRequestError, ConflictError, FlowRetailError, NotFoundError
+from pipelines.segment_push.audit import log_call, read_history, record_outcome, record_plan, register_group
+from pipelines.segment_push.plan import (
+    LiveGroup,
+    PushTarget,
+    SegmentPushPlan,
+    is_verified,
+    plan_segment_push,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +56,9 @@ class _Pusher:
         add: tuple[str, ...] = (),
         remove: tuple[str, ...] = (),
     ) -> None:
-        self.outcome.calls += 1
+        """Record one call as it happens; ``calls`` counts write calls (the verifying read is logged only)."""
+        if action != "verify":
+            self.outcome.calls += 1
         log_call(
             self.conn,
             run_id=self.run_id,
@@ -133,6 +141,40 @@ class _Pusher:
         self.log("add_remove", 204, None, batch, add, remove)
         self.outcome.applied_adds += len(add)
         self.outcome.applied_removes += len(remove)
+
+
+async def read_live_group(client: AsyncFlowRetailClient, tenant_uid: str, group_uid: str) -> LiveGroup:
+    """The group's name and members as the API shows them now (not the warehouse copy)."""
+    try:
+        group = await client.get_customer_group(tenant_uid, group_uid)
+    except NotFoundError:
+        return LiveGroup(None, None)
+    members = await client.fetch_group_member_uids(tenant_uid, group_uid)
+    return LiveGroup(group["name"], frozenset(members))
+
+
+async def plan_and_record(
+    client: AsyncFlowRetailClient,
+    conn: psycopg.Connection[Any],
+    run_id: str,
+    tenant_uid: str,
+    target: PushTarget,
+    segment_uids: frozenset[str],
+    *,
+    allow_large_removal: bool = False,
+    dry_run: bool = False,
+) -> SegmentPushPlan:
+    """Plan one push from the live group and the product's memory, and store the plan before any write."""
+    plan = plan_segment_push(
+        tenant_uid=tenant_uid,
+        target=target,
+        segment_uids=segment_uids,
+        live=await read_live_group(client, tenant_uid, target.group_uid),
+        history=read_history(conn, tenant_uid, target.segment, target.group_uid),
+        allow_large_removal=allow_large_removal,
+    )
+    record_plan(conn, run_id, plan, dry_run=dry_run)
+    return plan
 
 
 def _named_invalid_uids(exc: BadRequestError) -> set[str]:

@@ -44,7 +44,9 @@ def _reads_other_relation(test: DataTest) -> bool:
     return test.references is not None and relation_key(test.references) != model_key(test.model)
 
 
-def _check_result(conn: psycopg.Connection[Any], test: DataTest, asset_key: dg.AssetKey | None = None) -> dg.AssetCheckResult:
+def _check_result(
+    conn: psycopg.Connection[Any], test: DataTest, asset_key: dg.AssetKey | None = None
+) -> dg.AssetCheckResult:
     outcome = run_data_test(conn, test)
     return dg.AssetCheckResult(
         asset_key=asset_key,

@@ -420,7 +420,7 @@ def test_rate_limit_spaces_requests(state: SimulatorState) -> None:
     ("url", "problem"),
     [
         ("http://api.flowretail.com/v2", "must use https unless the host is loopback"),
-        ("ftp://x/v2", "must be an http(s) URL"),
+        ("ftp://x/v2", r"must be an http\(s\) URL"),
         ("https://user:pw@api.flowretail.com/v2", "must not carry credentials"),
     ],
 )

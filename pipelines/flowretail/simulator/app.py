@@ -92,6 +92,8 @@ def _resolve(raw_path: str) -> _Route | None:
     parts = raw_path.split("/")
     if len(parts) < 5 or parts[0] != "" or parts[1] != "v2" or parts[2] != "tenants" or parts[4] != "customer-groups":
         return None
+    if not all(parts[3:]):
+        return None  # an empty segment (trailing or double slash) names no resource
     tenant = unquote(parts[3])
     if len(parts) == 5:
         return _Route("groups", tenant, None)

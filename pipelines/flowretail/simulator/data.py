@@ -134,6 +134,7 @@ _EMAIL_DOMAINS = {
     "DK": ["gmail.com", "hotmail.dk", "mail.dk", "outlook.dk"],
     "FI": ["gmail.com", "elisanet.fi", "hotmail.fi", "outlook.com"],
 }
+_DIALLING_CODES = {"NO": "+47", "SE": "+46", "DK": "+45", "FI": "+358"}
 _LEGAL_FORMS = {"NO": ["AS", "AS", "ASA"], "SE": ["AB"], "DK": ["ApS", "A/S"], "FI": ["Oy", "Oyj"]}
 _COMPANY_WORDS = ["Nordlys", "Fjell", "Fjord", "Vik", "Berg", "Skog", "Havbris", "Polar", "Midnatt", "Nord",
                   "Sol", "Elv", "Tind", "Granitt", "Bølge", "Lyng", "Furu", "Birk", "Skjær", "Øya"]
@@ -439,7 +440,9 @@ def _mobile(country: str, rng: FastRandom) -> str:
     else:
         number = f"+358{rng.choice(['40', '41', '44', '45', '50'])}{rng.randint(0, 9_999_999):07d}"
     if rng.random() < 0.1:
-        return f"{number[:3]} {number[3:6]} {number[6:8]} {number[8:]}"
+        code = _DIALLING_CODES[country]
+        national = number[len(code) :]
+        return f"{code} {national[:3]} {national[3:5]} {national[5:]}"
     return number
 
 

@@ -1,129 +1,57 @@
-"""Keep a simulator's state across processes, so a second demo run sees what the first one pushed.
+"""Keep the demo simulator's data between runs, so a second `make run` sees what the first one pushed.
 
-Only what cannot be regenerated is saved: the groups with their members, customers added at run
-time and changed customer fields. Generated customers come back from the saved config and seed.
-Faults, scripted outcomes, the request log and the token are deliberately not saved.
+The file is written by this process for this process (under ``.flowretail/``), never read from
+elsewhere; a file that does not load (another version of the code) is replaced by fresh data.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import logging
 import os
+import pickle
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
-import orjson
-from sortedcontainers import SortedList
-
-from pipelines.flowretail.simulator.config import SimulatorConfig
-from pipelines.flowretail.simulator.state import Group, SimulatorState, Tenant, _build_tenant
+from pipelines.flowretail.simulator.state import SimulatorState
 
 logger = logging.getLogger(__name__)
 
-SNAPSHOT_FILE = "state.json"
 _FORMAT = 1
 
 
-def snapshot(state: SimulatorState) -> dict[str, Any]:
-    """A JSON-able picture of everything in ``state`` that generation cannot reproduce."""
+def save_state(state: SimulatorState, path: Path) -> None:
+    """Write tenants, config and token atomically (temp file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     with state.lock:
-        return {
-            "format": _FORMAT,
-            "config": dataclasses.asdict(state.config),
-            "tenants": {uid: _tenant_snapshot(tenant) for uid, tenant in state.tenants.items()},
-        }
+        for tenant in state.tenants.values():
+            tenant.sort_cache.clear()
+        payload = pickle.dumps((_FORMAT, state.config, state.tenants, state.token), protocol=pickle.HIGHEST_PROTOCOL)
+    temp = path.with_suffix(".tmp")
+    temp.write_bytes(payload)
+    os.replace(temp, path)
 
 
-def _tenant_snapshot(tenant: Tenant) -> dict[str, Any]:
-    return {
-        "groups": [
-            {
-                "customerGroupUid": g.uid,
-                "name": g.name,
-                "createdAt": g.created_at,
-                "createdBy": g.created_by,
-                "lastModifiedAt": g.modified_at,
-                "lastModifiedBy": g.modified_by,
-                "members": list(g.members),
-            }
-            for g in tenant.groups.values()
-        ],
-        "added": sorted(tenant.added.items(), key=lambda item: item[1]),
-        "overrides": {str(index): fields for index, fields in tenant.overrides.items()},
-        "scanCustomers": tenant.scan_customers,
-    }
-
-
-def restore(data: dict[str, Any]) -> SimulatorState:
-    """Rebuild a state from ``snapshot`` output."""
-    if data.get("format") != _FORMAT:
-        raise ValueError(f"unsupported simulator snapshot format {data.get('format')!r}")
-    config = SimulatorConfig(**data["config"])
-    tenants: dict[str, Tenant] = {}
-    for position, uid in enumerate(config.resolved_tenant_uids()):
-        saved = data["tenants"][uid]
-        tenant = _build_tenant(config, position, uid, with_groups=False)
-        for customer_uid, index in saved["added"]:
-            if index != len(tenant.uids):
-                raise ValueError(f"snapshot of tenant {uid}: added customers are not contiguous")
-            tenant.uids.append(customer_uid)
-            tenant.groups_of.append(())
-            tenant.added[customer_uid] = index
-        tenant.overrides = {int(index): fields for index, fields in saved["overrides"].items()}
-        tenant.scan_customers = int(saved.get("scanCustomers", 0))
-        for item in saved["groups"]:
-            group = Group(
-                uid=item["customerGroupUid"],
-                name=item["name"],
-                created_at=item["createdAt"],
-                created_by=item["createdBy"],
-                modified_at=item["lastModifiedAt"],
-                modified_by=item["lastModifiedBy"],
-                members=SortedList(item["members"]),
-                version=tenant.bump(),
-            )
-            for member in group.members:
-                index = tenant.index_of(member)
-                if index is None:
-                    raise ValueError(f"snapshot of tenant {uid}: member {member!r} is not a customer")
-                tenant.link(index, group.uid)
-            tenant.groups[group.uid] = group
-        tenants[uid] = tenant
-    return SimulatorState(config, None, tenants)
-
-
-def save(state: SimulatorState, directory: Path) -> Path:
-    """Write the snapshot atomically (temp file + rename), so a crash never leaves half a file."""
-    directory.mkdir(parents=True, exist_ok=True)
-    target = directory / SNAPSHOT_FILE
-    temporary = target.with_suffix(".tmp")
-    temporary.write_bytes(orjson.dumps(snapshot(state)))
-    os.replace(temporary, target)
-    return target
-
-
-def load(directory: Path) -> SimulatorState | None:
-    """The saved state, or None when there is none or it cannot be read (then it is rebuilt)."""
-    target = directory / SNAPSHOT_FILE
-    if not target.exists():
+def load_state(path: Path) -> SimulatorState | None:
+    """The saved state, or None when there is none or it cannot be read by this version."""
+    if not path.exists():
         return None
     try:
-        return restore(orjson.loads(target.read_bytes()))
-    except (ValueError, KeyError, TypeError) as exc:
-        logger.warning("ignoring unreadable simulator snapshot %s: %s", target, exc)
+        version, config, tenants, token = pickle.loads(path.read_bytes())  # noqa: S301 - our own file
+    except Exception as exc:  # any unreadable file means: start fresh
+        logger.warning("ignoring unreadable simulator state %s: %s", path, type(exc).__name__)
         return None
+    if version != _FORMAT:
+        return None
+    return SimulatorState(config, tenants=tenants, token=token)
 
 
-@contextlib.contextmanager
+@contextmanager
 def persisted_state(directory: Path, factory: Callable[[], SimulatorState]) -> Iterator[SimulatorState]:
-    """The saved state if any (else ``factory()``), saved back when the block ends."""
-    state = load(directory)
-    if state is None:
-        state = factory()
+    """Load the saved state (or build one with ``factory``) and save it again on exit."""
+    path = directory / "state.pickle"
+    state = load_state(path) or factory()
     try:
         yield state
     finally:
-        save(state, directory)
+        save_state(state, path)

@@ -1,0 +1,85 @@
+"""Helpers for the simulator tests: a synchronous in-process HTTP facade and small states."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+
+from pipelines.flowretail.simulator import DEFAULT_TOKEN, SimulatorConfig, SimulatorState, create_app
+
+LIST_GROUPS = "get-customer-groups"
+CREATE_GROUP = "post-customer-groups"
+GET_GROUP = "get-customer-groups-by-uid"
+RENAME_GROUP = "put-customer-groups"
+DELETE_GROUP = "delete-customer-groups"
+LIST_MEMBERS = "get-customer-groups-customers"
+UPDATE_MEMBERS = "put-customer-groups-customers"
+
+
+class Api:
+    """Calls the app in-process through ``httpx.ASGITransport``, one event loop per call.
+
+    Tests stay synchronous (pytest-asyncio is not installed) while exercising the real ASGI app.
+    """
+
+    def __init__(self, state: SimulatorState) -> None:
+        self.state = state
+        self.app = create_app(state)
+
+    def client(self, token: str | None = DEFAULT_TOKEN) -> httpx.AsyncClient:
+        headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+        return httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=self.app), base_url="http://sim/v2", headers=headers
+        )
+
+    def call(self, method: str, path: str, *, token: str | None = DEFAULT_TOKEN, **kwargs: Any) -> httpx.Response:
+        async def main() -> httpx.Response:
+            async with self.client(token) as client:
+                return await client.request(method, path, **kwargs)
+
+        return asyncio.run(main())
+
+    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        return self.call("GET", path, **kwargs)
+
+    def put(self, path: str, **kwargs: Any) -> httpx.Response:
+        return self.call("PUT", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> httpx.Response:
+        return self.call("POST", path, **kwargs)
+
+    def delete(self, path: str, **kwargs: Any) -> httpx.Response:
+        return self.call("DELETE", path, **kwargs)
+
+    def members_page(self, tenant: str, group: str, **params: Any) -> httpx.Response:
+        return self.get(f"/tenants/{tenant}/customer-groups/{group}/customers", params=params)
+
+    def all_member_pages(self, tenant: str, group: str, size: int, **params: Any) -> list[dict[str, Any]]:
+        """Every page of a member list from the first page until the first empty one."""
+        pages = []
+        number = self.state.config.page_base
+        while True:
+            response = self.members_page(tenant, group, pageNumber=number, pageSize=size, **params)
+            assert response.status_code == 200, response.text
+            body: dict[str, Any] = response.json()
+            if not body["items"]:
+                return pages
+            pages.append(body)
+            number += 1
+
+
+def small_config(**overrides: Any) -> SimulatorConfig:
+    values: dict[str, Any] = {"tenants": 2, "customers": 600, "groups": 8}
+    values.update(overrides)
+    return SimulatorConfig(**values)
+
+
+def group_with(state: SimulatorState, tenant: str, minimum: int, maximum: int | None = None) -> str:
+    """The first group (by uid) whose size lies in [minimum, maximum]."""
+    for group in state.groups(tenant):
+        size = len(state.member_uids(tenant, group["customerGroupUid"]))
+        if size >= minimum and (maximum is None or size <= maximum):
+            return str(group["customerGroupUid"])
+    raise AssertionError(f"no group with {minimum}..{maximum} members")
