@@ -126,15 +126,19 @@ def _table(title: str, header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(out)
 
 
-def _failure_messages(result: Any) -> list[str]:
+def _failure_messages(result: Any, *, report_blocked_checks: bool = True) -> list[str]:
+    """One line per failed step; push guards that blocked are reported from segment_push_runs instead."""
     messages = []
     for event in result.all_events:
-        if event.event_type_value == "STEP_FAILURE":
-            error = event.step_failure_data.error
-            cause = error.cause.message.strip() if error and error.cause else ""
-            text = (cause or (error.message.strip() if error else "step failed")).splitlines()[-1]
-            messages.append(f"{event.step_key}: {text}")
-    return messages or ["the run failed"]
+        if event.event_type_value != "STEP_FAILURE":
+            continue
+        error = event.step_failure_data.error
+        if error is not None and error.cls_name == "DagsterAssetCheckFailedError" and not report_blocked_checks:
+            continue
+        cause = error.cause.message.strip() if error and error.cause else ""
+        text = (cause or (error.message.strip() if error else "step failed")).splitlines()[-1]
+        messages.append(f"{event.step_key}: {text}")
+    return messages
 
 
 def launch(
@@ -161,7 +165,7 @@ def launch(
         summary.problems.append(f"unknown tenant(s) {', '.join(unknown)}; configured: {', '.join(known)}")
         return summary
     instance = dg.DagsterInstance.get()
-    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING" if not verbose else "INFO"}}}}
+    quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL" if not verbose else "INFO"}}}}
     load_run_ids: list[str] = []
     push_run_ids: list[str] = []
     for tenant_uid in selected:
@@ -171,7 +175,9 @@ def launch(
             )
             load_run_ids.append(result.run_id)
             if not result.success:
-                summary.problems += [f"load of tenant {tenant_uid} failed: {m}" for m in _failure_messages(result)]
+                summary.problems += [f"load of tenant {tenant_uid} failed: {m}" for m in _failure_messages(result)] or [
+                    f"load of tenant {tenant_uid} failed"
+                ]
                 continue
         if command in ("push", "run"):
             from pipelines.reverse_etl.assets import push_run_config, push_selection
@@ -189,7 +195,10 @@ def launch(
             )
             push_run_ids.append(result.run_id)
             if not result.success:
-                summary.problems += [f"push for tenant {tenant_uid} failed: {m}" for m in _failure_messages(result)]
+                summary.problems += [
+                    f"push for tenant {tenant_uid} failed: {m}"
+                    for m in _failure_messages(result, report_blocked_checks=False)
+                ]
     with psycopg.connect(env.database_url) as conn:
         _read_summary(conn, summary, load_run_ids, push_run_ids, selected)
     return summary

@@ -1,0 +1,99 @@
+"""The `flowretail` command end to end: exit codes, one line per problem, JSON summaries."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from pipelines.cli import main
+from pipelines.flowretail.simulator import SimulatorConfig, SimulatorState, build_state, running_simulator
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, database_url: str) -> Iterator[tuple[SimulatorState, str]]:
+    state = build_state(SimulatorConfig(tenants=2, customers=300, groups=5))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    (tmp_path / "dagster_home").mkdir()
+    with running_simulator(state) as base_url:
+        monkeypatch.setenv("FLOWRETAIL_BASE_URL", base_url)
+        monkeypatch.setenv("FLOWRETAIL_TOKEN", state.token)
+        monkeypatch.setenv("FLOWRETAIL_TENANT_UIDS", ",".join(state.tenant_uids()))
+        monkeypatch.setenv("FLOWRETAIL_RATE_LIMIT", "1000")
+        monkeypatch.setenv("DATABASE_URL", database_url)
+        yield state, database_url
+
+
+def test_load_then_push_then_nothing_to_push(env: tuple[SimulatorState, str], capsys: pytest.CaptureFixture[str]) -> None:
+    state, database_url = env
+    assert main(["load", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert [(r["tenant_uid"], r["status"]) for r in summary["loads"]] == [("tenant-1", "succeeded"), ("tenant-2", "succeeded")]
+    assert summary["problems"] == []
+    assert main(["push", "--json"]) == 0
+    pushed = json.loads(capsys.readouterr().out)["pushes"]
+    assert {p["status"] for p in pushed} == {"verified"}
+    for p in pushed:
+        assert len(state.member_uids(p["tenant_uid"], p["customer_group_uid"])) == p["applied_adds"]
+    state.clear_log()
+    assert main(["push", "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)["pushes"]
+    assert [(p["applied_adds"], p["applied_removes"], p["calls"]) for p in again] == [(0, 0, 0)] * len(again)
+    assert [r for r in state.request_log if r.method != "GET"] == []
+
+
+def test_dry_run_and_guards_exit_non_zero_with_one_line_each(
+    env: tuple[SimulatorState, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    state, database_url = env
+    assert main(["run", "--tenant", "tenant-1"]) == 0
+    capsys.readouterr()
+    group = "segment-newsletter-subscribers"
+    members = state.member_uids("tenant-1", group)
+    outsiders = [u for u in state.customer_uids("tenant-1") if u not in members][: len(members)]
+    state.add_members("tenant-1", group, outsiders)
+    state.clear_log()
+    assert main(["push", "--tenant", "tenant-1", "--dry-run", "--segment", "newsletter_subscribers"]) == 1
+    captured = capsys.readouterr()
+    assert [r for r in state.request_log if r.method != "GET"] == []
+    assert captured.err.strip().splitlines() == [
+        f"error: push of newsletter_subscribers for tenant tenant-1 blocked: max_remove_fraction: {len(outsiders)} "
+        f"removals of {len(members) + len(outsiders)} live members exceed max_remove_fraction 0.2 "
+        f"({0.2 * (len(members) + len(outsiders)):g} allowed) (rerun with --allow-large-removal to push anyway)"
+    ]
+    assert main(["push", "--tenant", "tenant-1", "--segment", "newsletter_subscribers"]) == 1
+    assert [r for r in state.request_log if r.method != "GET"] == []
+    assert set(state.member_uids("tenant-1", group)) == set(members) | set(outsiders)
+    capsys.readouterr()
+    assert main(["push", "--tenant", "tenant-1", "--segment", "newsletter_subscribers", "--allow-large-removal"]) == 0
+    assert state.member_uids("tenant-1", group) == members
+    with psycopg.connect(database_url) as conn:
+        statuses = [r[0] for r in conn.execute(
+            "SELECT status FROM flowretail.segment_push_runs WHERE segment = 'newsletter_subscribers' "
+            "AND tenant_uid = 'tenant-1' ORDER BY planned_at").fetchall()]
+    assert statuses == ["verified", "blocked", "blocked", "verified"]
+
+
+def test_unknown_tenant_and_bad_config(env: tuple[SimulatorState, str], capsys: pytest.CaptureFixture[str],
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    assert main(["load", "--tenant", "nope"]) == 1
+    assert "unknown tenant(s) nope; configured: tenant-1, tenant-2" in capsys.readouterr().err
+    monkeypatch.setenv("FLOWRETAIL_BASE_URL", "http://example.com/v2")
+    assert main(["load"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "configuration error: FLOWRETAIL_BASE_URL: must use https unless the host is loopback, "
+        "got 'http://example.com/v2'")
+
+
+def test_a_revoked_token_fails_the_load_with_a_clear_line(
+    env: tuple[SimulatorState, str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLOWRETAIL_TOKEN", "wrong-token-xyz")
+    assert main(["load", "--tenant", "tenant-1"]) == 1
+    err = capsys.readouterr().err
+    assert "load of tenant tenant-1 failed" in err and "check FLOWRETAIL_TOKEN" in err
+    assert "wrong-token-xyz" not in err
