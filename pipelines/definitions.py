@@ -8,8 +8,8 @@ from pipelines.ingest.assets import flowretail_raw_tables
 from pipelines.ingest.jobs import warehouse_load_daily, warehouse_load_job
 from pipelines.resources import FlowRetailResource, WarehouseResource
 from pipelines.reverse_etl.assets import plan_assets, push_after_warehouse_load, push_assets, segment_push_job
-from pipelines.transform.assets import model_assets, model_checks
 from pipelines.settings import load_settings
+from pipelines.transform.assets import model_assets, model_checks
 
 _settings = load_settings()
 

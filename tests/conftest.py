@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,16 +14,26 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from pipelines.warehouse.embedded import start_embedded_postgres
+from pipelines.warehouse.embedded import start_embedded_postgres, stop_embedded_postgres
 
 
 @pytest.fixture(scope="session")
-def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """URL of a server the tests may create databases on."""
+def pg_server_url() -> Iterator[str]:
+    """URL of a server the tests may create databases on.
+
+    The embedded server's data lives in its own temp directory, not pytest's basetemp, because
+    pytest prunes old basetemps, which would pull the data out from under a concurrent session.
+    """
     configured = os.environ.get("DATABASE_URL")
     if configured:
-        return configured
-    return start_embedded_postgres(Path(tmp_path_factory.mktemp("pg")) / "data")
+        yield configured
+        return
+    root = Path(tempfile.mkdtemp(prefix="flowretail-test-pg-"))
+    try:
+        yield start_embedded_postgres(root / "data")
+    finally:
+        stop_embedded_postgres(root / "data")
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _with_database(url: str, dbname: str) -> str:

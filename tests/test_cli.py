@@ -29,7 +29,7 @@ def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, database_url: str) -> I
 
 
 def test_load_then_push_then_nothing_to_push(env: tuple[SimulatorState, str], capsys: pytest.CaptureFixture[str]) -> None:
-    state, database_url = env
+    state, _database_url = env
     assert main(["load", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert [(r["tenant_uid"], r["status"]) for r in summary["loads"]] == [("tenant-1", "succeeded"), ("tenant-2", "succeeded")]

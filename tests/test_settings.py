@@ -58,5 +58,5 @@ def test_a_real_tenant_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_missing_token_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FLOWRETAIL_BASE_URL", "https://api.flowretail.com/v2")
     monkeypatch.setenv("FLOWRETAIL_TENANT_UIDS", "t1")
-    with pytest.raises(ConfigError, match="^FLOWRETAIL_TOKEN is not set"):
+    with pytest.raises(ConfigError, match=r"^FLOWRETAIL_TOKEN is not set"):
         load_settings().client_config()

@@ -13,9 +13,9 @@ import psycopg
 from dagster import AssetExecutionContext
 
 from pipelines.resources import WarehouseResource
+from pipelines.sql_models.data_tests import DataTest
 from pipelines.sql_models.database import build_model, run_data_test
 from pipelines.sql_models.project import Model, Project, load_project
-from pipelines.sql_models.data_tests import DataTest
 from pipelines.sql_models.schema_file import ModelRef, SourceRef
 
 SQL_ROOT = Path(__file__).resolve().parents[2] / "dbt_like_sql"

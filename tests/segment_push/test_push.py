@@ -152,7 +152,7 @@ def test_a_segment_that_halved_is_not_pushed(state: SimulatorState, conn: Any) -
 def test_refused_uids_are_isolated_and_the_rest_is_pushed(state: SimulatorState, conn: Any) -> None:
     tenant = state.tenant_uids()[0]
     good = set(customers(state, 30))
-    plan, outcome = push(state, conn, good | {"ghost-1", "ghost-2"}, batch_size=8)
+    _plan, outcome = push(state, conn, good | {"ghost-1", "ghost-2"}, batch_size=8)
     assert outcome is not None and outcome.verified
     assert set(outcome.rejected) == {"ghost-1", "ghost-2"}
     assert set(state.member_uids(tenant, "seg-news")) == good
@@ -212,7 +212,7 @@ def test_an_existing_group_is_adopted_carefully(state: SimulatorState, conn: Any
     everyone = customers(state, 30)
     state.create_group(tenant, "Made by hand", "seg-news")
     state.add_members(tenant, "seg-news", everyone[:10])
-    plan, outcome = push(state, conn, set(everyone[5:30]))
+    plan, _outcome = push(state, conn, set(everyone[5:30]))
     assert plan.group_action == "adopt" and plan.effective_mode == "add_only"
     assert plan.withheld_removes == tuple(sorted(everyone[:5]))
     assert set(state.member_uids(tenant, "seg-news")) == set(everyone)

@@ -58,7 +58,7 @@ class Api:
 
     def all_member_pages(self, tenant: str, group: str, size: int, **params: Any) -> list[dict[str, Any]]:
         """Every page of a member list from the first page until the first empty one."""
-        pages = []
+        pages: list[dict[str, Any]] = []
         number = self.state.config.page_base
         while True:
             response = self.members_page(tenant, group, pageNumber=number, pageSize=size, **params)

@@ -333,7 +333,8 @@ def test_a_new_api_field_becomes_a_new_column(database_url: str) -> None:
         tenant,
         next(g["customerGroupUid"] for g in state.groups(tenant) if state.member_uids(tenant, g["customerGroupUid"])),
     )[0]
-    state.update_customer(tenant, uid, loyaltyTier="GOLD", loyaltyPoints=1200, preferences={"a": [1, 2]})
+    state.update_customer(tenant, uid, new_fields=True, loyaltyTier="GOLD", loyaltyPoints=1200,
+                          preferences={"a": [1, 2]})
     result = _load(state, database_url, tenant, "run-2")
     assert sorted(result.new_columns) == ["loyalty_points", "loyalty_tier", "preferences"]
     with psycopg.connect(database_url) as conn:

@@ -73,6 +73,8 @@ _JSON = "application/json"
 
 @dataclass(frozen=True)
 class _Route:
+    """Where a path points: which kind of resource, and the (decoded) uids in it."""
+
     kind: str
     tenant_uid: str
     group_uid: str | None
@@ -121,11 +123,8 @@ class _DropResponse(Response):
 
 
 def _json_response(status: int, payload: Any, headers: dict[str, str] | None = None) -> Response:
+    """Every JSON answer goes through orjson: fast, and byte-identical to what tests compare."""
     return Response(orjson.dumps(payload), status_code=status, media_type=_JSON, headers=headers)
-
-
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> _Answer:
-    return _Answer(status, {"message": message}, headers)
 
 
 class SimulatorApp:
@@ -172,13 +171,13 @@ class SimulatorApp:
         raw_body: bytes,
         query: dict[str, str],
     ) -> tuple[Response, int]:
+        """Auth, routing, faults, then the operation; returns the response and the status for the log."""
         state = self.state
         faults = state.faults
         with state.lock:
             revoked = self.engine.token_revoked(faults)
         if revoked or not self._authorized(request):
-            answer = _error(401, status_message(401))
-            return _json_response(answer.status, answer.payload), answer.status
+            return _json_response(401, {"message": status_message(401)}), 401
         if route is None:
             return _json_response(404, {"message": f"no such endpoint: {method} {_raw_path(request)}"}), 404
         if operation is None:
@@ -209,6 +208,7 @@ class SimulatorApp:
         return Response(content, status_code=answer.status, media_type=_JSON, headers=answer.headers), answer.status
 
     def _authorized(self, request: Request) -> bool:
+        """Constant-time token check, so the token cannot be guessed from response timing."""
         header = request.headers.get("authorization", "")
         scheme, _, credentials = header.partition(" ")
         if scheme.lower() != "bearer" or not credentials:
@@ -216,6 +216,7 @@ class SimulatorApp:
         return hmac.compare_digest(credentials.strip().encode(), self.state.token.encode())
 
     def _decide(self, operation: str) -> Decision:
+        """A scripted outcome wins; otherwise the rate limit, then the random fault families."""
         state = self.state
         faults = state.faults
         scripted = state.take_scripted(operation)
@@ -242,6 +243,7 @@ class SimulatorApp:
     def _answer(
         self, route: _Route, operation: str, raw_body: bytes, query: dict[str, str], decision: Decision
     ) -> _Answer:
+        """Run the operation and apply a spec-breaking body fault to a successful answer."""
         try:
             answer = self._dispatch(route, operation, raw_body, query, decision)
         except SimulatorError as exc:
@@ -255,6 +257,7 @@ class SimulatorApp:
     def _dispatch(
         self, route: _Route, operation: str, raw_body: bytes, query: dict[str, str], decision: Decision
     ) -> _Answer:
+        """Map one operation onto the state's rules (the same ones the Python mutators use)."""
         state = self.state
         tenant = route.tenant_uid
         group = route.group_uid
@@ -290,18 +293,21 @@ class SimulatorApp:
         return _Answer(204)
 
     def _group_or_404(self, tenant: str, group: str | None) -> dict[str, Any]:
+        """The read helper returns None for a missing group; the API answers 404."""
         found = self.state.group(tenant, _need(group))
         if found is None:
             raise SimulatorError(404, f"customer group {group!r} not found in tenant {tenant!r}")
         return found
 
     def _page_request(self, operation: str, query: dict[str, str]) -> PageRequest:
+        """Each list has its own sortable fields; everything else about paging is shared."""
         fields = GROUP_SORT_FIELDS if operation == LIST_GROUPS else CUSTOMER_SORT_FIELDS
         return parse_page_request(query, self.state.config, fields)
 
     def _list(
         self, route: _Route, operation: str, query: dict[str, str], page: PageRequest | None = None
     ) -> dict[str, Any]:
+        """One page of either list operation."""
         page = page or self._page_request(operation, query)
         if operation == LIST_GROUPS:
             return self.state.list_groups(route.tenant_uid, page)
@@ -319,18 +325,20 @@ class SimulatorApp:
 
     def _after_list(self, route: _Route, operation: str, page: PageRequest, payload: dict[str, Any]) -> None:
         """The data-changing faults: disturb a member scan after its first page, delete groups after a full list."""
-        faults = self.state.faults
+        state = self.state
         total = payload["paging"]["totalCount"]
-        if operation == LIST_MEMBERS:
-            first_page = page.number == self.state.config.page_base
-            if faults.mutate_scans > 0 and first_page and total > page.size:
-                faults.mutate_scans -= 1
-                self.state.disturb_scan(route.tenant_uid, _need(route.group_uid))
-            return
-        last_page = total > 0 and page.offset < total <= page.offset + page.size
-        if faults.delete_groups_after_list > 0 and last_page:
-            deleted = self.state.delete_listed_groups(route.tenant_uid, faults.delete_groups_after_list)
-            faults.delete_groups_after_list -= len(deleted)
+        with state.lock:
+            faults = state.faults
+            if operation == LIST_MEMBERS:
+                first_page = page.number == state.config.page_base
+                if faults.mutate_scans > 0 and first_page and total > page.size:
+                    faults.mutate_scans -= 1
+                    state.disturb_scan(route.tenant_uid, _need(route.group_uid))
+                return
+            last_page = total > 0 and page.offset < total <= page.offset + page.size
+            if faults.delete_groups_after_list > 0 and last_page:
+                deleted = state.delete_listed_groups(route.tenant_uid, faults.delete_groups_after_list)
+                faults.delete_groups_after_list -= len(deleted)
 
     def _json_body(self, operation: str, raw_body: bytes) -> dict[str, Any]:
         """Parse and validate a request body against the spec; pattern errors on member uids are left
@@ -354,12 +362,14 @@ class SimulatorApp:
 
 
 def _need(value: str | None) -> str:
+    """Narrow an optional path uid; a route without one never reaches a group handler."""
     if value is None:
         raise SimulatorError(404, "no customer group in the path")
     return value
 
 
 def _raw_path(request: Request) -> str:
+    """The path still percent-encoded, so an encoded slash stays inside its segment."""
     raw = request.scope.get("raw_path")
     if isinstance(raw, bytes | bytearray):
         return bytes(raw).split(b"?", 1)[0].decode("latin-1")
@@ -367,6 +377,7 @@ def _raw_path(request: Request) -> str:
 
 
 def _try_json(raw: bytes) -> Any:
+    """The request body for the log: parsed when it is JSON, else None (never raises)."""
     if not raw:
         return None
     try:

@@ -12,9 +12,11 @@ from __future__ import annotations
 import functools
 import random
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsLenAndGetItem
 
 _T = TypeVar("_T")
 
@@ -45,6 +47,7 @@ def mix64(value: int) -> int:
 
 @functools.lru_cache(maxsize=8192)
 def _day(days: int) -> str:
+    """Day strings repeat across customers, so caching them makes timestamps cheap."""
     return time.strftime("%Y-%m-%d", time.gmtime(days * 86_400))
 
 
@@ -61,13 +64,16 @@ class FastRandom(random.Random):
     """``random.Random`` with float-based choice/randint/randrange: several times faster, and exact
     enough for test data (the generator draws millions of values per page of a big tenant)."""
 
-    def choice(self, seq: Sequence[_T]) -> _T:
+    def choice(self, seq: SupportsLenAndGetItem[_T]) -> _T:
+        """Pick one element using a single float draw."""
         return seq[int(self.random() * len(seq))]
 
     def randint(self, a: int, b: int) -> int:
+        """Integer in [a, b] from a single float draw."""
         return a + int(self.random() * (b - a + 1))
 
     def randrange(self, start: int, stop: int | None = None, step: int = 1) -> int:
+        """Integer in range(start, stop, step) from a single float draw."""
         if stop is None:
             return int(self.random() * start)
         return start + step * int(self.random() * ((stop - start + step - 1) // step))
@@ -213,6 +219,7 @@ class CustomerCore(NamedTuple):
 
 
 def _uid_width(count: int, minimum: int) -> int:
+    """Fixed width keeps string order equal to numeric order; it grows only past 10**minimum."""
     return max(minimum, len(str(count)))
 
 
@@ -240,6 +247,7 @@ class CustomerFactory:
         return index if index < self.base_count else None
 
     def _hash(self, index: int, salt: int = 0) -> int:
+        """Independent 64-bit values per (customer, salt), all derived from the tenant key."""
         return mix64(self._tenant_key ^ ((index * _GOLDEN + salt) & _MASK64))
 
     def hostile_variant(self, index: int) -> int | None:
@@ -261,10 +269,12 @@ class CustomerFactory:
         return sorted({i for i in (*first, *spread) if self.hostile_variant(i) is not None})
 
     def _type_of(self, h: int) -> str:
+        """PERSON 80 %, COMPANY 14 %, B2B 6 %."""
         roll = h % 100
         return "PERSON" if roll < 80 else ("COMPANY" if roll < 94 else "B2B")
 
     def _is_department(self, index: int, h: int) -> bool:
+        """A quarter of the companies are departments of another company."""
         return index > 0 and self._type_of(h) == "COMPANY" and (h >> 40) % 4 == 0
 
     def core(self, index: int) -> CustomerCore:
@@ -291,6 +301,7 @@ class CustomerFactory:
         return iso_from_ms(core.created_ms)
 
     def company_name(self, index: int, country: str) -> str:
+        """A Nordic-sounding company name with the country's legal form."""
         h = self._hash(index, 2)
         word = _COMPANY_WORDS[h % len(_COMPANY_WORDS)]
         trade = _COMPANY_TRADES[(h >> 12) % len(_COMPANY_TRADES)]
@@ -409,11 +420,13 @@ class CustomerFactory:
 
 @functools.lru_cache(maxsize=4096)
 def _email_local(first: str, last: str) -> str:
+    """Name pairs repeat, so the ASCII-folded e-mail local part is cached."""
     local = f"{first}.{last}".lower().translate(_ASCII)
     return "".join(ch for ch in local if ch.isascii() and (ch.isalnum() or ch == ".")).strip(".") or "kunde"
 
 
 def _bucket(roll: int, bounds: tuple[int, ...]) -> int:
+    """Index of the first bound above ``roll``: turns a percentage into a weighted choice."""
     for position, bound in enumerate(bounds):
         if roll < bound:
             return position
@@ -421,6 +434,7 @@ def _bucket(roll: int, bounds: tuple[int, ...]) -> int:
 
 
 def _postal_code(country: str, number: int) -> str:
+    """Each country writes postal codes its own way (SE has a space, FI five digits)."""
     if country == "SE":
         text = f"{number:05d}"
         return f"{text[:3]} {text[3:]}"
@@ -430,6 +444,7 @@ def _postal_code(country: str, number: int) -> str:
 
 
 def _mobile(country: str, rng: FastRandom) -> str:
+    """A mobile number with the country's dialling code, sometimes written with spaces."""
     if country == "NO":
         number = f"+47{rng.choice('49')}{rng.randint(0, 9_999_999):07d}"
     elif country == "SE":
@@ -447,6 +462,7 @@ def _mobile(country: str, rng: FastRandom) -> str:
 
 
 def _vat_number(country: str, orgnr: str) -> str:
+    """VAT numbers in each country's format, derived from the organisation number."""
     if country == "NO":
         return f"NO{orgnr}MVA"
     if country == "SE":
@@ -474,6 +490,7 @@ def _credit(is_company: bool, rng: FastRandom) -> dict[str, int]:
 
 
 def _account_manager(is_company: bool, rng: FastRandom) -> dict[str, str]:
+    """Companies mostly have an account manager; persons get the empty one."""
     if is_company and rng.random() < 0.8:
         user_uid, name, code = rng.choice(_ACCOUNT_MANAGERS)
         return {"tenantUserUid": user_uid, "displayName": name, "userCode": code}
@@ -504,6 +521,7 @@ def _consents(index: int, created_ms: int, rng: FastRandom) -> list[dict[str, An
 def _contacts(
     index: int, country: str, created_ms: int, modified_ms: int, orgnr: str, rng: FastRandom
 ) -> list[dict[str, Any]]:
+    """Contact persons of a company, sometimes with a TWO_INVOICE extension."""
     contacts: list[dict[str, Any]] = []
     for number in range(rng.choice([0, 1, 1, 2, 3])):
         first = rng.choice(_FIRST[country])
@@ -527,6 +545,7 @@ def _contacts(
 
 
 def _apply_hostile(record: dict[str, Any], variant: int) -> None:
+    """Put one hostile string in the fields a loader is most likely to mishandle."""
     value = HOSTILE_VALUES[variant]
     if variant == EMPTY_VARIANT:
         for key in ("firstname", "lastname", "displayName", "companyName", "address", "postalCode", "city",
@@ -561,7 +580,7 @@ def group_uid(index: int, groups: int) -> str:
     return f"{GROUP_PREFIX}{index + 1:0{_uid_width(groups, 4)}d}"
 
 
-def _group_sizes(customers: int, groups: int, rng: FastRandom) -> list[int]:
+def _group_sizes(customers: int, groups: int, rng: random.Random) -> list[int]:
     """Sizes in uid order: empty, 1, 100, thousands, then an uneven (Zipf-like) spread of the rest."""
     eligible = customers - customers // UNGROUPED_EVERY
     specials = [0, min(1, eligible), min(100, eligible), min(eligible * 3 // 4, BIG_GROUP_SIZE)][:groups]

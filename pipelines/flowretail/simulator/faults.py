@@ -54,6 +54,7 @@ class SimulatedConnectionDrop(httpx.RemoteProtocolError):
 
 
 def _split(outcome: str) -> tuple[str, float | None]:
+    """``slow:1.5`` -> (``slow``, 1.5); refuses arguments that are not finite seconds >= 0."""
     name, _, argument = outcome.partition(":")
     if not argument:
         return name, None
@@ -133,6 +134,7 @@ class FaultEngine:
         self._refilled = 0.0
 
     def _follow(self, faults: FaultConfig) -> None:
+        """Reset counters and the RNG when the live FaultConfig object or its limits change."""
         if faults is not self._owner:
             self._owner = faults
             self._rng = random.Random(faults.seed)
@@ -197,6 +199,7 @@ def retry_after_header(style: str, seconds: float) -> str | None:
 
 
 def status_message(status: int) -> str:
+    """The message of a status answered by a fault (never mentions the request)."""
     return _STATUS_MESSAGES.get(status, "error")
 
 

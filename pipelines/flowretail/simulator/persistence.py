@@ -37,7 +37,7 @@ def load_state(path: Path) -> SimulatorState | None:
     if not path.exists():
         return None
     try:
-        version, config, tenants, token = pickle.loads(path.read_bytes())  # noqa: S301 - our own file
+        version, config, tenants, token = pickle.loads(path.read_bytes())
     except Exception as exc:  # any unreadable file means: start fresh
         logger.warning("ignoring unreadable simulator state %s: %s", path, type(exc).__name__)
         return None

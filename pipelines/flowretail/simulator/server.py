@@ -32,6 +32,7 @@ class _QuietDrops(logging.Filter):
     """Uvicorn logs every app exception with a traceback; simulated drops are intended, not errors."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Drop only records caused by a simulated drop; real errors still reach the log."""
         exc = record.exc_info[1] if record.exc_info else None
         return not isinstance(exc, SimulatedConnectionDrop)
 
@@ -40,6 +41,7 @@ _QUIET_DROPS = _QuietDrops()
 
 
 def _bind(host: str, port: int) -> socket.socket:
+    """Bind before uvicorn starts, so port 0 works and the URL is known to the caller."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -50,6 +52,7 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 def _base_url(host: str, port: int) -> str:
+    """The URL clients use, bracketing an IPv6 host."""
     shown = f"[{host}]" if ":" in host else host
     return f"http://{shown}:{port}/v2"
 
@@ -75,12 +78,14 @@ class _ServerThread:
         self.error: BaseException | None = None
 
     def _run(self) -> None:
+        """Uvicorn's own loop; an exception is kept for ``start`` to report."""
         try:
             self.server.run(sockets=[self.sock])
         except BaseException as exc:  # reported to the starting thread, which raises it
             self.error = exc
 
     def start(self) -> None:
+        """Start the thread and wait until uvicorn listens, so the URL works when returned."""
         self.thread.start()
         deadline = time.monotonic() + _STARTUP_TIMEOUT
         while not self.server.started:
@@ -93,6 +98,7 @@ class _ServerThread:
             time.sleep(0.01)
 
     def stop(self) -> None:
+        """Ask uvicorn to finish in-flight requests, then force it if it lingers."""
         self.server.should_exit = True
         self.thread.join(timeout=10)
         if self.thread.is_alive():
@@ -121,6 +127,7 @@ def serve_forever(state: SimulatorState, host: str = "127.0.0.1", port: int = 80
     stop = threading.Event()
 
     def request_stop(_signum: int, _frame: FrameType | None) -> None:
+        """Signal handler: only sets the event; the main loop does the shutdown."""
         stop.set()
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}

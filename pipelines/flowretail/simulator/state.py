@@ -22,6 +22,7 @@ from sortedcontainers import SortedDict, SortedList
 from pipelines.flowretail.schemas import validator_for
 from pipelines.flowretail.simulator.config import FaultConfig, SimulatorConfig, is_uid
 from pipelines.flowretail.simulator.data import CustomerFactory, iso_from_ms, mix64, now_ms, plan_groups
+from pipelines.flowretail.simulator.faults import check_outcome
 
 DEFAULT_TOKEN = "simulator-token"
 API_ACTOR = "integration"
@@ -145,11 +146,13 @@ class Tenant:
         return self.factory.sort_value(index, sort_field)
 
     def link(self, index: int, group_uid: str) -> None:
+        """Add a group to a customer's reverse index, keeping it sorted."""
         current = self.groups_of[index]
         if group_uid not in current:
             self.groups_of[index] = tuple(sorted((*current, group_uid)))
 
     def unlink(self, index: int, group_uid: str) -> None:
+        """Remove a group from a customer's reverse index."""
         current = self.groups_of[index]
         if group_uid in current:
             self.groups_of[index] = tuple(uid for uid in current if uid != group_uid)
@@ -176,6 +179,7 @@ def parse_page_request(query: Mapping[str, str], config: SimulatorConfig, sort_f
 
 
 def _int_param(query: Mapping[str, str], name: str, default: int) -> int:
+    """Strict integers only: ``1.5``, ``1e3`` or ``ten`` are 400s, as the spec types them."""
     raw = query.get(name)
     if raw is None:
         return default
@@ -198,11 +202,8 @@ def _page_slice(ordered: Any, total: int, page: PageRequest) -> list[str]:
     return out
 
 
-def _build_tenant(config: SimulatorConfig, tenant_index: int, tenant_uid: str, with_groups: bool = True) -> Tenant:
-    """Generate one tenant: uid strings, group plans, sorted member lists and the reverse index.
-
-    ``with_groups=False`` gives the customers only, for restoring groups saved earlier.
-    """
+def _build_tenant(config: SimulatorConfig, tenant_index: int, tenant_uid: str) -> Tenant:
+    """Generate one tenant: uid strings, group plans, sorted member lists and the reverse index."""
     count = config.customers
     factory = CustomerFactory(config.seed, tenant_index, count, config.hostile_strings)
     prefix = factory.uid(0)[: -factory.width] if count else ""
@@ -210,8 +211,6 @@ def _build_tenant(config: SimulatorConfig, tenant_index: int, tenant_uid: str, w
     uids = [f"{prefix}{i:0{width}d}" for i in range(count)]
     groups_of: list[tuple[str, ...]] = [()] * count
     tenant = Tenant(uid=tenant_uid, index=tenant_index, factory=factory, uids=uids, groups_of=groups_of)
-    if not with_groups:
-        return tenant
     plans = plan_groups(
         config.seed, tenant_index, count, config.groups, factory.hostile_indices(), config.hostile_strings
     )
@@ -271,12 +270,14 @@ class SimulatorState:
         return found
 
     def _group(self, tenant: Tenant, group_uid: str) -> Group:
+        """The group, or the API's 404."""
         found: Group | None = tenant.groups.get(group_uid)
         if found is None:
             raise SimulatorError(404, f"customer group {group_uid!r} not found in tenant {tenant.uid!r}")
         return found
 
     def _customer_index(self, tenant: Tenant, customer_uid: str) -> int:
+        """The customer's index, or the API's 404."""
         index = tenant.index_of(customer_uid)
         if index is None:
             raise SimulatorError(404, f"customer {customer_uid!r} not found in tenant {tenant.uid!r}")
@@ -285,6 +286,7 @@ class SimulatorState:
     # ---------------------------------------------------------- log/script
 
     def record(self, entry: RequestRecord) -> None:
+        """Append to the request log (under the lock: the server thread writes, tests read)."""
         with self.lock:
             self.request_log.append(entry)
 
@@ -295,8 +297,6 @@ class SimulatorState:
 
     def script(self, outcomes: list[str], operation_id: str | None = None) -> None:
         """Queue exact outcomes, consumed one per matching request before any random fault."""
-        from pipelines.flowretail.simulator.faults import check_outcome
-
         for outcome in outcomes:
             check_outcome(outcome)
         with self.lock:
@@ -324,6 +324,7 @@ class SimulatorState:
     # ------------------------------------------------------------- reading
 
     def tenant_uids(self) -> list[str]:
+        """Tenant uids in configuration order."""
         return list(self.tenants)
 
     def groups(self, tenant_uid: str) -> list[dict[str, Any]]:
@@ -332,6 +333,7 @@ class SimulatorState:
             return [group.to_json() for group in self.tenant(tenant_uid).groups.values()]
 
     def group(self, tenant_uid: str, group_uid: str) -> dict[str, Any] | None:
+        """One group as served, or None when it does not exist."""
         with self.lock:
             found: Group | None = self.tenant(tenant_uid).groups.get(group_uid)
             return found.to_json() if found is not None else None
@@ -421,6 +423,7 @@ class SimulatorState:
             return group.to_json()
 
     def _new_group_uid(self, tenant: Tenant) -> str:
+        """A UUID4-shaped uid from the seeded RNG, so runs are reproducible."""
         while True:
             candidate = str(uuid.UUID(int=self._uid_rng.getrandbits(128), version=4))
             if candidate not in tenant.groups:
@@ -515,8 +518,14 @@ class SimulatorState:
 
     # ---------------------------------------------------------- customers
 
-    def update_customer(self, tenant_uid: str, customer_uid: str, **fields: Any) -> dict[str, Any]:
-        """Change customer fields (camelCase, as served) and bump lastModifiedAt; refuses spec-breaking values."""
+    def update_customer(
+        self, tenant_uid: str, customer_uid: str, *, new_fields: bool = False, **fields: Any
+    ) -> dict[str, Any]:
+        """Change customer fields (camelCase, as served) and bump lastModifiedAt; refuses spec-breaking values.
+
+        ``new_fields=True`` lets a field the spec does not know through, as a newer API version would
+        send it (the spec allows extra properties).
+        """
         with self.lock:
             tenant = self.tenant(tenant_uid)
             index = self._customer_index(tenant, customer_uid)
@@ -525,7 +534,7 @@ class SimulatorState:
                 raise ValueError(f"cannot set {', '.join(derived)}: the simulator derives them")
             record = tenant.customer_json(index)
             unknown = sorted(set(fields) - set(record))
-            if unknown:
+            if unknown and not new_fields:
                 raise ValueError(f"unknown customer field(s): {', '.join(unknown)}")
             changed = {**tenant.overrides.get(index, {}), **copy.deepcopy(fields)}
             if "lastModifiedAt" not in fields:
