@@ -53,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     push.add_argument("--json", action="store_true")
     sub.add_parser("ui", help="start the Dagster UI on the same defaults as `make run`")
     sub.add_parser("report", help="write an HTML report of the recorded runs under .flowretail/report/")
+    sub.add_parser("psql", help="open psql on the warehouse (starts the embedded PostgreSQL if needed); "
+                   "further arguments go to psql, e.g. flowretail psql -c 'select 1'")
     return parser
 
 
@@ -142,12 +144,26 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _psql(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from pipelines.runtime import embedded_environment
+    from pipelines.warehouse.embedded import bundled_psql
+
+    with embedded_environment(start_simulator=False) as env:
+        return subprocess.call([str(bundled_psql()), env.database_url, *args.psql_args])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "psql":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.psql_args = extra
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
-    handlers: dict[str, Any] = {"simulator": _serve_simulator, "ui": _ui, "report": _report}
+    handlers: dict[str, Any] = {"simulator": _serve_simulator, "ui": _ui, "report": _report, "psql": _psql}
     try:
         return int(handlers.get(args.command, _run_jobs)(args))
     except ConfigError as exc:

