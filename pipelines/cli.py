@@ -90,8 +90,10 @@ def _serve_simulator(args: argparse.Namespace) -> int:
 
 def _run_jobs(args: argparse.Namespace) -> int:
     from pipelines.launch import launch
+    from pipelines.progress import attach_terminal_progress
     from pipelines.runtime import embedded_environment
 
+    progress = attach_terminal_progress()
     with embedded_environment() as env:
         summary = launch(
             env,
@@ -106,6 +108,8 @@ def _run_jobs(args: argparse.Namespace) -> int:
             from pipelines.reporting import write_report
 
             summary.report_path = str(write_report(env.database_url))
+    if progress is not None:
+        progress.finish()
     if args.json:
         print(json.dumps(summary.as_dict(), indent=2, default=str))
     else:

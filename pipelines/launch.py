@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from pipelines.progress import progress_logger
 from pipelines.runtime import Environment
 from pipelines.warehouse.schema import SCHEMA
 
@@ -177,6 +178,7 @@ def launch(
     push_run_ids: list[str] = []
     for tenant_uid in selected:
         if command in ("load", "run"):
+            progress_logger.info("%s: loading", tenant_uid)
             result = defs.resolve_job_def("warehouse_load").execute_in_process(
                 partition_key=tenant_uid, instance=instance, raise_on_error=False, run_config=quiet
             )
@@ -189,6 +191,7 @@ def launch(
         if command in ("push", "run"):
             from pipelines.reverse_etl.assets import push_run_config, push_selection
 
+            progress_logger.info("%s: planning%s pushes", tenant_uid, " (dry run)" if dry_run else " and applying")
             job = defs.resolve_job_def("segment_push")
             result = job.execute_in_process(
                 partition_key=tenant_uid,

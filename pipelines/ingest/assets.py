@@ -92,7 +92,7 @@ def flowretail_raw_tables(
     async def run() -> TenantLoadResult:
         async with flowretail.make_client() as client:
             return await load_tenant(
-                client, warehouse.database_url, tenant_uid, context.run.run_id, progress=context.log.debug
+                client, warehouse.database_url, tenant_uid, context.run.run_id
             )
 
     result = asyncio.run(run())

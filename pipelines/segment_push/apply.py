@@ -11,6 +11,7 @@ import psycopg
 
 from pipelines.flowretail.client import AsyncFlowRetailClient
 from pipelines.flowretail.errors import ApiStatusError, BadRequestError, ConflictError, FlowRetailError, NotFoundError
+from pipelines.progress import progress_logger
 from pipelines.segment_push.audit import log_call, read_history, record_outcome, record_plan, register_group
 from pipelines.segment_push.plan import (
     LiveGroup,
@@ -199,8 +200,14 @@ async def execute_plan(
     live_after: frozenset[str] = frozenset()
     try:
         await pusher.ensure_group()
-        for number, batch in enumerate(plan.batches(batch_size), start=1):
+        batches = plan.batches(batch_size)
+        for number, batch in enumerate(batches, start=1):
             await pusher.send(batch.add, batch.remove, number)
+            progress_logger.info(
+                "%s / %s: batch %d/%d sent, %d added, %d removed",
+                plan.tenant_uid, plan.target.segment, number, len(batches), outcome.applied_adds,
+                outcome.applied_removes,
+            )
         live_after = frozenset(await client.fetch_group_member_uids(plan.tenant_uid, plan.target.group_uid))
         pusher.log("verify", 200)
         outcome.live_after_count = len(live_after)

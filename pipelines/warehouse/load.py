@@ -27,6 +27,7 @@ from psycopg import sql
 
 from pipelines.flowretail.client import AsyncFlowRetailClient
 from pipelines.flowretail.errors import NotFoundError
+from pipelines.progress import progress_logger
 from pipelines.warehouse.frames import (
     GROUP_FRAME_COLUMNS,
     CustomerColumns,
@@ -171,7 +172,6 @@ async def _extract(
     stager: _Stager,
     tenant_uid: str,
     result: TenantLoadResult,
-    progress: Callable[[str], None] | None,
 ) -> None:
     """Page the groups, then every group's members concurrently, into the staging tables."""
     group_uids: list[str] = []
@@ -190,8 +190,9 @@ async def _extract(
         await stager.write(_PageBatch("page", None, [("stg_groups", frame)]))
         result.api_group_total = page.total_count
     result.groups_preview = preview[0] if preview else pd.DataFrame(columns=GROUP_FRAME_COLUMNS)
-    if progress:
-        progress(f"{tenant_uid}: {len(group_uids)} groups listed")
+    progress_logger.info("%s: %d groups listed", tenant_uid, len(group_uids))
+    done_groups = 0
+    staged_rows = 0
 
     queue: asyncio.Queue[_PageBatch | None] = asyncio.Queue(maxsize=2 * client.config.concurrency)
     gate = asyncio.Semaphore(client.config.concurrency)
@@ -219,12 +220,18 @@ async def _extract(
                 result.groups_deleted_during_load.append(group_uid)
                 result.api_member_totals.pop(group_uid, None)
                 await queue.put(_PageBatch("vanished", group_uid))
-            if progress:
-                progress(f"{tenant_uid}: group {group_uid} done")
+            nonlocal done_groups
+            done_groups += 1
+            progress_logger.info(
+                "%s: %d/%d groups paged, %d pages, %d member rows staged, %d requests",
+                tenant_uid, done_groups, len(group_uids), client.stats.pages, staged_rows, client.stats.requests,
+            )
 
     async def writer() -> None:
+        nonlocal staged_rows
         while (batch := await queue.get()) is not None:
             await stager.write(batch)
+            staged_rows += sum(len(frame) for table, frame in batch.frames if table == "stg_memberships")
 
     writer_task = asyncio.create_task(writer())
     scans = [asyncio.create_task(scan_group(uid)) for uid in group_uids]
@@ -444,7 +451,6 @@ async def load_tenant(
     tenant_uid: str,
     run_id: str,
     *,
-    progress: Callable[[str], None] | None = None,
     before_merge: Callable[[], Awaitable[None]] | None = None,
 ) -> TenantLoadResult:
     """Extract one tenant into staging and merge it; on any failure the warehouse is left as it was.
@@ -469,7 +475,7 @@ async def load_tenant(
         await stager.create()
         t0 = time.perf_counter()
         try:
-            await _extract(client, stager, tenant_uid, result, progress)
+            await _extract(client, stager, tenant_uid, result)
             result.new_columns = [c.name for c in stager.new_columns]
             _take_stats(client, result, stats_before)
             if before_merge is not None:
