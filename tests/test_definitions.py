@@ -81,3 +81,43 @@ def test_materialize_load_models_and_push_for_one_tenant(simulator: tuple[Simula
     for segment, group_uid, members in segments:
         assert sorted(state.member_uids(tenant, group_uid)) == members, segment
     assert {status for _, status in statuses} == {"verified"}
+
+
+def test_a_failing_data_test_fails_its_asset_check_and_blocks_downstream(simulator: tuple[SimulatorState, str]) -> None:
+    from pipelines.definitions import defs
+
+    state, database_url = simulator
+    tenant = state.tenant_uids()[0]
+    instance = dg.DagsterInstance.ephemeral()
+    assert defs.resolve_job_def("warehouse_load").execute_in_process(partition_key=tenant, instance=instance).success
+    with psycopg.connect(database_url) as conn:
+        uid = conn.execute("SELECT customer_uid FROM flowretail.customer_snapshots WHERE valid_to IS NULL "
+                           "ORDER BY customer_uid LIMIT 1").fetchone()[0]
+        conn.execute("UPDATE flowretail.customer_snapshots SET customer_type = 'ALIEN' WHERE customer_uid = %s", (uid,))
+    result = defs.resolve_job_def("warehouse_load").execute_in_process(
+        partition_key=tenant, instance=instance, raise_on_error=False)
+    assert not result.success
+    evaluations = {e.event_specific_data.check_name: e.event_specific_data
+                   for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+    failed = evaluations["accepted_values_stg_customers_customer_type"]
+    assert not failed.passed
+    assert failed.metadata["failing_rows"].value == 1
+    built = {e.asset_key.to_user_string() for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"}
+    assert "analytics/stg_customers" in built
+    assert "analytics/newsletter_subscribers" not in built
+
+
+def test_the_push_follows_each_successful_load_of_the_same_tenant() -> None:
+    from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus
+
+    from pipelines.reverse_etl.assets import push_after_warehouse_load
+
+    instance = dg.DagsterInstance.ephemeral()
+
+    finished = DagsterRun(job_name="warehouse_load", run_id="r-123", status=DagsterRunStatus.SUCCESS,
+                          tags={"dagster/partition": "tenant-2"})
+    event = dg.DagsterEvent(event_type_value="PIPELINE_SUCCESS", job_name="warehouse_load")
+    context = dg.build_run_status_sensor_context(
+        sensor_name="push_after_warehouse_load", dagster_instance=instance, dagster_run=finished, dagster_event=event)
+    requests = list(push_after_warehouse_load(context))
+    assert [(r.partition_key, r.run_key) for r in requests] == [("tenant-2", "push-after-r-123")]
