@@ -91,9 +91,7 @@ def flowretail_raw_tables(
 
     async def run() -> TenantLoadResult:
         async with flowretail.make_client() as client:
-            return await load_tenant(
-                client, warehouse.database_url, tenant_uid, context.run.run_id
-            )
+            return await load_tenant(client, warehouse.database_url, tenant_uid, context.run.run_id)
 
     result = asyncio.run(run())
     context.log.info(
@@ -182,31 +180,25 @@ def _checks(conn: psycopg.Connection[Any], result: TenantLoadResult) -> Any:
         row = conn.execute(query, params).fetchone()
         return int(row[0]) if row else 0
 
-    dup_groups = scalar(
-        sql.SQL(
-            "SELECT count(*) FROM (SELECT 1 FROM {}.customer_groups WHERE tenant_uid = %s "
-            "GROUP BY customer_group_uid HAVING count(*) > 1) d"
-        ).format(s),
-        tenant,
-    )
-    yield dg.AssetCheckResult(
-        asset_key=raw_key("customer_groups"),
-        check_name="primary_key_unique",
-        passed=dup_groups == 0,
-        metadata={"duplicate_keys": dup_groups},
-    )
-    dup_members = scalar(
-        sql.SQL(
-            "SELECT count(*) FROM (SELECT 1 FROM {}.customer_group_memberships WHERE tenant_uid = %s "
-            "GROUP BY customer_group_uid, customer_uid HAVING count(*) > 1) d"
-        ).format(s),
-        tenant,
-    )
-    yield dg.AssetCheckResult(
-        asset_key=raw_key("customer_group_memberships"),
-        check_name="primary_key_unique",
-        passed=dup_members == 0,
-        metadata={"duplicate_keys": dup_members},
+    def duplicate_keys_check(table: str, check_name: str, key: list[str], current_only: bool = False) -> Any:
+        count = scalar(
+            sql.SQL(
+                "SELECT count(*) FROM (SELECT 1 FROM {}.{} WHERE tenant_uid = %s{} GROUP BY {} HAVING count(*) > 1) d"
+            ).format(
+                s,
+                sql.Identifier(table),
+                sql.SQL(" AND valid_to IS NULL" if current_only else ""),
+                sql.SQL(", ").join(map(sql.Identifier, key)),
+            ),
+            tenant,
+        )
+        return dg.AssetCheckResult(
+            asset_key=raw_key(table), check_name=check_name, passed=count == 0, metadata={"duplicate_keys": count}
+        )
+
+    yield duplicate_keys_check("customer_groups", "primary_key_unique", ["customer_group_uid"])
+    yield duplicate_keys_check(
+        "customer_group_memberships", "primary_key_unique", ["customer_group_uid", "customer_uid"]
     )
     orphans = scalar(
         sql.SQL(
@@ -260,19 +252,7 @@ def _checks(conn: psycopg.Connection[Any], result: TenantLoadResult) -> Any:
             "loaded": result.groups_rows,
         },
     )
-    multi_current = scalar(
-        sql.SQL(
-            "SELECT count(*) FROM (SELECT 1 FROM {}.customer_snapshots WHERE tenant_uid = %s AND valid_to IS NULL "
-            "GROUP BY customer_uid HAVING count(*) > 1) d"
-        ).format(s),
-        tenant,
-    )
-    yield dg.AssetCheckResult(
-        asset_key=raw_key("customer_snapshots"),
-        check_name="one_current_version",
-        passed=multi_current == 0,
-        metadata={"customers_with_several_current_versions": multi_current},
-    )
+    yield duplicate_keys_check("customer_snapshots", "one_current_version", ["customer_uid"], current_only=True)
     age_row = conn.execute(
         sql.SQL(
             "SELECT extract(epoch FROM now() - max(finished_at)) FROM {}.load_runs "
