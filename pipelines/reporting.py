@@ -46,13 +46,13 @@ def read_report_data(conn: psycopg.Connection[Any]) -> ReportData:
     membership_changes = _frame(
         conn,
         "flowretail.customer_group_membership_history",
-        "SELECT day, tenant_uid, customer_group_uid, sum(joined) AS joined, sum(left_) AS left_ FROM ("
+        "SELECT day, tenant_uid, sum(joined) AS joined, sum(left_) AS left_ FROM ("
         " SELECT date_trunc('day', valid_from) AS day, tenant_uid, customer_group_uid, 1 AS joined, 0 AS left_"
         " FROM flowretail.customer_group_membership_history"
         " UNION ALL SELECT date_trunc('day', valid_to), tenant_uid, customer_group_uid, 0, 1"
         " FROM flowretail.customer_group_membership_history WHERE valid_to IS NOT NULL) c "
-        "GROUP BY 1, 2, 3 ORDER BY 1",
-        ["day", "tenant_uid", "customer_group_uid", "joined", "left"],
+        "GROUP BY 1, 2 ORDER BY 1",
+        ["day", "tenant_uid", "joined", "left"],
     )
     load_runs = _frame(
         conn,
@@ -98,7 +98,7 @@ def render_report(data: ReportData) -> str:
         )
     if not data.membership_changes.empty:
         changes = data.membership_changes.melt(
-            id_vars=["day", "tenant_uid", "customer_group_uid"],
+            id_vars=["day", "tenant_uid"],
             value_vars=["joined", "left"],
             var_name="change",
             value_name="members",
