@@ -68,7 +68,11 @@ def embedded_environment(state_dir: Path = STATE_DIR, *, start_simulator: bool =
             os.environ["DATABASE_URL"] = database_url
         dagster_home = Path(os.environ.get("DAGSTER_HOME") or state_dir / "dagster_home").resolve()
         dagster_home.mkdir(parents=True, exist_ok=True)
-        (dagster_home / "dagster.yaml").touch(exist_ok=True)
+        dagster_yaml = dagster_home / "dagster.yaml"
+        if not dagster_yaml.exists() or not dagster_yaml.read_text("utf-8").strip():
+            # Without this `dagster dev` uploads usage statistics (no network here) and shows a
+            # first-visit dialog over the asset graph.
+            dagster_yaml.write_text("telemetry:\n  enabled: false\nnux:\n  enabled: false\n", "utf-8")
         os.environ["DAGSTER_HOME"] = str(dagster_home)
         yield Environment(
             settings=load_settings(),

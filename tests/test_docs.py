@@ -29,18 +29,19 @@ def _readme_sql() -> list[str]:
 
 @pytest.fixture
 def loaded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, database_url: str) -> Iterator[str]:
-    state = build_state(SimulatorConfig(tenants=1, customers=300, groups=5))
+    # Two tenants, as the code location's partitions (fixed at its first import) may already list both.
+    state = build_state(SimulatorConfig(tenants=2, customers=300, groups=5))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
     with running_simulator(state) as base_url:
         for name, value in {"FLOWRETAIL_BASE_URL": base_url, "FLOWRETAIL_TOKEN": state.token,
-                            "FLOWRETAIL_TENANT_UIDS": "tenant-1", "FLOWRETAIL_RATE_LIMIT": "1000",
+                            "FLOWRETAIL_TENANT_UIDS": "tenant-1,tenant-2", "FLOWRETAIL_RATE_LIMIT": "1000",
                             "DATABASE_URL": database_url}.items():
             monkeypatch.setenv(name, value)
-        assert main(["run"]) == 0
+        assert main(["run", "--tenant", "tenant-1"]) == 0
         group = "grp-0004"
         state.remove_members("tenant-1", group, state.member_uids("tenant-1", group)[:3])
-        assert main(["load"]) == 0
+        assert main(["load", "--tenant", "tenant-1"]) == 0
     yield database_url
 
 

@@ -42,6 +42,7 @@ from pipelines.flowretail.errors import (
 from pipelines.flowretail.paging import (
     PagingInfo,
     ScanLedger,
+    check_page_consistency,
     expected_items_on_page,
     parse_paging,
     remaining_page_numbers,
@@ -255,25 +256,45 @@ class AsyncFlowRetailClient:
     async def _scan(
         self, operation: str, path: str, *, key_field: str, sort_by: str, what: str
     ) -> AsyncIterator[ScanPage]:
+        """Scan until one attempt is consistent; a page that contradicts itself ends its attempt.
+
+        Such a page (more items than its own total allows, a key twice) may be a transient server
+        glitch, so it earns a rescan like changing data does; if the last attempt still meets one,
+        the error names the page and field instead of blaming data changes.
+        """
         base = self.config.page_base
         ledger = ScanLedger(key_field)
+        contradiction: SpecViolationError | None = None
         for attempt in range(1, self.config.max_scan_attempts + 1):
             if attempt > 1:
                 self.stats.rescans += 1
                 logger.info("%s changed while paging (attempt %d); scanning again", what, attempt - 1)
             ledger = ScanLedger(key_field)
+            contradiction = None
             first_body = await self._list_page(operation, path, base, sort_by, first=attempt == 1)
             first = parse_paging(first_body, operation, base, self.config.page_size)
+            try:
+                check_page_consistency(first_body["items"], first, base, base, key_field, operation)
+            except SpecViolationError as exc:
+                contradiction = exc
+                continue
             expected = expected_items_on_page(first, base, base)
             yield ScanPage(
                 ledger.admit(first_body["items"], first.total_count, expected), base, attempt, first.total_count
             )
             async for number, body, info in self._fetch_pages(operation, path, sort_by, first):
+                try:
+                    check_page_consistency(body["items"], info, number, base, key_field, operation)
+                except SpecViolationError as exc:
+                    contradiction = exc
+                    break
                 expected = expected_items_on_page(first, number, base)
                 fresh = ledger.admit(body["items"], info.total_count, expected)
                 yield ScanPage(fresh, number, attempt, info.total_count)
-            if ledger.is_consistent():
+            if contradiction is None and ledger.is_consistent():
                 return
+        if contradiction is not None:
+            raise contradiction
         raise PagingInconsistentError(what, ledger.reported_total(), ledger.unique_count, self.config.max_scan_attempts)
 
     async def _fetch_pages(

@@ -43,6 +43,27 @@ def parse_paging(body: dict[str, Any], operation: str, page: int, requested_size
     return info
 
 
+def check_page_consistency(
+    items: list[dict[str, Any]], info: PagingInfo, page: int, page_base: int, key_field: str, operation: str
+) -> None:
+    """Refuse a page that contradicts itself: more items than its own total leaves room for, or one
+    key twice. Data changing between pages cannot cause either, so rescanning would not help."""
+    room = max(0, info.total_count - (page - page_base) * info.page_size)
+    if len(items) > room:
+        raise SpecViolationError(
+            operation,
+            "paging.totalCount",
+            f"totalCount {info.total_count} leaves room for {room} items on this page, but it holds {len(items)}",
+            page,
+        )
+    seen: set[Any] = set()
+    for index, item in enumerate(items):
+        key = item[key_field]
+        if key in seen:
+            raise SpecViolationError(operation, f"items[{index}].{key_field}", f"{key!r} appears twice on the page", page)
+        seen.add(key)
+
+
 def page_count(total_count: int, page_size: int) -> int:
     """How many pages hold ``total_count`` items."""
     return math.ceil(total_count / page_size) if total_count > 0 else 0

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 _JSON_BLOCK = re.compile(r"```json\s*\n(.*?)\n```", re.DOTALL)
+_PATH_TEMPLATE = re.compile(r"{([^}/]+)}")
+_HTTP_METHODS = frozenset({"get", "put", "post", "delete", "patch", "head", "options", "trace"})
 _COMPONENT_SECTIONS = ("schemas", "responses", "parameters", "requestBodies", "securitySchemes")
 SPEC_FILE = Path(__file__).with_name("openapi.json")
 
@@ -53,8 +55,24 @@ def merge_spec_fragments(fragments: list[dict[str, Any]]) -> dict[str, Any]:
                     raise SpecMergeError(f"{method.upper()} {path} differs between fragments")
                 target[method] = operation
     merged["components"] = {k: dict(sorted(v.items())) for k, v in merged["components"].items() if v}
-    merged["paths"] = dict(sorted(merged["paths"].items()))
+    merged["paths"] = {path: _with_path_parameters(path, ops) for path, ops in sorted(merged["paths"].items())}
     return merged
+
+
+def _with_path_parameters(path: str, operations: dict[str, Any]) -> dict[str, Any]:
+    """Declare the path's templated segments, which the upstream fragments leave undeclared.
+
+    OpenAPI requires every ``{name}`` in a path to be a declared ``in: path`` parameter; the docs
+    omit them, so the merge adds each as a required UID (the pattern the docs give those uids).
+    """
+    names = _PATH_TEMPLATE.findall(path)
+    if not names or "parameters" in operations:
+        return operations
+    parameters = [
+        {"name": name, "in": "path", "required": True, "schema": {"$ref": "#/components/schemas/UID"}}
+        for name in names
+    ]
+    return {"parameters": parameters, **operations}
 
 
 def merge_spec_markdown(markdown: str) -> dict[str, Any]:
@@ -77,6 +95,7 @@ def operations(spec: dict[str, Any] | None = None) -> dict[str, tuple[str, str, 
         op["operationId"]: (method.upper(), path, op)
         for path, ops in spec["paths"].items()
         for method, op in ops.items()
+        if method in _HTTP_METHODS
     }
 
 

@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 
 from pipelines.flowretail.client import AsyncFlowRetailClient
 from pipelines.flowretail.errors import ApiStatusError, BadRequestError, ConflictError, FlowRetailError, NotFoundError
 from pipelines.progress import progress_logger
-from pipelines.segment_push.audit import log_call, read_history, record_outcome, record_plan, register_group
+from pipelines.segment_push.audit import (
+    finish_call,
+    log_call,
+    read_history,
+    record_outcome,
+    record_plan,
+    register_group,
+)
 from pipelines.segment_push.plan import (
     LiveGroup,
     PushTarget,
@@ -22,6 +30,8 @@ from pipelines.segment_push.plan import (
 )
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -48,41 +58,58 @@ class _Pusher:
     plan: SegmentPushPlan
     outcome: PushOutcome
 
-    def log(
-        self,
-        action: str,
-        status: int | None,
-        error: str | None = None,
-        batch: int | None = None,
-        add: tuple[str, ...] = (),
-        remove: tuple[str, ...] = (),
-    ) -> None:
-        """Record one call as it happens; ``calls`` counts write calls (the verifying read is logged only)."""
+    def begin(
+        self, action: str, batch: int | None = None, add: tuple[str, ...] = (), remove: tuple[str, ...] = ()
+    ) -> int:
+        """Log a call before it is sent; ``calls`` counts write calls (the verifying read is logged only)."""
         if action != "verify":
             self.outcome.calls += 1
-        log_call(
+        return log_call(
             self.conn,
             run_id=self.run_id,
             tenant_uid=self.plan.tenant_uid,
             segment=self.plan.target.segment,
             group_uid=self.plan.target.group_uid,
             action=action,
-            http_status=status,
-            error=error,
+            http_status=None,
             batch_number=batch,
             add_uids=add,
             remove_uids=remove,
         )
+
+    async def call(
+        self,
+        action: str,
+        ok_status: int,
+        request: Callable[[], Awaitable[T]],
+        batch: int | None = None,
+        add: tuple[str, ...] = (),
+        remove: tuple[str, ...] = (),
+    ) -> T:
+        """Send one logged call; its row gets the HTTP status (or the error) when it ends."""
+        call_id = self.begin(action, batch, add, remove)
+        try:
+            result = await request()
+        except ApiStatusError as exc:
+            finish_call(
+                self.conn, call_id, exc.status_code, exc.detail if isinstance(exc, BadRequestError) else str(exc)
+            )
+            raise
+        except FlowRetailError as exc:
+            finish_call(self.conn, call_id, None, str(exc))
+            raise
+        finish_call(self.conn, call_id, ok_status, None)
+        return result
 
     async def ensure_group(self) -> None:
         plan, target = self.plan, self.plan.target
         tenant, group = plan.tenant_uid, target.group_uid
         if plan.group_action in ("create", "recreate"):
             try:
-                await self.client.create_customer_group(tenant, target.group_name, group)
-                self.log("create", 201)
-            except ConflictError as exc:
-                self.log("create", 409, str(exc))
+                await self.call(
+                    "create", 201, lambda: self.client.create_customer_group(tenant, target.group_name, group)
+                )
+            except ConflictError:
                 existing = await self.client.get_customer_group(tenant, group)
                 if existing["name"] != target.group_name:
                     await self.rename(existing["name"])
@@ -100,8 +127,11 @@ class _Pusher:
 
     async def rename(self, current_name: str) -> None:
         target = self.plan.target
-        await self.client.rename_customer_group(self.plan.tenant_uid, target.group_uid, target.group_name)
-        self.log("rename", 200)
+        await self.call(
+            "rename",
+            200,
+            lambda: self.client.rename_customer_group(self.plan.tenant_uid, target.group_uid, target.group_name),
+        )
         self.outcome.notes.append(
             f"group {target.group_uid} was named {current_name!r}; renamed back to {target.group_name!r}"
         )
@@ -109,11 +139,17 @@ class _Pusher:
     async def send(self, add: tuple[str, ...], remove: tuple[str, ...], batch: int) -> None:
         """One add/remove call; a 400 is narrowed down until the refused uids are isolated."""
         try:
-            await self.client.update_group_customers(
-                self.plan.tenant_uid, self.plan.target.group_uid, list(add), list(remove)
+            await self.call(
+                "add_remove",
+                204,
+                lambda: self.client.update_group_customers(
+                    self.plan.tenant_uid, self.plan.target.group_uid, list(add), list(remove)
+                ),
+                batch,
+                add,
+                remove,
             )
         except BadRequestError as exc:
-            self.log("add_remove", 400, exc.detail, batch, add, remove)
             named = _named_invalid_uids(exc)
             everything = set(add) | set(remove)
             refused = named & everything
@@ -133,15 +169,15 @@ class _Pusher:
             for part in (uids[:half], uids[half:]):
                 await self.send(tuple(u for u, a in part if a), tuple(u for u, a in part if not a), batch)
             return
-        except ApiStatusError as exc:
-            self.log("add_remove", exc.status_code, str(exc), batch, add, remove)
-            raise
-        except FlowRetailError as exc:
-            self.log("add_remove", None, str(exc), batch, add, remove)
-            raise
-        self.log("add_remove", 204, None, batch, add, remove)
         self.outcome.applied_adds += len(add)
         self.outcome.applied_removes += len(remove)
+
+    async def read_back(self) -> tuple[str | None, frozenset[str]]:
+        """The group's name and members after the writes (a logged read)."""
+        live = await self.call(
+            "verify", 200, lambda: read_live_group(self.client, self.plan.tenant_uid, self.plan.target.group_uid)
+        )
+        return live.name, live.member_uids or frozenset()
 
 
 async def read_live_group(client: AsyncFlowRetailClient, tenant_uid: str, group_uid: str) -> LiveGroup:
@@ -205,14 +241,23 @@ async def execute_plan(
             await pusher.send(batch.add, batch.remove, number)
             progress_logger.info(
                 "%s / %s: batch %d/%d sent, %d added, %d removed",
-                plan.tenant_uid, plan.target.segment, number, len(batches), outcome.applied_adds,
+                plan.tenant_uid,
+                plan.target.segment,
+                number,
+                len(batches),
+                outcome.applied_adds,
                 outcome.applied_removes,
             )
-        live_after = frozenset(await client.fetch_group_member_uids(plan.tenant_uid, plan.target.group_uid))
-        pusher.log("verify", 200)
+        name_after, live_after = await pusher.read_back()
         outcome.live_after_count = len(live_after)
         outcome.verified = is_verified(plan, live_after, segment_uids, frozenset(outcome.rejected))
-        if not outcome.verified:
+        if name_after != plan.target.group_name:
+            outcome.verified = False
+            outcome.error = (
+                f"the group is named {name_after!r} after the push, not {plan.target.group_name!r} "
+                "(renamed or deleted out of band meanwhile); the next run will put it back"
+            )
+        elif not outcome.verified:
             outcome.error = "the group read back does not match the segment; the next run will retry"
     except (FlowRetailError, OSError) as exc:
         outcome.error = str(exc)

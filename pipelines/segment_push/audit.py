@@ -206,12 +206,17 @@ def log_call(
     batch_number: int | None = None,
     add_uids: tuple[str, ...] | list[str] = (),
     remove_uids: tuple[str, ...] | list[str] = (),
-) -> None:
-    """One row per API call, written (autocommit) as it happens."""
-    conn.execute(
+) -> int:
+    """One row per API call, written (autocommit) before the call is sent; returns its id.
+
+    ``http_status`` NULL means the outcome is not known yet (or never became known, if the process
+    died mid-call): the uids the call may have applied are on record either way.
+    """
+    row = conn.execute(
         sql.SQL(
             "INSERT INTO {}.segment_push_log (run_id, tenant_uid, segment, customer_group_uid, action, uid_count, "
-            "batch_number, http_status, error, add_uids, remove_uids) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            "batch_number, http_status, error, add_uids, remove_uids) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+            "RETURNING id"
         ).format(_S),
         (
             run_id,
@@ -226,6 +231,16 @@ def log_call(
             Jsonb(list(add_uids)),
             Jsonb(list(remove_uids)),
         ),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def finish_call(conn: psycopg.Connection[Any], call_id: int, http_status: int | None, error: str | None) -> None:
+    """Record how a logged call ended."""
+    conn.execute(
+        sql.SQL("UPDATE {}.segment_push_log SET http_status = %s, error = %s, at = now() WHERE id = %s").format(_S),
+        (http_status, error, call_id),
     )
 
 

@@ -26,7 +26,7 @@ ADOPTION_MODES: tuple[AdoptionMode, ...] = ("add_only", "mirror")
 
 # The push-back uses the uid in API paths and the segment_membership model quotes it into SQL text,
 # so it is restricted to characters that need no escaping in either place.
-GROUP_UID_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
+GROUP_UID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,256}")
 
 DEFAULT_MAX_REMOVE_FRACTION = 0.2
 

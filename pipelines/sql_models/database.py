@@ -207,6 +207,18 @@ def _create_new_relation(conn: psycopg.Connection[Any], model: Model, project: P
                         f"it returns {', '.join(columns)}",
                         (model.path,),
                     )
+                duplicated = conn.execute(
+                    sql.SQL(
+                        "SELECT count(*) FROM (SELECT 1 FROM {} GROUP BY tenant_uid, customer_uid "
+                        "HAVING count(*) > 1) AS d"
+                    ).format(sql.Identifier(schema, new_name))
+                ).fetchone()
+                if duplicated and duplicated[0]:
+                    raise ModelBuildError(
+                        f"{model.label}: a segment must return one row per customer; "
+                        f"{duplicated[0]} (tenant_uid, customer_uid) pairs appear more than once",
+                        (model.path,),
+                    )
     except psycopg.Error as error:
         raise ModelBuildError(f"{model.label}: {_database_message(error)}", (model.path,)) from error
 

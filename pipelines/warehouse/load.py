@@ -13,6 +13,7 @@ Why this shape:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import zlib
@@ -462,11 +463,12 @@ async def load_tenant(
     stats_before = (client.stats.pages, client.stats.requests, client.stats.retries_total, client.stats.rate_limited)
     await ensure_warehouse_schema(database_url)
     conn = await psycopg.AsyncConnection.connect(database_url, autocommit=True)
+    lock_key = (_LOCK_NAMESPACE, tenant_lock_key(tenant_uid))
+    locked = False
     try:
-        locked = await (
-            await conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (_LOCK_NAMESPACE, tenant_lock_key(tenant_uid)))
-        ).fetchone()
-        if not locked or not locked[0]:
+        row = await (await conn.execute("SELECT pg_try_advisory_lock(%s, %s)", lock_key)).fetchone()
+        locked = bool(row and row[0])
+        if not locked:
             raise LoadAlreadyRunningError(
                 f"another load of tenant {tenant_uid} is running; this one refuses to start so the two cannot mix"
             )
@@ -496,6 +498,11 @@ async def load_tenant(
         )
         return result
     finally:
+        # Unlock explicitly: a closed client's backend may still hold the lock for a moment, and the
+        # next load of the tenant would be refused. A dead connection releases it by itself.
+        if locked and not conn.closed:
+            with contextlib.suppress(psycopg.Error):
+                await conn.execute("SELECT pg_advisory_unlock(%s, %s)", lock_key)
         await conn.close()
 
 

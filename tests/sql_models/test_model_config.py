@@ -107,28 +107,28 @@ def test_later_config_calls_override_earlier_ones(write_project: ProjectWriter) 
             "segments/vip.sql",
             "push_to_group_uid='segment vip', push_group_name='VIP'",
             "models/segments/vip.sql: config push_to_group_uid='segment vip' is invalid: "
-            "must fully match ^[A-Za-z0-9_-]+$",
+            "must fully match ^[A-Za-z0-9_-]{1,256}$",
         ),
         (
             "segments/vip.sql",
             "push_to_group_uid='vip\\'; drop table x; --', push_group_name='VIP'",
             'models/segments/vip.sql: config push_to_group_uid="vip\'; drop table x; --" is invalid: '
-            "must fully match ^[A-Za-z0-9_-]+$",
+            "must fully match ^[A-Za-z0-9_-]{1,256}$",
         ),
         (
             "segments/vip.sql",
             "push_to_group_uid='', push_group_name='VIP'",
-            "models/segments/vip.sql: config push_to_group_uid='' is invalid: must fully match ^[A-Za-z0-9_-]+$",
+            "models/segments/vip.sql: config push_to_group_uid='' is invalid: must fully match ^[A-Za-z0-9_-]{1,256}$",
         ),
         (
             "segments/vip.sql",
             "push_to_group_uid='vip\\n', push_group_name='VIP'",
-            "models/segments/vip.sql: config push_to_group_uid='vip\\n' is invalid: must fully match ^[A-Za-z0-9_-]+$",
+            "models/segments/vip.sql: config push_to_group_uid='vip\\n' is invalid: must fully match ^[A-Za-z0-9_-]{1,256}$",
         ),
         (
             "segments/vip.sql",
             "push_to_group_uid=7, push_group_name='VIP'",
-            "models/segments/vip.sql: config push_to_group_uid=7 is invalid: must fully match ^[A-Za-z0-9_-]+$",
+            "models/segments/vip.sql: config push_to_group_uid=7 is invalid: must fully match ^[A-Za-z0-9_-]{1,256}$",
         ),
         (
             "segments/vip.sql",
