@@ -390,5 +390,15 @@ def create_app(state: SimulatorState) -> Starlette:
     """The ASGI app serving ``state``; mount it at the server root (paths start with ``/v2``)."""
     simulator = SimulatorApp(state)
     app = Starlette(routes=[Route("/{path:path}", simulator.endpoint, methods=_METHODS)])
+
+    async def unmatched(scope: Scope, receive: Receive, send: Send) -> None:
+        # "{path:path}" cannot match a path holding a newline (%0A); serve those too, so every
+        # answer is the API's JSON error rather than Starlette's plain-text 404.
+        if scope["type"] != "http":
+            return
+        response = await simulator.endpoint(Request(scope, receive))
+        await response(scope, receive, send)
+
+    app.router.default = unmatched
     app.state.simulator = simulator
     return app
