@@ -6,16 +6,13 @@ tests that write runs into the instance start their own with ``make_ui_environme
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-import psycopg
 import pytest
-from psycopg import sql
 
 from pipelines.flowretail.simulator import SimulatorConfig, SimulatorState, build_state, running_simulator
+from tests.conftest import fresh_database
 from tests.ui.expected import ExpectedDefinitions, expected_from_definitions
 from tests.ui.webserver import (
     MakeUiEnvironment,
@@ -41,21 +38,11 @@ def ui_simulator() -> Iterator[tuple[SimulatorState, str]]:
         yield state, base_url
 
 
-def _with_database(url: str, dbname: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path="/" + dbname))
-
-
 @pytest.fixture(scope="package")
 def ui_database_url(pg_server_url: str) -> Iterator[str]:
     """Like ``database_url`` (a fresh database, dropped afterwards), for the package-scoped server."""
-    name = f"t_ui_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield _with_database(pg_server_url, name)
-    finally:
-        with psycopg.connect(pg_server_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with fresh_database(pg_server_url, "t_ui") as url:
+        yield url
 
 
 @pytest.fixture(scope="package")
