@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pipelines.settings import ConfigError
+from pipelines.warehouse.postgres import mask_url
 
 logger = logging.getLogger("flowretail")
 
@@ -178,7 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if args.verbose:
             raise
-        print(f"error: {type(exc).__name__}: {exc} (rerun with --verbose for detail)", file=sys.stderr)
+        message = mask_url(" ".join(str(exc).split()))
+        print(f"error: {type(exc).__name__}: {message} (rerun with --verbose for detail)", file=sys.stderr)
         return 1
 
 

@@ -144,7 +144,7 @@ def _failure_messages(result: Any, *, report_blocked_checks: bool = True) -> lis
         if error is not None and error.cls_name == "DagsterAssetCheckFailedError" and not report_blocked_checks:
             continue
         cause = error.cause.message.strip() if error and error.cause else ""
-        text = (cause or (error.message.strip() if error else "step failed")).splitlines()[-1]
+        text = " ".join((cause or (error.message.strip() if error else "step failed")).split())
         messages.append(f"{event.step_key}: {text}")
     return messages
 

@@ -256,6 +256,16 @@ class AsyncFlowRetailClient:
     async def _scan(
         self, operation: str, path: str, *, key_field: str, sort_by: str, what: str
     ) -> AsyncIterator[ScanPage]:
+        """``_scan_attempts``, with spec violations saying which tenant's list (and group) broke."""
+        try:
+            async for page in self._scan_attempts(operation, path, key_field=key_field, sort_by=sort_by, what=what):
+                yield page
+        except SpecViolationError as exc:
+            raise exc.in_context(what) from None
+
+    async def _scan_attempts(
+        self, operation: str, path: str, *, key_field: str, sort_by: str, what: str
+    ) -> AsyncIterator[ScanPage]:
         """Scan until one attempt is consistent; a page that contradicts itself ends its attempt.
 
         Such a page (more items than its own total allows, a key twice) may be a transient server

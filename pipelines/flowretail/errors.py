@@ -30,6 +30,12 @@ class SpecViolationError(FlowRetailError):
         self.problem = problem
         self.page = page
 
+    def in_context(self, what: str) -> SpecViolationError:
+        """The same error, saying which list it was reading (e.g. which tenant's group)."""
+        if what not in self.args[0]:
+            self.args = (f"{self.args[0]} (reading {what})",)
+        return self
+
 
 class ApiStatusError(FlowRetailError):
     """The API answered with a status the operation does not succeed with."""

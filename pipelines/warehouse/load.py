@@ -472,6 +472,15 @@ async def load_tenant(
             raise LoadAlreadyRunningError(
                 f"another load of tenant {tenant_uid} is running; this one refuses to start so the two cannot mix"
             )
+        # Holding the tenant's lock, any 'running' row of this tenant belongs to a dead process.
+        await conn.execute(
+            sql.SQL(
+                "UPDATE {}.load_runs SET status = 'interrupted', finished_at = now(), "
+                "error = 'the process ended before the load finished (killed or lost); nothing of it was applied' "
+                "WHERE tenant_uid = %s AND status = 'running'"
+            ).format(sql.Identifier(SCHEMA)),
+            (tenant_uid,),
+        )
         await _record_run(conn, result, "running", None)
         stager = _Stager(conn, CustomerColumns())
         await stager.create()
