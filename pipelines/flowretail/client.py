@@ -492,12 +492,13 @@ class AsyncFlowRetailClient:
                 operation, "(body)", f"expected application/json, got {content_type or 'no content type'!r}", page
             )
         try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise SpecViolationError(operation, "(body)", f"not valid UTF-8 (byte {exc.start})", page) from None
-        try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
+            # Only on failure: bad UTF-8 is the server's fault for good, a cut-off body is worth a retry.
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise SpecViolationError(operation, "(body)", f"not valid UTF-8 (byte {exc.start})", page) from None
             raise _Retryable("invalid_json", f"HTTP {status} with a truncated or malformed JSON body") from None
         validator.validate(body, page)
         return body
