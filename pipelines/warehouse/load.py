@@ -5,7 +5,8 @@ Why this shape:
   its connection leaves nothing behind, and the merge is the only statement that touches the
   real tables: one transaction per tenant, so readers see the previous load or this one, never a mix.
 - Pages flow through a bounded queue from concurrent fetchers to one COPY writer, so memory holds
-  a few pages regardless of the tenant's size.
+  at most about concurrency² pages (groups in flight × pages in flight per group, plus the queue):
+  bounded by the page size and the concurrency, whatever the tenant's size.
 - The merge is set-based SQL: current tables are replaced by what was staged, history tables get
   a new period or version only where something changed, so an unchanged API changes nothing.
 """
