@@ -5,7 +5,7 @@ Why this shape:
   its connection leaves nothing behind, and the merge is the only statement that touches the
   real tables: one transaction per tenant, so readers see the previous load or this one, never a mix.
 - Pages flow through a bounded queue from concurrent fetchers to one COPY writer, so memory holds
-  at most about concurrency² pages (groups in flight × pages in flight per group, plus the queue):
+  at most about concurrency² pages (groups in flight times pages in flight per group, plus the queue):
   bounded by the page size and the concurrency, whatever the tenant's size.
 - The merge is set-based SQL: current tables are replaced by what was staged, history tables get
   a new period or version only where something changed, so an unchanged API changes nothing.
@@ -43,6 +43,7 @@ from pipelines.warehouse.schema import SCHEMA, Column
 logger = logging.getLogger(__name__)
 
 _LOCK_NAMESPACE = 0x464C5257  # "FLRW": advisory-lock class id of tenant loads
+_WRITE_BATCH_PAGES = 32  # pages already queued are written together, in one transaction
 
 
 class LoadAlreadyRunningError(RuntimeError):
@@ -122,16 +123,24 @@ class _Stager:
                 )
             )
 
-    async def copy(self, table: str, frame: pd.DataFrame, extra: tuple[Any, ...] = ()) -> None:
-        if frame.empty:
-            return
-        columns = [*frame.columns, *(["_seq"] if extra else [])]
-        statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
-            sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c) for c in columns)
-        )
-        async with self.conn.cursor() as cur, cur.copy(statement) as copy:
-            for row in frame.itertuples(index=False, name=None):
-                await copy.write_row(row + extra)
+    async def copy(self, table: str, frames: list[tuple[pd.DataFrame, tuple[Any, ...]]]) -> None:
+        """COPY the frames' rows (each with its extra trailing values) into one staging table,
+        one COPY statement per run of frames with the same columns."""
+        start = 0
+        while start < len(frames):
+            columns = list(frames[start][0].columns)
+            end = start
+            while end < len(frames) and list(frames[end][0].columns) == columns:
+                end += 1
+            names = [*columns, *(["_seq"] if frames[start][1] else [])]
+            statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+                sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c) for c in names)
+            )
+            async with self.conn.cursor() as cur, cur.copy(statement) as copy:
+                for frame, extra in frames[start:end]:
+                    for row in frame.itertuples(index=False, name=None):
+                        await copy.write_row(row + extra)
+            start = end
 
     async def add_customer_columns(self, columns: list[Column]) -> None:
         for column in columns:
@@ -142,21 +151,38 @@ class _Stager:
             )
             self.new_columns.append(column)
 
-    async def write(self, batch: _PageBatch) -> None:
-        if batch.kind == "rescan" and batch.group_uid:
-            await self.restart_group(batch.group_uid)
-            return
-        if batch.kind == "vanished" and batch.group_uid:
-            await self.drop_group(batch.group_uid)
-            return
-        await self.add_customer_columns(batch.new_columns)
-        async with self.conn.transaction():
-            for table, frame in batch.frames:
+    async def write(self, batches: list[_PageBatch]) -> None:
+        """Apply batches in order; consecutive pages share one transaction and one COPY per table,
+        which is most of the per-page cost on the database side."""
+        pages: list[_PageBatch] = []
+        for batch in [*batches, None]:
+            if batch is not None and batch.kind == "page":
+                pages.append(batch)
+                continue
+            if pages:
+                await self._write_pages(pages)
+                pages = []
+            if batch is not None and batch.group_uid:
+                if batch.kind == "rescan":
+                    await self.restart_group(batch.group_uid)
+                elif batch.kind == "vanished":
+                    await self.drop_group(batch.group_uid)
+
+    async def _write_pages(self, pages: list[_PageBatch]) -> None:
+        await self.add_customer_columns([column for page in pages for column in page.new_columns])
+        by_table: dict[str, list[tuple[pd.DataFrame, tuple[Any, ...]]]] = {}
+        for page in pages:
+            for table, frame in page.frames:
+                if frame.empty:
+                    continue
+                extra: tuple[Any, ...] = ()
                 if table == "stg_customers":
                     self.seq += 1
-                    await self.copy(table, frame, (self.seq,))
-                else:
-                    await self.copy(table, frame)
+                    extra = (self.seq,)
+                by_table.setdefault(table, []).append((frame, extra))
+        async with self.conn.transaction():
+            for table, frames in by_table.items():
+                await self.copy(table, frames)
 
     async def restart_group(self, group_uid: str) -> None:
         """Forget what an earlier, inconsistent scan of a group's members staged."""
@@ -189,7 +215,7 @@ async def _extract(
         group_uids.extend(frame["customer_group_uid"])
         if len(preview) < 1:
             preview.append(frame.head(10))
-        await stager.write(_PageBatch("page", None, [("stg_groups", frame)]))
+        await stager.write([_PageBatch("page", None, [("stg_groups", frame)])])
         result.api_group_total = page.total_count
     result.groups_preview = preview[0] if preview else pd.DataFrame(columns=GROUP_FRAME_COLUMNS)
     progress_logger.info("%s: %d groups listed", tenant_uid, len(group_uids))
@@ -231,9 +257,22 @@ async def _extract(
 
     async def writer() -> None:
         nonlocal staged_rows
-        while (batch := await queue.get()) is not None:
-            await stager.write(batch)
-            staged_rows += sum(len(frame) for table, frame in batch.frames if table == "stg_memberships")
+        finished = False
+        while not finished:
+            batches: list[_PageBatch] = []
+            item = await queue.get()
+            while True:
+                if item is None:
+                    finished = True
+                    break
+                batches.append(item)
+                if len(batches) >= _WRITE_BATCH_PAGES or queue.empty():
+                    break
+                item = queue.get_nowait()
+            await stager.write(batches)
+            staged_rows += sum(
+                len(frame) for batch in batches for table, frame in batch.frames if table == "stg_memberships"
+            )
 
     writer_task = asyncio.create_task(writer())
     scans = [asyncio.create_task(scan_group(uid)) for uid in group_uids]

@@ -442,3 +442,35 @@ class PromiseBroken(AssertionError):
 def promise(ok: bool, message: str) -> None:
     if not ok:
         raise PromiseBroken(message)
+
+
+def pause_in_copy(nth: int, pause: Any) -> Any:
+    """A replacement for ``_Stager.copy`` whose ``nth`` call sends half its rows and then awaits
+    ``pause(backend_pid)`` inside the open COPY; every other call behaves as the original."""
+    from psycopg import sql
+
+    from pipelines.warehouse import load as load_module
+
+    original = load_module._Stager.copy
+    calls = 0
+
+    async def copy(self: Any, table: str, frames: list[tuple[Any, tuple[Any, ...]]]) -> None:
+        nonlocal calls
+        calls += 1
+        if calls != nth:
+            await original(self, table, frames)
+            return
+        frame, extra = frames[0]
+        names = [*frame.columns, *(["_seq"] if extra else [])]
+        statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+            sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c) for c in names)
+        )
+        rows = [row + extra for frame, extra in frames for row in frame.itertuples(index=False, name=None)]
+        async with self.conn.cursor() as cur, cur.copy(statement) as writer:
+            for row in rows[: max(1, len(rows) // 2)]:
+                await writer.write_row(row)
+            await pause(self.conn.info.backend_pid)
+            for row in rows[max(1, len(rows) // 2) :]:
+                await writer.write_row(row)
+
+    return copy

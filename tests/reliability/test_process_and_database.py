@@ -35,6 +35,7 @@ from tests.reliability.support import (
     client_config,
     dump_tables,
     make_state,
+    pause_in_copy,
     prime,
     run_load,
     run_push,
@@ -274,36 +275,6 @@ def test_sigkill_between_push_batches_is_accounted_for(  # regression test for c
     assert in_flight == [(1, 204), (2, None)]
 
 
-def _paused_copy(pause: Any) -> Any:
-    """A _Stager.copy that, on its third non-empty frame, sends half the rows and then awaits ``pause``."""
-    original = load_module._Stager.copy
-    calls = 0
-
-    async def copy(self: Any, table: str, frame: Any, extra: tuple[Any, ...] = ()) -> None:
-        nonlocal calls
-        if frame.empty:
-            return
-        calls += 1
-        if calls != 3:
-            await original(self, table, frame, extra)
-            return
-        from psycopg import sql
-
-        columns = [*frame.columns, *(["_seq"] if extra else [])]
-        statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
-            sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c) for c in columns)
-        )
-        rows = list(frame.itertuples(index=False, name=None))
-        async with self.conn.cursor() as cur, cur.copy(statement) as writer:
-            for row in rows[: len(rows) // 2]:
-                await writer.write_row(row + extra)
-            await pause(self.conn.info.backend_pid)
-            for row in rows[len(rows) // 2 :]:
-                await writer.write_row(row + extra)
-
-    return copy
-
-
 @pytest.mark.reliability(
     area="process and database",
     injected="the load's PostgreSQL connection terminated (pg_terminate_backend) in the middle of a COPY",
@@ -322,7 +293,7 @@ def test_connection_terminated_mid_copy(
             )
             admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
 
-    monkeypatch.setattr(load_module._Stager, "copy", _paused_copy(terminate))
+    monkeypatch.setattr(load_module._Stager, "copy", pause_in_copy(3, terminate))
     with pytest.raises(psycopg.OperationalError) as err:
         run_load(state, database_url, "run-1", page_size=20, concurrency=1)
     assert seen == [("active", "COPY")]
@@ -354,7 +325,7 @@ def test_statement_timeout_in_staging_copy(
     async def stall(pid: int) -> None:
         await asyncio.sleep(2.0)
 
-    monkeypatch.setattr(load_module._Stager, "copy", _paused_copy(stall))
+    monkeypatch.setattr(load_module._Stager, "copy", pause_in_copy(3, stall))
     with pytest.raises(psycopg.errors.QueryCanceled) as err:
         run_load(state, database_url, "run-1", page_size=20, concurrency=1)
     first_line = str(err.value).splitlines()[0]

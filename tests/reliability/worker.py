@@ -12,7 +12,6 @@ import asyncio
 import json
 import os
 import sys
-from typing import Any
 
 import psycopg
 from pydantic import SecretStr
@@ -23,6 +22,7 @@ from pipelines.segment_push.apply import execute_plan, plan_and_record
 from pipelines.segment_push.audit import ensure_push_tables
 from pipelines.segment_push.plan import PushTarget
 from pipelines.warehouse import load as load_module
+from tests.reliability.support import pause_in_copy
 
 
 def _config(args: argparse.Namespace) -> ClientConfig:
@@ -36,31 +36,11 @@ def _config(args: argparse.Namespace) -> ClientConfig:
 
 
 def _pause_in_copy(nth: int) -> None:
-    original = load_module._Stager.copy
-    calls = 0
+    async def announce_and_wait(_backend_pid: int) -> None:
+        print("IN_COPY", flush=True)
+        await asyncio.sleep(3600)
 
-    async def copy(self: Any, table: str, frame: Any, extra: tuple[Any, ...] = ()) -> None:
-        nonlocal calls
-        if frame.empty:
-            return
-        calls += 1
-        if calls != nth:
-            await original(self, table, frame, extra)
-            return
-        from psycopg import sql
-
-        columns = [*frame.columns, *(["_seq"] if extra else [])]
-        statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
-            sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c) for c in columns)
-        )
-        rows = list(frame.itertuples(index=False, name=None))
-        async with self.conn.cursor() as cur, cur.copy(statement) as copy:
-            for row in rows[: max(1, len(rows) // 2)]:
-                await copy.write_row(row + extra)
-            print("IN_COPY", flush=True)
-            await asyncio.sleep(3600)
-
-    load_module._Stager.copy = copy  # type: ignore[method-assign]
+    load_module._Stager.copy = pause_in_copy(nth, announce_and_wait)  # type: ignore[method-assign]
 
 
 async def _load(args: argparse.Namespace) -> None:
