@@ -71,6 +71,11 @@ def test_materialize_load_models_and_push_for_one_tenant(simulator: tuple[Simula
     assert checks and all(e.event_specific_data.passed for e in checks)
     push = defs.resolve_job_def("segment_push").execute_in_process(partition_key=tenant, instance=instance)
     assert push.success
+    materialized = [e for r in (load, push) for e in r.all_events if e.event_type_value == "ASSET_MATERIALIZATION"]
+    assert len({e.asset_key for e in materialized}) == len(defs.resolve_asset_graph().get_all_asset_keys())
+    for event in materialized:
+        metadata = event.event_specific_data.materialization.metadata
+        assert metadata["dagster/column_schema"].value.columns, event.asset_key.to_user_string()
     with psycopg.connect(database_url) as conn:
         segments = conn.execute(
             "SELECT segment, target_group_uid, array_agg(customer_uid ORDER BY customer_uid) "

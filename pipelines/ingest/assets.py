@@ -13,6 +13,7 @@ import psycopg
 from dagster import AssetExecutionContext
 from psycopg import sql
 
+from pipelines.metadata import table_schema
 from pipelines.partitions import tenant_partitions
 from pipelines.resources import FlowRetailResource, WarehouseResource
 from pipelines.warehouse.load import TenantLoadResult, load_tenant
@@ -114,20 +115,6 @@ def _common_metadata(result: TenantLoadResult) -> dict[str, Any]:
     }
 
 
-def _table_schema(conn: psycopg.Connection[Any], table: str) -> dg.TableSchema:
-    rows = conn.execute(
-        "SELECT column_name, data_type, is_nullable FROM information_schema.columns "
-        "WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
-        (SCHEMA, table),
-    ).fetchall()
-    return dg.TableSchema(
-        columns=[
-            dg.TableColumn(name, data_type, constraints=dg.TableColumnConstraints(nullable=nullable == "YES"))
-            for name, data_type, nullable in rows
-        ]
-    )
-
-
 def _materializations(conn: psycopg.Connection[Any], result: TenantLoadResult) -> Any:
     common = _common_metadata(result)
     sizes = conn.execute(
@@ -168,7 +155,7 @@ def _materializations(conn: psycopg.Connection[Any], result: TenantLoadResult) -
     for table, metadata in per_table.items():
         yield dg.MaterializeResult(
             asset_key=raw_key(table),
-            metadata={**metadata, **common, "dagster/column_schema": _table_schema(conn, table)},
+            metadata={**metadata, **common, "dagster/column_schema": table_schema(conn, SCHEMA, table)},
         )
 
 

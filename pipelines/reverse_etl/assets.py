@@ -19,6 +19,7 @@ import dagster as dg
 from dagster import AssetExecutionContext
 
 from pipelines.ingest.jobs import warehouse_load_job
+from pipelines.metadata import table_schema
 from pipelines.partitions import tenant_partitions
 from pipelines.resources import FlowRetailResource, WarehouseResource
 from pipelines.segment_push.apply import PushOutcome, execute_plan, plan_and_record
@@ -30,6 +31,7 @@ from pipelines.segment_push.audit import (
 from pipelines.segment_push.plan import PushTarget, SegmentPushPlan
 from pipelines.sql_models.project import Model
 from pipelines.transform.assets import model_key, project
+from pipelines.warehouse.schema import SCHEMA
 
 OWNERS = ["team:crm"]
 GUARDS = {
@@ -136,6 +138,7 @@ def _plan_asset(model: Model, target: PushTarget) -> dg.AssetsDefinition:
                     )
 
             plan = asyncio.run(make_plan())
+            plan_schema = table_schema(conn, SCHEMA, "segment_push_runs")
         summary = plan.summary()
         context.log.info(f"push plan for {model.name} / {tenant_uid}: {summary}")
         yield dg.MaterializeResult(
@@ -150,6 +153,7 @@ def _plan_asset(model: Model, target: PushTarget) -> dg.AssetsDefinition:
                 "drift_removed": len(plan.drift_removed),
                 "segment_count": plan.segment_count,
                 "live_count": plan.live_count,
+                "dagster/column_schema": plan_schema,
             }
         )
         for guard in plan.guards:
@@ -207,6 +211,7 @@ def _push_asset(model: Model, target: PushTarget) -> dg.AssetsDefinition:
                     )
 
             outcome = asyncio.run(apply())
+            log_schema = table_schema(conn, SCHEMA, "segment_push_log")
         for note in outcome.notes:
             context.log.warning(note)
         result_md = (
@@ -226,6 +231,7 @@ def _push_asset(model: Model, target: PushTarget) -> dg.AssetsDefinition:
                 "duration_seconds": round(outcome.duration_seconds, 3),
                 "result": dg.MetadataValue.md(result_md),
                 "notes": "; ".join(outcome.notes) or "none",
+                "dagster/column_schema": log_schema,
             }
         )
         yield dg.AssetCheckResult(
