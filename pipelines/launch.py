@@ -192,23 +192,22 @@ def launch(
             from pipelines.reverse_etl.assets import push_run_config, push_selection
 
             progress_logger.info("%s: planning%s pushes", tenant_uid, " (dry run)" if dry_run else " and applying")
-            job = defs.resolve_job_def("segment_push")
-            result = job.execute_in_process(
-                partition_key=tenant_uid,
+            from pipelines.definitions import segment_push_job_def
+
+            with dg.execute_job(
+                dg.reconstructable(segment_push_job_def),
                 instance=instance,
+                tags={"dagster/partition": tenant_uid},
                 raise_on_error=False,
                 run_config={
                     **push_run_config(dry_run=dry_run, allow_large_removal=allow_large_removal).to_config_dict(),
                     **quiet,
                 },
                 asset_selection=push_selection(segments, dry_run=dry_run),
-            )
-            push_run_ids.append(result.run_id)
-            if not result.success:
-                summary.problems += [
-                    f"push for tenant {tenant_uid} failed: {m}"
-                    for m in _failure_messages(result, report_blocked_checks=False)
-                ]
+            ) as pushed:
+                failures = [] if pushed.success else _failure_messages(pushed, report_blocked_checks=False)
+            push_run_ids.append(pushed.run_id)
+            summary.problems += [f"push for tenant {tenant_uid} failed: {m}" for m in failures]
     with psycopg.connect(env.database_url) as conn:
         _read_summary(conn, summary, load_run_ids, push_run_ids, selected)
     return summary

@@ -39,7 +39,9 @@ class FlowRetailResource(dg.ConfigurableResource):  # type: ignore[misc]
     max_attempts: int = 6
     push_batch_size: int = Field(default=500, description="Customer uids per add/remove call")
 
-    def client_config(self) -> ClientConfig:
+    def client_config(self, share: int = 1) -> ClientConfig:
+        """The client settings; ``share`` splits the rate limit and concurrency between that many
+        processes running at once, so together they stay within the configured budget."""
         try:
             return ClientConfig(
                 base_url=self.base_url,
@@ -48,8 +50,8 @@ class FlowRetailResource(dg.ConfigurableResource):  # type: ignore[misc]
                 page_base=self.page_base,
                 groups_sort_by=self.groups_sort_by,
                 members_sort_by=self.members_sort_by,
-                rate_limit_per_second=self.rate_limit,
-                concurrency=self.concurrency,
+                rate_limit_per_second=self.rate_limit / share,
+                concurrency=max(1, self.concurrency // share),
                 connect_timeout=self.connect_timeout,
                 read_timeout=self.read_timeout,
                 max_attempts=self.max_attempts,
@@ -61,9 +63,9 @@ class FlowRetailResource(dg.ConfigurableResource):  # type: ignore[misc]
             )
             raise ConfigError(problems) from None
 
-    def make_client(self) -> AsyncFlowRetailClient:
+    def make_client(self, share: int = 1) -> AsyncFlowRetailClient:
         """A new async client; create it inside the event loop that will use it, and close it."""
-        return AsyncFlowRetailClient(self.client_config())
+        return AsyncFlowRetailClient(self.client_config(share))
 
 
 class WarehouseResource(dg.ConfigurableResource):  # type: ignore[misc]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,22 +29,49 @@ def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, database_url: str) -> I
         yield state, database_url
 
 
-def test_load_then_push_then_nothing_to_push(env: tuple[SimulatorState, str], capsys: pytest.CaptureFixture[str]) -> None:
+def test_load_then_push_then_nothing_to_push(
+    env: tuple[SimulatorState, str], capsys: pytest.CaptureFixture[str]
+) -> None:
     state, _database_url = env
     assert main(["load", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert [(r["tenant_uid"], r["status"]) for r in summary["loads"]] == [("tenant-1", "succeeded"), ("tenant-2", "succeeded")]
+    assert [(r["tenant_uid"], r["status"]) for r in summary["loads"]] == [
+        ("tenant-1", "succeeded"),
+        ("tenant-2", "succeeded"),
+    ]
     assert summary["problems"] == []
     assert main(["push", "--json"]) == 0
     pushed = json.loads(capsys.readouterr().out)["pushes"]
     assert {p["status"] for p in pushed} == {"verified"}
     for p in pushed:
         assert len(state.member_uids(p["tenant_uid"], p["customer_group_uid"])) == p["applied_adds"]
+    _assert_segments_were_pushed_in_parallel()
     state.clear_log()
     assert main(["push", "--json"]) == 0
     again = json.loads(capsys.readouterr().out)["pushes"]
     assert [(p["applied_adds"], p["applied_removes"], p["calls"]) for p in again] == [(0, 0, 0)] * len(again)
     assert [r for r in state.request_log if r.method != "GET"] == []
+
+
+def _assert_segments_were_pushed_in_parallel() -> None:
+    """The last segment_push run ran some plan steps at the same time (separate step processes)."""
+    import dagster as dg
+
+    instance = dg.DagsterInstance.get()
+    run = instance.get_runs(filters=dg.RunsFilter(job_name="segment_push"), limit=1)[0]
+    spans: dict[str, list[float]] = {}
+    for record in instance.all_logs(run.run_id):
+        event = record.dagster_event
+        step = record.step_key or ""
+        if (
+            event
+            and step.startswith("flowretail_push_plan")
+            and event.event_type_value in ("STEP_START", "STEP_SUCCESS")
+        ):
+            spans.setdefault(step, []).append(record.timestamp)
+    intervals = sorted((min(t), max(t)) for t in spans.values())
+    assert len(intervals) == 3
+    assert any(later[0] < earlier[1] for earlier, later in itertools.pairwise(intervals))
 
 
 def test_dry_run_and_guards_exit_non_zero_with_one_line_each(
@@ -72,21 +100,27 @@ def test_dry_run_and_guards_exit_non_zero_with_one_line_each(
     assert main(["push", "--tenant", "tenant-1", "--segment", "newsletter_subscribers", "--allow-large-removal"]) == 0
     assert state.member_uids("tenant-1", group) == members
     with psycopg.connect(database_url) as conn:
-        statuses = [r[0] for r in conn.execute(
-            "SELECT status FROM flowretail.segment_push_runs WHERE segment = 'newsletter_subscribers' "
-            "AND tenant_uid = 'tenant-1' ORDER BY planned_at").fetchall()]
+        statuses = [
+            r[0]
+            for r in conn.execute(
+                "SELECT status FROM flowretail.segment_push_runs WHERE segment = 'newsletter_subscribers' "
+                "AND tenant_uid = 'tenant-1' ORDER BY planned_at"
+            ).fetchall()
+        ]
     assert statuses == ["verified", "blocked", "blocked", "verified"]
 
 
-def test_unknown_tenant_and_bad_config(env: tuple[SimulatorState, str], capsys: pytest.CaptureFixture[str],
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unknown_tenant_and_bad_config(
+    env: tuple[SimulatorState, str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert main(["load", "--tenant", "nope"]) == 1
     assert "unknown tenant(s) nope; configured: tenant-1, tenant-2" in capsys.readouterr().err
     monkeypatch.setenv("FLOWRETAIL_BASE_URL", "http://example.com/v2")
     assert main(["load"]) == 2
     assert capsys.readouterr().err.strip() == (
         "configuration error: FLOWRETAIL_BASE_URL: must use https unless the host is loopback, "
-        "got 'http://example.com/v2'")
+        "got 'http://example.com/v2'"
+    )
 
 
 def test_a_revoked_token_fails_the_load_with_a_clear_line(

@@ -34,6 +34,9 @@ from pipelines.transform.assets import model_key, project
 from pipelines.warehouse.schema import SCHEMA
 
 OWNERS = ["team:crm"]
+# Segments are pushed in parallel step processes; each gets this share of the client's rate limit
+# and concurrency, so together they stay within FLOWRETAIL_RATE_LIMIT and FLOWRETAIL_CONCURRENCY.
+PUSH_PARALLELISM = 3
 GUARDS = {
     "empty_segment": "Blocks a push of an empty segment into a group that has members.",
     "max_remove_fraction": "Blocks a push whose removals exceed the segment's max_remove_fraction of live members.",
@@ -125,7 +128,7 @@ def _plan_asset(model: Model, target: PushTarget) -> dg.AssetsDefinition:
             segment_uids = read_segment_uids(conn, project.target_schema, model.name, tenant_uid)
 
             async def make_plan() -> SegmentPushPlan:
-                async with flowretail.make_client() as client:
+                async with flowretail.make_client(share=PUSH_PARALLELISM) as client:
                     return await plan_and_record(
                         client,
                         conn,
@@ -205,7 +208,7 @@ def _push_asset(model: Model, target: PushTarget) -> dg.AssetsDefinition:
             segment_uids = read_segment_uids(conn, project.target_schema, model.name, tenant_uid)
 
             async def apply() -> PushOutcome:
-                async with flowretail.make_client() as client:
+                async with flowretail.make_client(share=PUSH_PARALLELISM) as client:
                     return await execute_plan(
                         client, conn, context.run.run_id, plan, segment_uids, flowretail.push_batch_size
                     )
@@ -250,6 +253,7 @@ push_assets: list[dg.AssetsDefinition] = [_push_asset(model, target) for model, 
 segment_push_job = dg.define_asset_job(
     "segment_push",
     selection=dg.AssetSelection.groups("reverse_etl"),
+    executor_def=dg.multiprocess_executor.configured({"max_concurrent": PUSH_PARALLELISM}),
     description="Plan, guard, apply and verify every declared segment push for one tenant.",
 )
 
