@@ -24,6 +24,14 @@ logger = logging.getLogger(__name__)
 
 STATE_DIR = Path(".flowretail")
 
+# The demo instance's settings (a dagster.yaml someone wrote by hand is never replaced):
+# no usage statistics upload (no network here), no first-visit dialog over the asset graph, and
+# step processes that log warnings only, so `make run` prints its summary rather than engine chatter.
+_DAGSTER_YAML = (
+    "telemetry:\n  enabled: false\nnux:\n  enabled: false\npython_logs:\n  python_log_level: WARNING\n"
+)
+_EARLIER_DAGSTER_YAML = "telemetry:\n  enabled: false\nnux:\n  enabled: false\n"
+
 
 @dataclass(frozen=True)
 class Environment:
@@ -69,10 +77,9 @@ def embedded_environment(state_dir: Path = STATE_DIR, *, start_simulator: bool =
         dagster_home = Path(os.environ.get("DAGSTER_HOME") or state_dir / "dagster_home").resolve()
         dagster_home.mkdir(parents=True, exist_ok=True)
         dagster_yaml = dagster_home / "dagster.yaml"
-        if not dagster_yaml.exists() or not dagster_yaml.read_text("utf-8").strip():
-            # Without this `dagster dev` uploads usage statistics (no network here) and shows a
-            # first-visit dialog over the asset graph.
-            dagster_yaml.write_text("telemetry:\n  enabled: false\nnux:\n  enabled: false\n", "utf-8")
+        current = dagster_yaml.read_text("utf-8") if dagster_yaml.exists() else ""
+        if current.strip() in ("", _EARLIER_DAGSTER_YAML.strip()):
+            dagster_yaml.write_text(_DAGSTER_YAML, "utf-8")
         os.environ["DAGSTER_HOME"] = str(dagster_home)
         yield Environment(
             settings=load_settings(),
