@@ -43,7 +43,6 @@ from pipelines.flowretail.paging import (
     PagingInfo,
     ScanLedger,
     check_page_consistency,
-    expected_items_on_page,
     parse_paging,
     remaining_page_numbers,
 )
@@ -288,9 +287,8 @@ class AsyncFlowRetailClient:
             except SpecViolationError as exc:
                 contradiction = exc
                 continue
-            expected = expected_items_on_page(first, base, base)
             yield ScanPage(
-                ledger.admit(first_body["items"], first.total_count, expected), base, attempt, first.total_count
+                ledger.admit(first_body["items"], first.total_count), base, attempt, first.total_count
             )
             async for number, body, info in self._fetch_pages(operation, path, sort_by, first):
                 try:
@@ -298,8 +296,7 @@ class AsyncFlowRetailClient:
                 except SpecViolationError as exc:
                     contradiction = exc
                     break
-                expected = expected_items_on_page(first, number, base)
-                fresh = ledger.admit(body["items"], info.total_count, expected)
+                fresh = ledger.admit(body["items"], info.total_count)
                 yield ScanPage(fresh, number, attempt, info.total_count)
             if contradiction is None and ledger.is_consistent():
                 return

@@ -74,12 +74,6 @@ def remaining_page_numbers(first: PagingInfo, page_base: int) -> list[int]:
     return list(range(page_base + 1, page_base + page_count(first.total_count, first.page_size)))
 
 
-def expected_items_on_page(first: PagingInfo, page_number: int, page_base: int) -> int:
-    """Items a page must hold if the list did not change while it was paged."""
-    index = page_number - page_base
-    return max(0, min(first.page_size, first.total_count - index * first.page_size))
-
-
 @dataclass
 class ScanLedger:
     """What one scan of a list has seen: unique keys, the totals each page reported, anomalies."""
@@ -87,16 +81,11 @@ class ScanLedger:
     key_field: str
     seen: set[str] = field(default_factory=set)
     totals: set[int] = field(default_factory=set)
-    items_received: int = 0
     duplicates: int = 0
-    short_pages: int = 0
 
-    def admit(self, items: list[dict[str, Any]], total_count: int, expected: int) -> list[dict[str, Any]]:
+    def admit(self, items: list[dict[str, Any]], total_count: int) -> list[dict[str, Any]]:
         """Record a page and return its items not seen on an earlier page of this scan."""
         self.totals.add(total_count)
-        self.items_received += len(items)
-        if len(items) < expected:
-            self.short_pages += 1
         fresh = []
         for item in items:
             key = item[self.key_field]

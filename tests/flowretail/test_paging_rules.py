@@ -8,7 +8,6 @@ from pipelines.flowretail.errors import SpecViolationError
 from pipelines.flowretail.paging import (
     PagingInfo,
     ScanLedger,
-    expected_items_on_page,
     page_count,
     parse_paging,
     remaining_page_numbers,
@@ -29,11 +28,6 @@ def test_remaining_pages_follow_the_first_page_and_stop_at_the_last(base: int) -
     assert remaining_page_numbers(first, base) == [base + 1, base + 2]
     assert remaining_page_numbers(PagingInfo(base, 100, 100), base) == []
     assert remaining_page_numbers(PagingInfo(base, 100, 0), base) == []
-
-
-def test_expected_items_per_page() -> None:
-    first = PagingInfo(1, 100, 250)
-    assert [expected_items_on_page(first, n, 1) for n in (1, 2, 3, 4)] == [100, 100, 50, 0]
 
 
 def _body(n: int, size: int, total: int, number: int = 1) -> dict[str, object]:
@@ -63,9 +57,9 @@ def test_more_items_than_the_page_size_is_refused() -> None:
 
 def test_ledger_drops_duplicates_and_verifies_the_total() -> None:
     ledger = ScanLedger("customerUid")
-    fresh = ledger.admit([{"customerUid": "a"}, {"customerUid": "b"}], total_count=3, expected=2)
+    fresh = ledger.admit([{"customerUid": "a"}, {"customerUid": "b"}], total_count=3)
     assert [i["customerUid"] for i in fresh] == ["a", "b"]
-    fresh = ledger.admit([{"customerUid": "b"}, {"customerUid": "c"}], total_count=3, expected=1)
+    fresh = ledger.admit([{"customerUid": "b"}, {"customerUid": "c"}], total_count=3)
     assert [i["customerUid"] for i in fresh] == ["c"]
     assert ledger.duplicates == 1
     assert ledger.is_consistent()
@@ -73,11 +67,11 @@ def test_ledger_drops_duplicates_and_verifies_the_total() -> None:
 
 def test_ledger_detects_a_shift_and_a_changed_total() -> None:
     shifted = ScanLedger("k")
-    shifted.admit([{"k": "a"}, {"k": "b"}], 4, 2)
-    shifted.admit([{"k": "b"}, {"k": "c"}], 4, 2)
+    shifted.admit([{"k": "a"}, {"k": "b"}], 4)
+    shifted.admit([{"k": "b"}, {"k": "c"}], 4)
     assert shifted.unique_count == 3
     assert not shifted.is_consistent()
     grown = ScanLedger("k")
-    grown.admit([{"k": "a"}], 1, 1)
-    grown.admit([{"k": "b"}], 2, 0)
+    grown.admit([{"k": "a"}], 1)
+    grown.admit([{"k": "b"}], 2)
     assert not grown.is_consistent()
