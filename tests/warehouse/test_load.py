@@ -91,8 +91,10 @@ def _actual_tables(
     return groups, memberships, customers
 
 
-def _iso(value: datetime) -> str:
-    return value.isoformat().replace("+00:00", "Z")
+def _first_member(state: SimulatorState, tenant: str) -> str:
+    """The first customer of the first group that has members."""
+    members = next(m for g in state.groups(tenant) if (m := state.member_uids(tenant, g["customerGroupUid"])))
+    return members[0]
 
 
 def test_tables_equal_the_simulator_exactly_including_every_customer_field(database_url: str) -> None:
@@ -212,10 +214,7 @@ def test_a_customer_no_longer_in_any_group_gets_its_version_closed(database_url:
     state = _state()
     tenant = state.tenant_uids()[0]
     _load(state, database_url, tenant, "run-1")
-    uid = state.member_uids(
-        tenant,
-        next(g["customerGroupUid"] for g in state.groups(tenant) if state.member_uids(tenant, g["customerGroupUid"])),
-    )[0]
+    uid = _first_member(state, tenant)
     for g in state.groups(tenant):
         state.remove_members(tenant, g["customerGroupUid"], [uid])
     second = _load(state, database_url, tenant, "run-2")
@@ -329,10 +328,7 @@ def test_a_new_api_field_becomes_a_new_column(database_url: str) -> None:
     state = _state()
     tenant = state.tenant_uids()[0]
     _load(state, database_url, tenant, "run-1")
-    uid = state.member_uids(
-        tenant,
-        next(g["customerGroupUid"] for g in state.groups(tenant) if state.member_uids(tenant, g["customerGroupUid"])),
-    )[0]
+    uid = _first_member(state, tenant)
     state.update_customer(tenant, uid, new_fields=True, loyaltyTier="GOLD", loyaltyPoints=1200,
                           preferences={"a": [1, 2]})
     result = _load(state, database_url, tenant, "run-2")
