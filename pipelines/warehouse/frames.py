@@ -29,24 +29,30 @@ def row_hash(item: dict[str, Any]) -> str:
     return hashlib.blake2b(orjson.dumps(item, option=orjson.OPT_SORT_KEYS), digest_size=16).hexdigest()
 
 
-def _cell(value: Any, column: Column) -> Any:
-    if value is None:
-        return None
+_PLAIN, _JSON, _TEXT = 0, 1, 2
+
+
+def _kind(column: Column) -> int:
     if column.is_json:
-        return orjson.dumps(value).decode("utf-8")
-    if column.pg_type == "text" and not isinstance(value, str):
-        return orjson.dumps(value).decode("utf-8")
-    return value
+        return _JSON
+    return _TEXT if column.pg_type == "text" else _PLAIN
+
+
+def _cell(value: Any, kind: int) -> Any:
+    """COPY value of one API value: nested values (and non-strings in text columns) as JSON text."""
+    if value is None or kind == _PLAIN or (kind == _TEXT and value.__class__ is str):
+        return value
+    return orjson.dumps(value).decode("utf-8")
 
 
 GROUP_FRAME_COLUMNS = ["customer_group_uid", *(c.name for c in GROUP_FIELD_COLUMNS)]
+_GROUP_FIELDS = [(c.api_field or "", _kind(c)) for c in GROUP_FIELD_COLUMNS]
 
 
 def groups_frame(items: list[dict[str, Any]]) -> pd.DataFrame:
     """Groups of one page: customer_group_uid, name, created_by, ..."""
     rows = [
-        [item["customerGroupUid"], *(_cell(item.get(c.api_field or ""), c) for c in GROUP_FIELD_COLUMNS)]
-        for item in items
+        [item["customerGroupUid"], *(_cell(item.get(field), kind) for field, kind in _GROUP_FIELDS)] for item in items
     ]
     return pd.DataFrame(rows, columns=GROUP_FRAME_COLUMNS, dtype=object)
 
@@ -68,6 +74,7 @@ class CustomerColumns:
 
     def __post_init__(self) -> None:
         self._by_field = {c.api_field: c for c in self.columns}
+        self.fields = [(c.api_field or "", _kind(c)) for c in self.columns]
 
     def discover(self, items: list[dict[str, Any]]) -> list[Column]:
         """Register fields not seen before and return their new columns (typed from a value)."""
@@ -83,6 +90,7 @@ class CustomerColumns:
                 column = Column(name, infer_column_type(value), key)
                 self.columns.append(column)
                 self._by_field[key] = column
+                self.fields.append((key, _kind(column)))
                 taken.add(name)
                 added.append(column)
         return added
@@ -94,8 +102,9 @@ class CustomerColumns:
 
 def customers_frame(items: list[dict[str, Any]], columns: CustomerColumns) -> pd.DataFrame:
     """Customers of one page, one column per field plus the content hash."""
+    fields = columns.fields
     rows = [
-        [item["customerUid"], *(_cell(item.get(c.api_field or ""), c) for c in columns.columns), row_hash(item)]
+        [item["customerUid"], *(_cell(item.get(field), kind) for field, kind in fields), row_hash(item)]
         for item in items
     ]
     return pd.DataFrame(rows, columns=columns.names, dtype=object)

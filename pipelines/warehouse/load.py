@@ -138,8 +138,9 @@ class _Stager:
             )
             async with self.conn.cursor() as cur, cur.copy(statement) as copy:
                 for frame, extra in frames[start:end]:
-                    for row in frame.itertuples(index=False, name=None):
-                        await copy.write_row(row + extra)
+                    # Frames are all dtype=object, one block: to_numpy is a view, far cheaper than itertuples.
+                    for row in frame.to_numpy(dtype=object).tolist():
+                        await copy.write_row(row + list(extra) if extra else row)
             start = end
 
     async def add_customer_columns(self, columns: list[Column]) -> None:
