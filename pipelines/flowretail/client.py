@@ -8,6 +8,7 @@ against the merged spec, and paging with a verified total.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import email.utils
 import logging
 import time
@@ -491,9 +492,10 @@ class AsyncFlowRetailClient:
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            # Only on failure: bad UTF-8 is the server's fault for good, a cut-off body is worth a retry.
+            # Only on failure: bad UTF-8 is the server's fault for good, a cut-off body is worth a retry,
+            # even when the cut falls inside a multi-byte character (final=False accepts that tail).
             try:
-                raw.decode("utf-8")
+                codecs.getincrementaldecoder("utf-8")().decode(raw, final=False)
             except UnicodeDecodeError as exc:
                 raise SpecViolationError(operation, "(body)", f"not valid UTF-8 (byte {exc.start})", page) from None
             raise _Retryable("invalid_json", f"HTTP {status} with a truncated or malformed JSON body") from None

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import httpx
+import orjson
 import pytest
 from pydantic import SecretStr
 
@@ -432,3 +433,29 @@ def test_base_url_rules(url: str, problem: str) -> None:
 def test_loopback_http_is_allowed() -> None:
     for url in ("http://127.0.0.1:8080/v2", "http://localhost/v2", "http://[::1]:9/v2"):
         assert _config(base_url=url).base_url == url
+
+
+def test_a_body_cut_inside_a_multibyte_character_is_retried_not_refused() -> None:
+    """Only the cut-off tail is invalid UTF-8 there: that is truncation (retried), not a bad encoding."""
+    group = {
+        "customerGroupUid": "g-1",
+        "name": "Bjørn og venner",
+        "createdBy": "system",
+        "createdAt": "2026-01-01T00:00:00Z",
+        "lastModifiedBy": "system",
+        "lastModifiedAt": "2026-01-01T00:00:00Z",
+    }
+    body = orjson.dumps({"items": [group], "paging": {"totalCount": 1, "pageSize": 100, "pageNumber": 1}})
+    cut = body[: body.index("ø".encode()) + 1]
+    answers = [cut, body]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=httpx.ByteStream(answers.pop(0)), headers={"Content-Type": "application/json"})
+
+    async def main() -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        async with AsyncFlowRetailClient(_config(), transport=httpx.MockTransport(handler)) as client:
+            return await client.fetch_customer_groups("tenant-1"), client.stats.as_dict()
+
+    groups, stats = asyncio.run(main())
+    assert groups == [group]
+    assert stats["retries_by_cause"] == {"invalid_json": 1}
