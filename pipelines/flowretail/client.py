@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import contextlib
 import email.utils
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -120,6 +121,32 @@ class ScanPage:
     total_count: int
 
 
+class PageBudget:
+    """Caps how many list pages are alive at once across every scan that shares it.
+
+    A page takes a slot before it is requested and keeps it until its consumer calls ``release``
+    (after writing it), so pages in flight, finished but not yet consumed, queued and being written
+    all count: peak memory then follows the budget and the page size, not how many groups are
+    scanned at once times how many pages each fetches ahead. A scan waits for a slot only while
+    it holds no page of its own, so scans sharing a budget cannot starve one another.
+    """
+
+    def __init__(self, pages: int) -> None:
+        if pages < 1:
+            raise ValueError("a page budget needs at least one page")
+        self._slots = asyncio.Semaphore(pages)
+
+    async def take(self) -> None:
+        await self._slots.acquire()
+
+    def exhausted(self) -> bool:
+        return self._slots.locked()
+
+    def release(self, pages: int = 1) -> None:
+        for _ in range(pages):
+            self._slots.release()
+
+
 class AsyncFlowRetailClient:
     """Async client for the CustomerGroup operations of one Flow Retail installation."""
 
@@ -204,8 +231,13 @@ class AsyncFlowRetailClient:
 
     # ---------------------------------------------------------------- members
 
-    def iter_group_members(self, tenant_uid: str, customer_group_uid: str) -> AsyncIterator[ScanPage]:
-        """Every customer of a group, page by page (see ``ScanPage`` for rescans)."""
+    def iter_group_members(
+        self, tenant_uid: str, customer_group_uid: str, *, budget: PageBudget | None = None
+    ) -> AsyncIterator[ScanPage]:
+        """Every customer of a group, page by page (see ``ScanPage`` for rescans).
+
+        With a ``budget``, every page yielded holds one of its slots, which the consumer releases.
+        """
         path = self._group_path(tenant_uid, customer_group_uid) + "/customers"
         return self._scan(
             LIST_MEMBERS,
@@ -213,6 +245,7 @@ class AsyncFlowRetailClient:
             key_field="customerUid",
             sort_by=self.config.members_sort_by,
             what=f"customers of group {customer_group_uid} of tenant {tenant_uid}",
+            budget=budget,
         )
 
     async def fetch_group_members(self, tenant_uid: str, customer_group_uid: str) -> list[dict[str, Any]]:
@@ -254,18 +287,29 @@ class AsyncFlowRetailClient:
     # ---------------------------------------------------------------- paging
 
     async def _scan(
-        self, operation: str, path: str, *, key_field: str, sort_by: str, what: str
+        self,
+        operation: str,
+        path: str,
+        *,
+        key_field: str,
+        sort_by: str,
+        what: str,
+        budget: PageBudget | None = None,
     ) -> AsyncIterator[ScanPage]:
         """``_scan_attempts``, with spec violations saying which tenant's list (and group) broke."""
         try:
-            async for page in self._scan_attempts(operation, path, key_field=key_field, sort_by=sort_by, what=what):
-                yield page
+            async with contextlib.aclosing(
+                self._scan_attempts(operation, path, key_field=key_field, sort_by=sort_by, what=what, budget=budget)
+            ) as pages:
+                async for page in pages:
+                    yield page
+                    del page  # not kept alive while the next page is awaited
         except SpecViolationError as exc:
             raise exc.in_context(what) from None
 
     async def _scan_attempts(
-        self, operation: str, path: str, *, key_field: str, sort_by: str, what: str
-    ) -> AsyncIterator[ScanPage]:
+        self, operation: str, path: str, *, key_field: str, sort_by: str, what: str, budget: PageBudget | None
+    ) -> AsyncGenerator[ScanPage, None]:
         """Scan until one attempt is consistent; a page that contradicts itself ends its attempt.
 
         Such a page (more items than its own total allows, a key twice) may be a transient server
@@ -281,24 +325,38 @@ class AsyncFlowRetailClient:
                 logger.info("%s changed while paging (attempt %d); scanning again", what, attempt - 1)
             ledger = ScanLedger(key_field)
             contradiction = None
-            first_body = await self._list_page(operation, path, base, sort_by, first=attempt == 1)
-            first = parse_paging(first_body, operation, base, self.config.page_size)
+            if budget is not None:
+                await budget.take()
+            try:
+                first_body = await self._list_page(operation, path, base, sort_by, first=attempt == 1)
+                first = parse_paging(first_body, operation, base, self.config.page_size)
+            except BaseException:
+                _release(budget)
+                raise
             try:
                 check_page_consistency(first_body["items"], first, base, base, key_field, operation)
             except SpecViolationError as exc:
+                _release(budget)
                 contradiction = exc
                 continue
-            yield ScanPage(
-                ledger.admit(first_body["items"], first.total_count), base, attempt, first.total_count
-            )
-            async for number, body, info in self._fetch_pages(operation, path, sort_by, first):
-                try:
-                    check_page_consistency(body["items"], info, number, base, key_field, operation)
-                except SpecViolationError as exc:
-                    contradiction = exc
-                    break
-                fresh = ledger.admit(body["items"], info.total_count)
-                yield ScanPage(fresh, number, attempt, info.total_count)
+            fresh = ledger.admit(first_body["items"], first.total_count)
+            # Drop references to a yielded page before waiting for the next, or every scan keeps
+            # one or two decoded pages alive beyond the budget.
+            del first_body
+            yield ScanPage(fresh, base, attempt, first.total_count)
+            del fresh
+            async with contextlib.aclosing(self._fetch_pages(operation, path, sort_by, first, budget)) as later:
+                async for number, body, info in later:
+                    try:
+                        check_page_consistency(body["items"], info, number, base, key_field, operation)
+                    except SpecViolationError as exc:
+                        _release(budget)
+                        contradiction = exc
+                        break
+                    fresh = ledger.admit(body["items"], info.total_count)
+                    del body
+                    yield ScanPage(fresh, number, attempt, info.total_count)
+                    del fresh
             if contradiction is None and ledger.is_consistent():
                 return
         if contradiction is not None:
@@ -306,40 +364,54 @@ class AsyncFlowRetailClient:
         raise PagingInconsistentError(what, ledger.reported_total(), ledger.unique_count, self.config.max_scan_attempts)
 
     async def _fetch_pages(
-        self, operation: str, path: str, sort_by: str, first: PagingInfo
-    ) -> AsyncIterator[tuple[int, dict[str, Any], PagingInfo]]:
+        self, operation: str, path: str, sort_by: str, first: PagingInfo, budget: PageBudget | None
+    ) -> AsyncGenerator[tuple[int, dict[str, Any], PagingInfo], None]:
         """The pages after the first, fetched concurrently and yielded as they arrive.
 
         Stops early, without asking for later pages, when a page comes back empty: the list shrank.
+        With a budget, each page takes a slot before its request; a yielded page hands its slot on.
         """
-        numbers = iter(remaining_page_numbers(first, self.config.page_base))
+        numbers = list(reversed(remaining_page_numbers(first, self.config.page_base)))
         pending: dict[asyncio.Task[dict[str, Any]], int] = {}
 
-        def refill() -> None:
-            while len(pending) < self.config.concurrency:
-                number = next(numbers, None)
-                if number is None:
-                    return
-                task = asyncio.ensure_future(self._list_page(operation, path, number, sort_by))
-                pending[task] = number
+        async def refill() -> None:
+            while numbers and len(pending) < self.config.concurrency:
+                if budget is not None:
+                    if pending and budget.exhausted():
+                        return
+                    await budget.take()
+                number = numbers.pop()
+                pending[asyncio.ensure_future(self._list_page(operation, path, number, sort_by))] = number
 
         try:
-            refill()
+            await refill()
             while pending:
                 done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
+                # Finished tasks hold their page; keep none of them referenced across the next wait.
+                ready = sorted(done, key=pending.__getitem__, reverse=True)
+                del done
+                while ready:
+                    task = ready.pop()
                     number = pending.pop(task)
-                    body = task.result()
-                    info = parse_paging(body, operation, number, self.config.page_size)
-                    yield number, body, info
+                    try:
+                        body = task.result()
+                        info = parse_paging(body, operation, number, self.config.page_size)
+                    except BaseException:
+                        _release(budget)
+                        raise
+                    finally:
+                        del task
                     if not body["items"]:
-                        numbers = iter(())
-                refill()
+                        numbers.clear()
+                    yield number, body, info
+                    del body
+                await refill()
         finally:
             for task in pending:
                 task.cancel()
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
+                _release(budget, len(pending))
 
     async def _list_page(
         self, operation: str, path: str, number: int, sort_by: str, *, first: bool = False
@@ -540,6 +612,11 @@ def _error_message(raw: bytes) -> str:
     else:
         message = raw[:300].decode("utf-8", "replace").strip() or "no message"
     return message[:300]
+
+
+def _release(budget: PageBudget | None, pages: int = 1) -> None:
+    if budget is not None and pages:
+        budget.release(pages)
 
 
 async def _collect(pages: AsyncIterator[ScanPage]) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ import orjson
 import pytest
 from pydantic import SecretStr
 
-from pipelines.flowretail.client import AsyncFlowRetailClient, FlowRetailClient, parse_retry_after
+from pipelines.flowretail.client import AsyncFlowRetailClient, FlowRetailClient, PageBudget, parse_retry_after
 from pipelines.flowretail.config import ClientConfig
 from pipelines.flowretail.errors import (
     AuthenticationError,
@@ -459,3 +459,88 @@ def test_a_body_cut_inside_a_multibyte_character_is_retried_not_refused() -> Non
     groups, stats = asyncio.run(main())
     assert groups == [group]
     assert stats["retries_by_cause"] == {"invalid_json": 1}
+
+
+class _CountingTransport(httpx.AsyncBaseTransport):
+    """Counts member-page requests as they start, to see how many pages are alive at once."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.started = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/customers"):
+            self.started += 1
+        return await self.inner.handle_async_request(request)
+
+
+def _scan_all_groups(
+    state: SimulatorState, budget: PageBudget, transport: _CountingTransport, alive: list[int]
+) -> tuple[dict[str, set[str]] | BaseException, bool]:
+    """Scan every group at once under one budget; a consumer holds each page briefly, then releases it.
+
+    Returns what the scans found (or how they failed) and whether every slot came back afterwards.
+    """
+    tenant = _tenant(state)
+    released = 0
+
+    async def scan(client: AsyncFlowRetailClient, group: str) -> set[str]:
+        nonlocal released
+        uids: set[str] = set()
+        async for page in client.iter_group_members(tenant, group, budget=budget):
+            alive.append(transport.started - released)
+            uids.update(item["customerUid"] for item in page.items)
+            await asyncio.sleep(0.002)
+            released += 1
+            budget.release()
+        return uids
+
+    async def all_slots_free() -> bool:
+        try:
+            async with asyncio.timeout(1):
+                for _ in range(3):
+                    await budget.take()
+        except TimeoutError:
+            return False
+        return True
+
+    async def main() -> tuple[dict[str, set[str]] | BaseException, bool]:
+        outcome: dict[str, set[str]] | BaseException
+        async with AsyncFlowRetailClient(_config(page_size=10, concurrency=4), transport=transport) as client:
+            groups = [g["customerGroupUid"] for g in state.groups(tenant)]
+            try:
+                found = await asyncio.gather(*(scan(client, g) for g in groups))
+                outcome = dict(zip(groups, found, strict=True))
+            except SpecViolationError as exc:
+                outcome = exc
+        await asyncio.sleep(0.05)
+        return outcome, await all_slots_free()
+
+    return asyncio.run(main())
+
+
+def test_a_page_budget_bounds_the_pages_alive_across_concurrent_scans(state: SimulatorState) -> None:
+    budget = PageBudget(3)
+    transport = _CountingTransport(httpx.ASGITransport(app=create_app(state)))
+    alive: list[int] = []
+    found, slots_free = _scan_all_groups(state, budget, transport, alive)
+    tenant = _tenant(state)
+    assert isinstance(found, dict)
+    assert found == {g: set(state.member_uids(tenant, g)) for g in found}
+    assert transport.started > 3 * len(found)
+    assert max(alive) == 3
+    assert slots_free
+
+
+def test_a_failed_scan_gives_back_every_page_slot(state: SimulatorState) -> None:
+    state.script(["slow:0"] * 12 + ["html"], operation_id="get-customer-groups-customers")
+    budget = PageBudget(3)
+    transport = _CountingTransport(httpx.ASGITransport(app=create_app(state)))
+    try:
+        failure, slots_free = _scan_all_groups(state, budget, transport, [])
+    finally:
+        state.clear_script()
+    assert isinstance(failure, SpecViolationError)
+    assert str(failure).startswith("get-customer-groups-customers page ")
+    assert transport.started >= 13
+    assert slots_free
