@@ -12,6 +12,7 @@ import codecs
 import contextlib
 import email.utils
 import logging
+import ssl
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Iterator
 from dataclasses import dataclass
@@ -163,7 +164,7 @@ class AsyncFlowRetailClient:
             timeout=httpx.Timeout(config.read_timeout, connect=config.connect_timeout),
             limits=httpx.Limits(max_connections=config.concurrency, max_keepalive_connections=config.concurrency),
             headers={"User-Agent": _USER_AGENT, "Accept": "application/json"},
-            verify=config.ca_bundle or True,
+            verify=ssl.create_default_context(cafile=config.ca_bundle) if config.ca_bundle else True,
         )
 
     def __repr__(self) -> str:
