@@ -64,7 +64,7 @@ async def run_phase(
         finally:
             reads.append(time.perf_counter() - started)
 
-    client.fetch_group_member_uids = timed_read  # type: ignore[method-assign]
+    client.fetch_group_member_uids = timed_read  # type: ignore[method-assign,assignment]
     sim.reset()
     try:
         t0 = time.perf_counter()
