@@ -378,7 +378,10 @@ def _merge_statements(customer_columns: list[Column]) -> list[tuple[str | None, 
         (
             None,
             sql.SQL(
-                "CREATE TEMP TABLE cur_customers ON COMMIT DROP AS SELECT DISTINCT ON (c.customer_uid) c.* "
+                # Narrow on purpose: which staged row is each member's latest (uid, page seq, hash),
+                # not a second copy of every wide customer row.
+                "CREATE TEMP TABLE cur_customers ON COMMIT DROP AS "
+                "SELECT DISTINCT ON (c.customer_uid) c.customer_uid, c._seq, c.row_hash "
                 "FROM stg_customers c WHERE EXISTS (SELECT 1 FROM stg_memberships m WHERE m.customer_uid = c.customer_uid) "
                 "ORDER BY c.customer_uid, c._seq DESC"
             ),
@@ -398,8 +401,9 @@ def _merge_statements(customer_columns: list[Column]) -> list[tuple[str | None, 
             sql.SQL(
                 "INSERT INTO {s}.customer_snapshots (tenant_uid, customer_uid, {cc}, valid_from, valid_to, row_hash, _run_id) "
                 "SELECT %(tenant)s, c.customer_uid, {xcc}, %(ts)s, NULL::timestamptz, c.row_hash, %(run)s "
-                "FROM cur_customers c WHERE NOT EXISTS (SELECT 1 FROM {s}.customer_snapshots v "
-                "WHERE v.tenant_uid = %(tenant)s AND v.customer_uid = c.customer_uid AND v.valid_to IS NULL)"
+                "FROM cur_customers k JOIN stg_customers c ON c.customer_uid = k.customer_uid AND c._seq = k._seq "
+                "WHERE NOT EXISTS (SELECT 1 FROM {s}.customer_snapshots v "
+                "WHERE v.tenant_uid = %(tenant)s AND v.customer_uid = k.customer_uid AND v.valid_to IS NULL)"
             ).format(s=s, cc=cols(cust_cols), xcc=cols(sql.SQL("c.{}").format(c) for c in cust_cols)),
         ),
     ]

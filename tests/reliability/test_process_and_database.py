@@ -343,13 +343,15 @@ def test_statement_timeout_in_staging_copy(
     injected="temp_file_limit 64kB and work_mem 64kB on the database (disk-full style: the merge's sort spills)",
     expected="ConfigurationLimitExceeded with PostgreSQL's message, recorded in load_runs; previous tables intact; rerun exact",
 )
-def test_disk_full_style_limit_in_the_merge(state: SimulatorState, database_url: str, scenario: ScenarioRecord) -> None:
+def test_disk_full_style_limit_in_the_merge(database_url: str, scenario: ScenarioRecord) -> None:
+    # Enough customers that the merge's sort of the staged customer keys outgrows 64kB of work_mem.
+    state = make_state(customers=3000, groups=5)
     before = prime(state, database_url)
     with psycopg.connect(database_url, autocommit=True) as admin:
         dbname = admin.info.dbname
         admin.execute(f"ALTER DATABASE \"{dbname}\" SET temp_file_limit = '64kB'")
         admin.execute(f"ALTER DATABASE \"{dbname}\" SET work_mem = '64kB'")
-        # No index paths: the merge's DISTINCT ON must sort the wide staged customers, which spills.
+        # No index paths: the merge's DISTINCT ON must sort the staged customers' keys, which spills.
         admin.execute(f'ALTER DATABASE "{dbname}" SET enable_indexscan = off')
         admin.execute(f'ALTER DATABASE "{dbname}" SET enable_bitmapscan = off')
     with pytest.raises(psycopg.errors.ConfigurationLimitExceeded) as err:
