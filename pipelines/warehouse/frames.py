@@ -74,13 +74,17 @@ class CustomerColumns:
 
     def __post_init__(self) -> None:
         self._by_field = {c.api_field: c for c in self.columns}
+        self._known = {"customerUid", *self._by_field}
         self.fields = [(c.api_field or "", _kind(c)) for c in self.columns]
 
     def discover(self, items: list[dict[str, Any]]) -> list[Column]:
         """Register fields not seen before and return their new columns (typed from a value)."""
         added: list[Column] = []
         taken = {c.name for c in self.columns} | {"customer_uid", "tenant_uid", "valid_from", "valid_to", "row_hash"}
+        known = self._known
         for item in items:
+            if item.keys() <= known:  # the usual case, checked in C
+                continue
             for key, value in item.items():
                 if key == "customerUid" or key in self._by_field or value is None:
                     continue
@@ -90,6 +94,7 @@ class CustomerColumns:
                 column = Column(name, infer_column_type(value), key)
                 self.columns.append(column)
                 self._by_field[key] = column
+                known.add(key)
                 self.fields.append((key, _kind(column)))
                 taken.add(name)
                 added.append(column)
