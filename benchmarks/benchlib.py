@@ -129,10 +129,10 @@ def postmaster_pid(server_url: str) -> int | None:
     """The PostgreSQL postmaster of ``server_url`` when it runs on this machine (for CPU accounting)."""
     with psycopg.connect(server_url, autocommit=True) as conn:
         row = conn.execute("SELECT pg_backend_pid()").fetchone()
-    try:
-        return int(psutil.Process(int(row[0])).ppid()) if row else None
-    except psutil.Error:
-        return None
+        try:  # while connected: the backend exits with the connection
+            return int(psutil.Process(int(row[0])).ppid()) if row else None
+        except psutil.Error:
+            return None
 
 
 def cluster_cpu_seconds(pid: int | None) -> float:

@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import benchlib
 
-from pipelines.flowretail.client import ScanPage
+from pipelines.flowretail.client import PageBudget, ScanPage
 from pipelines.flowretail.config import ClientConfig
 from pipelines.flowretail.simulator.data import CustomerFactory, iso_from_ms
 from pipelines.flowretail.stats import ClientStats
@@ -107,10 +107,14 @@ class InMemoryClient:
         self.stats.pages += 1
         yield ScanPage(items, 1, 1, len(items))
 
-    async def iter_group_members(self, tenant_uid: str, group_uid: str) -> AsyncIterator[ScanPage]:
+    async def iter_group_members(
+        self, tenant_uid: str, group_uid: str, *, budget: PageBudget | None = None
+    ) -> AsyncIterator[ScanPage]:
         pages = self.groups[group_uid]
         total = sum(len(p) for p in pages)
         for number, page in enumerate(pages, start=1):
+            if budget is not None:
+                await budget.take()  # as the real client does: the loader releases it once staged
             self.stats.pages += 1
             yield ScanPage(page, number, 1, total)
             await asyncio.sleep(0)  # a real page arrives from a socket: let the writer run
@@ -155,8 +159,8 @@ def project_split(groups: dict[str, list[list[dict[str, Any]]]], database_url: s
                     ]
                     batches.append(project_load._PageBatch("page", group_uid, frames, new_columns))
             t1 = time.perf_counter()
-            for batch in batches:
-                await stager.write(batch)
+            for start in range(0, len(batches), project_load._WRITE_BATCH_PAGES):
+                await stager.write(batches[start : start + project_load._WRITE_BATCH_PAGES])
             t2 = time.perf_counter()
             result = project_load.TenantLoadResult(TENANT, "bench-split", datetime.now(UTC))
             await project_load._merge(conn, stager, result, result.started_at)
@@ -203,7 +207,7 @@ def _create_tables(conn: psycopg.Connection[Any], prefix: str, columns: list[Col
 
 def _copy_statement(table: str, names: list[str]) -> sql.Composed:
     return sql.SQL("COPY {} ({}) FROM STDIN").format(
-        sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(n) for n in names)
+        sql.Identifier(*table.split(".")), sql.SQL(", ").join(sql.Identifier(n) for n in names)
     )
 
 
@@ -227,6 +231,35 @@ def bare_copy(
             with cur.copy(_copy_statement("bare_memberships", ["customer_group_uid", "customer_uid"])) as copy:
                 for pair in memberships:
                     copy.write_row(pair)
+        return time.perf_counter() - started
+
+
+def bare_copy_into_warehouse_tables(
+    database_url: str,
+    names: list[str],
+    customers: list[tuple[Any, ...]],
+    memberships: list[tuple[str, str]],
+) -> float:
+    """COPY the same rows straight into the tables the load must fill: ``customer_snapshots`` and
+    ``customer_group_memberships`` (logged, with their keys and indexes), one transaction.
+
+    The ceiling for putting exactly these rows where they have to land; it skips what makes the
+    load a load (staging, diffing against the previous state, history), which is the overhead
+    this comparison measures.
+    """
+    asyncio.run(ensure_warehouse_schema(database_url))
+    now = datetime.now(UTC)
+    snapshot_names = ["tenant_uid", *names, "valid_from", "_run_id"]
+    membership_names = ["tenant_uid", "customer_group_uid", "customer_uid", "_loaded_at", "_run_id"]
+    with psycopg.connect(database_url) as conn:
+        started = time.perf_counter()
+        with conn.transaction(), conn.cursor() as cur:
+            with cur.copy(_copy_statement("flowretail.customer_snapshots", snapshot_names)) as copy:
+                for row in customers:
+                    copy.write_row((TENANT, *row, now, "bare"))
+            with cur.copy(_copy_statement("flowretail.customer_group_memberships", membership_names)) as copy:
+                for group_uid, customer_uid in memberships:
+                    copy.write_row((TENANT, group_uid, customer_uid, now, "bare"))
         return time.perf_counter() - started
 
 
@@ -432,6 +465,10 @@ def main() -> int:
     )
     record("bare COPY, logged tables", rows, best, times)
     best, times = best_of(
+        args.repeat, on_fresh_db(lambda u: bare_copy_into_warehouse_tables(u, names, customers, memberships))
+    )
+    record("bare COPY into the warehouse tables (same keys, indexes)", rows, best, times)
+    best, times = best_of(
         args.repeat, on_fresh_db(lambda u: bare_copy_async(u, names, columns, customers, memberships))
     )
     record("bare COPY, async psycopg, TEMP", rows, best, times)
@@ -497,8 +534,12 @@ def main() -> int:
         + [["sum", total_split, rows / total_split, 1.0]],
         ["part", "seconds", "rows/s of this part alone", "share"],
     )
+    landed = measured["bare COPY into the warehouse tables (same keys, indexes)"]["rows_per_s"]
     targets = [
-        ["project >= 70% of bare COPY", f"{project / ceiling:.0%}", benchlib.verdict(project >= 0.7 * ceiling)],
+        ["project >= 70% of bare COPY (TEMP, no index)", f"{project / ceiling:.0%}",
+         benchlib.verdict(project >= 0.7 * ceiling)],
+        ["project >= 70% of bare COPY into the warehouse tables", f"{project / landed:.0%}",
+         benchlib.verdict(project >= 0.7 * landed)],
         ['project >= 10x to_sql(method="multi")', f"{project / multi:.1f}x", benchlib.verdict(project >= 10 * multi)],
         ["(same, per CPU-second) project >= 70% of bare COPY", f"{project_cpu / ceiling_cpu:.0%}",
          benchlib.verdict(project_cpu >= 0.7 * ceiling_cpu)],
