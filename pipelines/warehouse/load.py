@@ -110,6 +110,9 @@ class _Stager:
     seq: int = 0
 
     async def create(self) -> None:
+        # Staging commits touch only this session's TEMP tables, which no crash can leave useful:
+        # waiting for each one's WAL flush bought nothing. The merge turns it back on.
+        await self.conn.execute("SET synchronous_commit = off")
         customer_cols = sql.SQL(", ").join(
             sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.pg_type)) for c in self.customer_columns.columns
         )
@@ -414,6 +417,7 @@ async def _merge(
 ) -> None:
     """Apply the staged snapshot to the current and history tables in one transaction."""
     params = {"tenant": result.tenant_uid, "ts": as_of, "run": result.run_id}
+    await conn.execute("RESET synchronous_commit")
     await conn.execute("CREATE INDEX ON stg_memberships (customer_group_uid, customer_uid)")
     await conn.execute("CREATE INDEX ON stg_memberships (customer_uid)")
     await conn.execute("CREATE INDEX ON stg_customers (customer_uid)")
