@@ -14,6 +14,7 @@ from pipelines.flowretail.client import AsyncFlowRetailClient
 from pipelines.flowretail.errors import ApiStatusError, BadRequestError, ConflictError, FlowRetailError, NotFoundError
 from pipelines.progress import progress_logger
 from pipelines.segment_push.audit import (
+    claim_group,
     finish_call,
     log_call,
     read_history,
@@ -229,7 +230,19 @@ async def execute_plan(
     segment_uids: frozenset[str],
     batch_size: int,
 ) -> PushOutcome:
-    """Ensure the group, send the batches, read the group back and record whether it now matches."""
+    """Under the group's push lock: ensure the group, send the batches, read it back, record whether it matches."""
+    with claim_group(conn, run_id, plan):
+        return await _execute_claimed(client, conn, run_id, plan, segment_uids, batch_size)
+
+
+async def _execute_claimed(
+    client: AsyncFlowRetailClient,
+    conn: psycopg.Connection[Any],
+    run_id: str,
+    plan: SegmentPushPlan,
+    segment_uids: frozenset[str],
+    batch_size: int,
+) -> PushOutcome:
     started = time.perf_counter()
     outcome = PushOutcome(plan)
     pusher = _Pusher(client, conn, run_id, plan, outcome)

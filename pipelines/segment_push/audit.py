@@ -6,6 +6,9 @@ any push can be traced and reversed.
 
 from __future__ import annotations
 
+import contextlib
+import zlib
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +20,11 @@ from pipelines.segment_push.plan import PushHistory, PushTarget, SegmentPushPlan
 from pipelines.warehouse.schema import SCHEMA
 
 _S = sql.Identifier(SCHEMA)
+_GROUP_LOCK_NAMESPACE = 0x464C5047  # "FLPG": advisory-lock class id of pushes into one customer group
+
+
+class PushRefusedError(RuntimeError):
+    """This run's plan may not be applied now: another push of the group runs, or the plan is stale."""
 
 PUSH_TABLES_SQL: list[sql.Composed] = [
     sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(_S),
@@ -351,3 +359,70 @@ def load_recorded_plan(
         segment_left=(),
     )
     return str(status), plan
+
+
+def group_lock_key(tenant_uid: str, group_uid: str) -> int:
+    """32-bit advisory lock key of one tenant's customer group (crc32, stable across processes)."""
+    return zlib.crc32(f"{tenant_uid}\x1f{group_uid}".encode()) - 2**31
+
+
+@contextlib.contextmanager
+def claim_group(conn: psycopg.Connection[Any], run_id: str, plan: SegmentPushPlan) -> Iterator[None]:
+    """Hold the group's push lock while this run's plan is applied, and settle older runs' rows.
+
+    Two pushes into one group never interleave their batches: the second refuses. Holding the
+    lock, a row still 'pushing' belongs to a process that died mid-push ('interrupted'), and an
+    older plan still 'planned' must never be applied after this newer one ('superseded'); this
+    run's own plan must still be 'planned', and becomes 'pushing'.
+    """
+    tenant, segment, group = plan.tenant_uid, plan.target.segment, plan.target.group_uid
+    key = (_GROUP_LOCK_NAMESPACE, group_lock_key(tenant, group))
+    row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", key).fetchone()
+    if not (row and row[0]):
+        raise PushRefusedError(
+            f"another push into group {group} of tenant {tenant} is running; this one refuses so that "
+            "their batches cannot interleave (nothing was written)"
+        )
+    try:
+        with conn.transaction():
+            mine = conn.execute(
+                sql.SQL(
+                    "SELECT status, planned_at FROM {}.segment_push_runs "
+                    "WHERE run_id = %s AND tenant_uid = %s AND segment = %s FOR UPDATE"
+                ).format(_S),
+                (run_id, tenant, segment),
+            ).fetchone()
+            if mine is None or mine[0] != "planned":
+                state = "missing" if mine is None else mine[0]
+                raise PushRefusedError(
+                    f"the plan of run {run_id} for segment {segment} of tenant {tenant} is {state}; nothing was written"
+                )
+            conn.execute(
+                sql.SQL(
+                    "UPDATE {}.segment_push_runs SET status = 'interrupted', finished_at = now(), "
+                    "error = 'the push process ended before it finished (killed or lost); "
+                    "segment_push_log holds the calls it sent' "
+                    "WHERE tenant_uid = %s AND customer_group_uid = %s AND status = 'pushing' AND run_id <> %s"
+                ).format(_S),
+                (tenant, group, run_id),
+            )
+            conn.execute(
+                sql.SQL(
+                    "UPDATE {}.segment_push_runs SET status = 'superseded', finished_at = now(), "
+                    "error = 'run ' || %s || ' pushed a newer plan into this group first; this plan is never applied' "
+                    "WHERE tenant_uid = %s AND customer_group_uid = %s AND status = 'planned' "
+                    "AND planned_at < %s AND run_id <> %s"
+                ).format(_S),
+                (run_id, tenant, group, mine[1], run_id),
+            )
+            conn.execute(
+                sql.SQL(
+                    "UPDATE {}.segment_push_runs SET status = 'pushing' WHERE run_id = %s AND tenant_uid = %s AND segment = %s"
+                ).format(_S),
+                (run_id, tenant, segment),
+            )
+        yield
+    finally:
+        if not conn.closed:
+            with contextlib.suppress(psycopg.Error):
+                conn.execute("SELECT pg_advisory_unlock(%s, %s)", key)

@@ -233,12 +233,17 @@ def test_sigkill_between_push_batches_converges(
     with conn:
         _kill_with_batch_in_flight(state, served, database_url, tmp_path, segment)
         row = conn.execute("SELECT status FROM flowretail.segment_push_runs WHERE run_id = 'run-1'").fetchone()
-        assert row == ("planned",)
+        assert row == ("pushing",)
         remembered = {r[0] for r in conn.execute("SELECT customer_uid FROM flowretail.segment_push_members").fetchall()}
         assert remembered == start
-        scenario.note("segment_push_runs keeps the killed run as 'planned'; remembered members stay those of run-0")
         _, outcome = run_push(state, conn, TARGET, segment, run_id="run-2", batch_size=20, allow=True)
         assert outcome is not None and outcome.verified
+        killed = conn.execute("SELECT status, error FROM flowretail.segment_push_runs WHERE run_id = 'run-1'").fetchone()
+        assert killed == (
+            "interrupted",
+            "the push process ended before it finished (killed or lost); segment_push_log holds the calls it sent",
+        )
+        scenario.note("the killed run's row stays 'pushing' until the next push marks it 'interrupted'")
         members = set(state.member_uids(tenant_of(state), TARGET.group_uid))
         scenario.lost(len(segment ^ members))
         assert members == segment

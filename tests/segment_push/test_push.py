@@ -15,7 +15,7 @@ from pipelines.flowretail.config import ClientConfig
 from pipelines.flowretail.errors import RetriesExhaustedError
 from pipelines.flowretail.simulator import SimulatorConfig, SimulatorState, build_state, create_app
 from pipelines.segment_push.apply import PushOutcome, execute_plan, plan_and_record
-from pipelines.segment_push.audit import ensure_push_tables
+from pipelines.segment_push.audit import PushRefusedError, ensure_push_tables, group_lock_key
 from pipelines.segment_push.plan import PushTarget, SegmentPushPlan
 
 TOKEN = "push-test-token"
@@ -263,3 +263,67 @@ def test_every_call_is_logged_with_its_uids(state: SimulatorState, conn: Any) ->
     assert [(a, b, s, n) for a, b, s, n, _ in rows] == [
         ("create", None, 201, 0), ("add_remove", 1, 204, 500), ("add_remove", 2, 204, 200), ("verify", None, 200, 0)]
     assert sorted(rows[1][4] + rows[2][4]) == sorted(segment)
+
+
+def _apply(state: SimulatorState, conn: psycopg.Connection[Any], run_id: str, plan: SegmentPushPlan,
+           segment: set[str]) -> PushOutcome:
+    async def main() -> PushOutcome:
+        config = ClientConfig(base_url="http://127.0.0.1/v2", token=SecretStr(TOKEN), rate_limit_per_second=None)
+        async with AsyncFlowRetailClient(config, transport=httpx.ASGITransport(app=create_app(state))) as client:
+            return await execute_plan(client, conn, run_id, plan, frozenset(segment), 500)
+
+    return asyncio.run(main())
+
+
+def _plan_only(state: SimulatorState, conn: psycopg.Connection[Any], run_id: str, segment: set[str]) -> SegmentPushPlan:
+    async def main() -> SegmentPushPlan:
+        config = ClientConfig(base_url="http://127.0.0.1/v2", token=SecretStr(TOKEN), rate_limit_per_second=None)
+        async with AsyncFlowRetailClient(config, transport=httpx.ASGITransport(app=create_app(state))) as client:
+            return await plan_and_record(client, conn, run_id, state.tenant_uids()[0], TARGET, frozenset(segment))
+
+    return asyncio.run(main())
+
+
+def test_an_older_plan_is_never_applied_after_a_newer_one(state: SimulatorState, conn: Any) -> None:
+    tenant = state.tenant_uids()[0]
+    old_segment, new_segment = set(customers(state, 300)), set(customers(state, 400)[50:])
+    old_plan = _plan_only(state, conn, "run-old", old_segment)
+    _, outcome = push(state, conn, new_segment, run_id="run-new")
+    assert outcome is not None and outcome.verified
+    state.clear_log()
+    with pytest.raises(PushRefusedError) as err:
+        _apply(state, conn, "run-old", old_plan, old_segment)
+    assert str(err.value) == (
+        f"the plan of run run-old for segment newsletter_subscribers of tenant {tenant} is superseded; "
+        "nothing was written"
+    )
+    assert writes(state) == []
+    assert set(state.member_uids(tenant, "seg-news")) == new_segment
+    rows = conn.execute("SELECT run_id, status, error FROM flowretail.segment_push_runs ORDER BY run_id").fetchall()
+    assert rows == [
+        ("run-new", "verified", None),
+        ("run-old", "superseded", "run run-new pushed a newer plan into this group first; this plan is never applied"),
+    ]
+
+
+def test_a_second_push_into_the_same_group_refuses_while_one_runs(
+    state: SimulatorState, conn: Any, database_url: str
+) -> None:
+    tenant = state.tenant_uids()[0]
+    segment = set(customers(state, 200))
+    plan = _plan_only(state, conn, "run-2", segment)
+    state.clear_log()
+    with psycopg.connect(database_url, autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s, %s)", (0x464C5047, group_lock_key(tenant, "seg-news")))
+        with pytest.raises(PushRefusedError) as err:
+            _apply(state, conn, "run-2", plan, segment)
+    assert str(err.value) == (
+        f"another push into group seg-news of tenant {tenant} is running; this one refuses so that "
+        "their batches cannot interleave (nothing was written)"
+    )
+    assert writes(state) == []
+    status = conn.execute("SELECT status FROM flowretail.segment_push_runs WHERE run_id = 'run-2'").fetchone()
+    assert status == ("planned",)
+    outcome = _apply(state, conn, "run-2", plan, segment)
+    assert outcome.verified
+    assert set(state.member_uids(tenant, "seg-news")) == segment
