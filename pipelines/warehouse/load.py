@@ -5,8 +5,8 @@ Why this shape:
   its connection leaves nothing behind, and the merge is the only statement that touches the
   real tables: one transaction per tenant, so readers see the previous load or this one, never a mix.
 - Pages flow from concurrent fetchers to one COPY writer under one page budget shared by every
-  group's scan: a page holds a slot from its request until it is staged, so memory holds at most
-  `concurrency` member pages, bounded by the page size and the concurrency, whatever the
+  group's scan: a page holds a slot from its request until it is staged, so memory holds member
+  pages of about 1,000 customers per unit of `concurrency` (``page_budget``), whatever the
   tenant's size or how many groups are paged at once.
 - The merge is set-based SQL: current tables are replaced by what was staged, history tables get
   a new period or version only where something changed, so an unchanged API changes nothing.
@@ -45,6 +45,19 @@ logger = logging.getLogger(__name__)
 
 _LOCK_NAMESPACE = 0x464C5257  # "FLRW": advisory-lock class id of tenant loads
 _WRITE_BATCH_PAGES = 32  # pages already queued are written together, in one transaction
+_BUDGET_CUSTOMERS_PER_CONNECTION = 1000  # see page_budget
+
+
+def page_budget(concurrency: int, page_size: int) -> int:
+    """How many member pages one load may hold at once: 1,000 customers per unit of `concurrency`.
+
+    Every page holds a slot from its request until it is staged, however many groups scan at once,
+    so memory follows this figure and not the tenant's size. Counting customers rather than pages
+    keeps the bytes the same for small pages while letting the writer batch them (at 25-customer
+    pages, 8 slots starved it: the loader then held a 200/s rate limit in 8 of 12 runs, and in 6 of
+    6 with this budget; see BENCHMARKS.md).
+    """
+    return concurrency * max(1, _BUDGET_CUSTOMERS_PER_CONNECTION // page_size)
 
 
 class LoadAlreadyRunningError(RuntimeError):
@@ -228,10 +241,7 @@ async def _extract(
     done_groups = 0
     staged_rows = 0
 
-    # Every member page holds a slot from its request until it is staged, so at most `concurrency`
-    # member pages are in memory however many groups scan at once (a larger budget bought ~3 % speed
-    # for ~25 MB more at 1,000-customer pages; see BENCHMARKS.md).
-    budget = PageBudget(client.config.concurrency)
+    budget = PageBudget(page_budget(client.config.concurrency, client.config.page_size))
     queue: asyncio.Queue[_PageBatch | None] = asyncio.Queue()
     gate = asyncio.Semaphore(client.config.concurrency)
 

@@ -18,7 +18,7 @@ from pipelines.flowretail.client import AsyncFlowRetailClient
 from pipelines.flowretail.config import ClientConfig
 from pipelines.flowretail.errors import RetriesExhaustedError
 from pipelines.flowretail.simulator import SimulatorConfig, SimulatorState, build_state, create_app
-from pipelines.warehouse.load import LoadAlreadyRunningError, TenantLoadResult, load_tenant
+from pipelines.warehouse.load import LoadAlreadyRunningError, TenantLoadResult, load_tenant, page_budget
 from pipelines.warehouse.schema import customer_field_columns
 
 TOKEN = "load-test-token"
@@ -363,3 +363,11 @@ def test_load_runs_records_the_run(database_url: str) -> None:
         0,
     )
     assert json.dumps(row)
+
+
+@pytest.mark.parametrize(
+    ("concurrency", "page_size", "pages"),
+    [(8, 1000, 8), (8, 100, 80), (8, 25, 320), (8, 999, 8), (4, 5000, 4), (1, 1, 1000)],
+)
+def test_the_page_budget_holds_a_thousand_customers_per_connection(concurrency: int, page_size: int, pages: int) -> None:
+    assert page_budget(concurrency, page_size) == pages
