@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-import psycopg
 from pydantic import SecretStr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -265,12 +264,6 @@ def measure_rate(pg: benchlib.Postgres, limit: float, customers: int, args: argp
         f"server limit {limit:g}/s, client limit {client_limit:g}/s ...",
         flush=True,
     )
-    # A preceding 1M load leaves GBs of dirty buffers and WAL behind on the same server; flush them
-    # first so the rate run measures the loader, not that load's checkpoint.
-    checkpoint_started = time.perf_counter()
-    with psycopg.connect(pg.server_url, autocommit=True) as conn:
-        conn.execute("CHECKPOINT")
-    print(f"  CHECKPOINT before the run took {time.perf_counter() - checkpoint_started:.1f}s", flush=True)
     with benchlib.simulator_process(
         customers=customers, groups=args.rate_groups, page_size_cap=args.rate_page_size, rate_limit=limit
     ) as sim:
