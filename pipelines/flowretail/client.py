@@ -326,28 +326,9 @@ class AsyncFlowRetailClient:
                 logger.info("%s changed while paging (attempt %d); scanning again", what, attempt - 1)
             ledger = ScanLedger(key_field)
             contradiction = None
-            if budget is not None:
-                await budget.take()
-            try:
-                first_body = await self._list_page(operation, path, base, sort_by, first=attempt == 1)
-                first = parse_paging(first_body, operation, base, self.config.page_size)
-            except BaseException:
-                _release(budget)
-                raise
-            try:
-                check_page_consistency(first_body["items"], first, base, base, key_field, operation)
-            except SpecViolationError as exc:
-                _release(budget)
-                contradiction = exc
-                continue
-            fresh = ledger.admit(first_body["items"], first.total_count)
-            # Drop references to a yielded page before waiting for the next, or every scan keeps
-            # one or two decoded pages alive beyond the budget.
-            del first_body
-            yield ScanPage(fresh, base, attempt, first.total_count)
-            del fresh
-            async with contextlib.aclosing(self._fetch_pages(operation, path, sort_by, first, budget)) as later:
-                async for number, body, info in later:
+            pages = self._scan_pages(operation, path, sort_by, budget, first_attempt=attempt == 1)
+            async with contextlib.aclosing(pages):
+                async for number, body, info in pages:
                     try:
                         check_page_consistency(body["items"], info, number, base, key_field, operation)
                     except SpecViolationError as exc:
@@ -355,6 +336,8 @@ class AsyncFlowRetailClient:
                         contradiction = exc
                         break
                     fresh = ledger.admit(body["items"], info.total_count)
+                    # Drop references to a yielded page before waiting for the next, or every scan
+                    # keeps one or two decoded pages alive beyond the budget.
                     del body
                     yield ScanPage(fresh, number, attempt, info.total_count)
                     del fresh
@@ -363,6 +346,29 @@ class AsyncFlowRetailClient:
         if contradiction is not None:
             raise contradiction
         raise PagingInconsistentError(what, ledger.reported_total(), ledger.unique_count, self.config.max_scan_attempts)
+
+    async def _scan_pages(
+        self, operation: str, path: str, sort_by: str, budget: PageBudget | None, *, first_attempt: bool
+    ) -> AsyncGenerator[tuple[int, dict[str, Any], PagingInfo], None]:
+        """One attempt's pages: the first, which tells how many there are, then ``_fetch_pages``.
+
+        With a budget, each yielded page holds one slot, handed on to the consumer.
+        """
+        base = self.config.page_base
+        if budget is not None:
+            await budget.take()
+        try:
+            body = await self._list_page(operation, path, base, sort_by, first=first_attempt)
+            first = parse_paging(body, operation, base, self.config.page_size)
+        except BaseException:
+            _release(budget)
+            raise
+        yield base, body, first
+        del body
+        async with contextlib.aclosing(self._fetch_pages(operation, path, sort_by, first, budget)) as later:
+            async for page in later:
+                yield page
+                del page
 
     async def _fetch_pages(
         self, operation: str, path: str, sort_by: str, first: PagingInfo, budget: PageBudget | None
