@@ -36,6 +36,13 @@ def conn(database_url: str) -> Any:
         yield connection
 
 
+def client_for(state: SimulatorState) -> AsyncFlowRetailClient:
+    """A client of the in-process simulator with millisecond backoff."""
+    config = ClientConfig(base_url="http://127.0.0.1/v2", token=SecretStr(TOKEN), rate_limit_per_second=None,
+                          backoff_initial=0.001, backoff_max=0.01)
+    return AsyncFlowRetailClient(config, transport=httpx.ASGITransport(app=create_app(state)))
+
+
 def push(
     state: SimulatorState, conn: psycopg.Connection[Any], segment: set[str], *, target: PushTarget = TARGET,
     run_id: str = "run", tenant: str | None = None, batch_size: int = 500, allow: bool = False,
@@ -44,9 +51,7 @@ def push(
     tenant = tenant or state.tenant_uids()[0]
 
     async def main() -> tuple[SegmentPushPlan, PushOutcome | None]:
-        config = ClientConfig(base_url="http://127.0.0.1/v2", token=SecretStr(TOKEN), rate_limit_per_second=None,
-                              backoff_initial=0.001, backoff_max=0.01)
-        async with AsyncFlowRetailClient(config, transport=httpx.ASGITransport(app=create_app(state))) as client:
+        async with client_for(state) as client:
             plan = await plan_and_record(client, conn, run_id, tenant, target, frozenset(segment),
                                          allow_large_removal=allow, dry_run=dry_run)
             if plan.blocked or dry_run:
@@ -268,8 +273,7 @@ def test_every_call_is_logged_with_its_uids(state: SimulatorState, conn: Any) ->
 def _apply(state: SimulatorState, conn: psycopg.Connection[Any], run_id: str, plan: SegmentPushPlan,
            segment: set[str]) -> PushOutcome:
     async def main() -> PushOutcome:
-        config = ClientConfig(base_url="http://127.0.0.1/v2", token=SecretStr(TOKEN), rate_limit_per_second=None)
-        async with AsyncFlowRetailClient(config, transport=httpx.ASGITransport(app=create_app(state))) as client:
+        async with client_for(state) as client:
             return await execute_plan(client, conn, run_id, plan, frozenset(segment), 500)
 
     return asyncio.run(main())
@@ -277,8 +281,7 @@ def _apply(state: SimulatorState, conn: psycopg.Connection[Any], run_id: str, pl
 
 def _plan_only(state: SimulatorState, conn: psycopg.Connection[Any], run_id: str, segment: set[str]) -> SegmentPushPlan:
     async def main() -> SegmentPushPlan:
-        config = ClientConfig(base_url="http://127.0.0.1/v2", token=SecretStr(TOKEN), rate_limit_per_second=None)
-        async with AsyncFlowRetailClient(config, transport=httpx.ASGITransport(app=create_app(state))) as client:
+        async with client_for(state) as client:
             return await plan_and_record(client, conn, run_id, state.tenant_uids()[0], TARGET, frozenset(segment))
 
     return asyncio.run(main())
