@@ -10,6 +10,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import orjson
 import pandas as pd
 
@@ -57,13 +58,24 @@ def groups_frame(items: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=GROUP_FRAME_COLUMNS, dtype=object)
 
 
+_MEMBERSHIP_INDEX = pd.Index(["customer_group_uid", "customer_uid"])
+
+
 def memberships_frame(customer_group_uid: str, items: list[dict[str, Any]]) -> pd.DataFrame:
     """Memberships of one page of a group's customers."""
-    return pd.DataFrame(
-        [(customer_group_uid, item["customerUid"]) for item in items],
-        columns=["customer_group_uid", "customer_uid"],
-        dtype=object,
-    )
+    values = np.empty((len(items), 2), dtype=object)
+    values[:, 0] = customer_group_uid
+    values[:, 1] = [item["customerUid"] for item in items]
+    return _object_frame(values, _MEMBERSHIP_INDEX)
+
+
+def _object_frame(values: np.ndarray[Any, Any], columns: pd.Index) -> pd.DataFrame:
+    """A frame over one 2-D object array, without copying it or inferring dtypes.
+
+    Building from a list of rows costs pandas a conversion per column, which at 25-customer pages
+    was half of the frame's cost.
+    """
+    return pd.DataFrame(values, columns=columns, dtype=object, copy=False)
 
 
 @dataclass
@@ -75,7 +87,15 @@ class CustomerColumns:
     def __post_init__(self) -> None:
         self._by_field = {c.api_field: c for c in self.columns}
         self._known = {"customerUid", *self._by_field}
-        self.fields = [(c.api_field or "", _kind(c)) for c in self.columns]
+        self._layout()
+
+    def _layout(self) -> None:
+        """Where each kind of value sits in a frame row (customer_uid first, row_hash last)."""
+        kinds = [_kind(c) for c in self.columns]
+        self.field_names = [c.api_field or "" for c in self.columns]
+        self.json_positions = [i for i, kind in enumerate(kinds, start=1) if kind == _JSON]
+        self.text_positions = [i for i, kind in enumerate(kinds, start=1) if kind == _TEXT]
+        self.index = pd.Index(self.names)
 
     def discover(self, items: list[dict[str, Any]]) -> list[Column]:
         """Register fields not seen before and return their new columns (typed from a value)."""
@@ -95,9 +115,10 @@ class CustomerColumns:
                 self.columns.append(column)
                 self._by_field[key] = column
                 known.add(key)
-                self.fields.append((key, _kind(column)))
                 taken.add(name)
                 added.append(column)
+        if added:
+            self._layout()
         return added
 
     @property
@@ -106,10 +127,24 @@ class CustomerColumns:
 
 
 def customers_frame(items: list[dict[str, Any]], columns: CustomerColumns) -> pd.DataFrame:
-    """Customers of one page, one column per field plus the content hash."""
-    fields = columns.fields
-    rows = [
-        [item["customerUid"], *(_cell(item.get(field), kind) for field, kind in fields), row_hash(item)]
-        for item in items
-    ]
-    return pd.DataFrame(rows, columns=columns.names, dtype=object)
+    """Customers of one page, one column per field plus the content hash.
+
+    The same values as ``_cell`` per value, converted by position instead: this runs for every
+    customer of every page, and a call per value was a fifth of the loader's CPU at small pages.
+    """
+    fields, json_at, text_at = columns.field_names, columns.json_positions, columns.text_positions
+    cells: list[Any] = []
+    for item in items:
+        get = item.get
+        row = [item["customerUid"], *[get(name) for name in fields], row_hash(item)]
+        for i in json_at:
+            if row[i] is not None:
+                row[i] = orjson.dumps(row[i]).decode("utf-8")
+        for i in text_at:
+            value = row[i]
+            if value is not None and value.__class__ is not str:
+                row[i] = orjson.dumps(value).decode("utf-8")
+        cells.extend(row)
+    # fromiter takes each value as one object, even a list a mistyped field might carry.
+    values = np.fromiter(cells, dtype=object, count=len(cells)).reshape(len(items), len(columns.index))
+    return _object_frame(values, columns.index)

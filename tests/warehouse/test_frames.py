@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.warehouse.frames import CustomerColumns, customers_frame, groups_frame, row_hash
+from pipelines.warehouse.frames import CustomerColumns, customers_frame, groups_frame, memberships_frame, row_hash
 from pipelines.warehouse.postgres import mask_url
 from pipelines.warehouse.schema import customer_field_columns, snake_case
 
@@ -43,6 +43,35 @@ def test_frames_keep_python_values_and_json_text() -> None:
     assert row["row_hash"] == row_hash(item)
     assert list(groups_frame([]).columns) == [
         "customer_group_uid", "name", "created_by", "created_at", "last_modified_by", "last_modified_at"]
+
+
+def test_frames_follow_columns_discovered_after_earlier_pages() -> None:
+    columns = CustomerColumns()
+    before = customers_frame([], columns)
+    columns.discover([{"customerUid": "c", "loyaltyTier": "GOLD", "badges": ["a"], "points": 3}])
+    items = [
+        {"customerUid": "c1", "loyaltyTier": {"level": 2}, "badges": None, "points": [1, 2], "email": 7},
+        {"customerUid": "c2", "loyaltyTier": "SILVER", "badges": ["b", "c"]},
+    ]
+    frame = customers_frame(items, columns)
+    assert list(before.columns) == ["customer_uid", *(c.name for c in customer_field_columns()), "row_hash"]
+    assert list(frame.columns) == [*list(before.columns)[:-1], "loyalty_tier", "badges", "points", "row_hash"]
+    rows = frame.to_dict("records")
+    # text columns take JSON text for non-strings, jsonb columns JSON text, other types pass through
+    # unchanged (a mistyped list stays one cell for PostgreSQL to refuse), missing fields are None
+    assert (rows[0]["loyalty_tier"], rows[0]["badges"], rows[0]["points"], rows[0]["email"]) == (
+        '{"level":2}', None, [1, 2], "7")
+    assert (rows[1]["loyalty_tier"], rows[1]["badges"], rows[1]["points"], rows[1]["email"]) == (
+        "SILVER", '["b","c"]', None, None)
+    assert [r["row_hash"] for r in rows] == [row_hash(i) for i in items]
+    assert frame.shape == (2, len(columns.names))
+
+
+def test_memberships_frame_pairs_the_group_with_each_member() -> None:
+    frame = memberships_frame("g1", [{"customerUid": "c1"}, {"customerUid": "c2"}])
+    assert frame.to_dict("records") == [
+        {"customer_group_uid": "g1", "customer_uid": "c1"}, {"customer_group_uid": "g1", "customer_uid": "c2"}]
+    assert memberships_frame("g1", []).shape == (0, 2)
 
 
 def test_row_hash_ignores_key_order() -> None:
