@@ -194,26 +194,9 @@ def measure_size(pg: benchlib.Postgres, customers: int, groups: int, args: argpa
         database_url = pg.fresh_database("bench_e2e")
         sim.reset()
         server_cpu0 = sim.cpu_seconds()
-        spy = None
-        if args.py_spy_dir:
-            spy = py_spy_start(sim.process.pid, Path(args.py_spy_dir) / f"simulator-{customers}.txt")
-        try:
-            if args.py_spy_dir:
-                result = run_worker_with_spy(
-                    worker_args(sim, database_url, args.page_size, args.concurrency, None),
-                    Path(args.py_spy_dir) / f"loader-{customers}.txt",
-                    timeout=args.timeout,
-                )
-            else:
-                result = benchlib.run_worker(
-                    SCRIPT,
-                    worker_args(sim, database_url, args.page_size, args.concurrency, None),
-                    timeout=args.timeout,
-                )
-        finally:
-            if spy is not None:
-                spy.send_signal(2)
-                spy.wait(timeout=60)
+        result = run_loader(
+            sim, worker_args(sim, database_url, args.page_size, args.concurrency, None), args, str(customers)
+        )
         print(
             f"  loader result: {json.dumps({k: v for k, v in result.items() if k != 'api_member_totals'})}", flush=True
         )
@@ -237,6 +220,18 @@ def measure_size(pg: benchlib.Postgres, customers: int, groups: int, args: argpa
         flush=True,
     )
     return result
+
+
+def run_loader(sim: benchlib.SimulatorProcess, worker_argv: list[str], args: argparse.Namespace, tag: str) -> dict[str, Any]:
+    """Run the loader in a fresh process; with --py-spy-dir, py-spy samples it and the simulator."""
+    if not args.py_spy_dir:
+        return benchlib.run_worker(SCRIPT, worker_argv, timeout=args.timeout)
+    spy = py_spy_start(sim.process.pid, Path(args.py_spy_dir) / f"simulator-{tag}.txt")
+    try:
+        return run_worker_with_spy(worker_argv, Path(args.py_spy_dir) / f"loader-{tag}.txt", timeout=args.timeout)
+    finally:
+        spy.send_signal(2)
+        spy.wait(timeout=60)
 
 
 def run_worker_with_spy(worker_argv: list[str], out: Path, *, timeout: float) -> dict[str, Any]:
@@ -270,10 +265,11 @@ def measure_rate(pg: benchlib.Postgres, limit: float, customers: int, args: argp
         database_url = pg.fresh_database("bench_rate")
         time.sleep(1.5)  # let the server's bucket fill up after start
         sim.reset()
-        result = benchlib.run_worker(
-            SCRIPT,
+        result = run_loader(
+            sim,
             worker_args(sim, database_url, args.rate_page_size, args.concurrency, client_limit),
-            timeout=args.timeout,
+            args,
+            f"rate{limit:g}-{customers}",
         )
         server = sim.stats(timestamps=True)
         pg.drop_database(database_url)
