@@ -120,7 +120,6 @@ class _Stager:
     conn: psycopg.AsyncConnection[Any]
     customer_columns: CustomerColumns
     new_columns: list[Column] = field(default_factory=list)
-    seq: int = 0
 
     async def create(self) -> None:
         # Staging commits touch only this session's TEMP tables, which no crash can leave useful:
@@ -136,29 +135,30 @@ class _Stager:
             )
             await self.conn.execute("CREATE TEMP TABLE stg_memberships (customer_group_uid text, customer_uid text)")
             await self.conn.execute(
-                sql.SQL("CREATE TEMP TABLE stg_customers (customer_uid text, {}, row_hash text, _seq bigint)").format(
+                # _seq numbers rows in the order they are staged, so the latest copy of a customer
+                # seen twice wins; PostgreSQL fills it, the COPY rows do not carry it.
+                sql.SQL("CREATE TEMP TABLE stg_customers (customer_uid text, {}, row_hash text, _seq bigserial)").format(
                     customer_cols
                 )
             )
 
-    async def copy(self, table: str, frames: list[tuple[pd.DataFrame, tuple[Any, ...]]]) -> None:
-        """COPY the frames' rows (each with its extra trailing values) into one staging table,
-        one COPY statement per run of frames with the same columns."""
+    async def copy(self, table: str, frames: list[pd.DataFrame]) -> None:
+        """COPY the frames' rows into one staging table, one COPY statement per run of frames with
+        the same columns."""
         start = 0
         while start < len(frames):
-            columns = list(frames[start][0].columns)
+            columns = list(frames[start].columns)
             end = start
-            while end < len(frames) and list(frames[end][0].columns) == columns:
+            while end < len(frames) and list(frames[end].columns) == columns:
                 end += 1
-            names = [*columns, *(["_seq"] if frames[start][1] else [])]
             statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
-                sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c) for c in names)
+                sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c) for c in columns)
             )
             async with self.conn.cursor() as cur, cur.copy(statement) as copy:
-                for frame, extra in frames[start:end]:
+                for frame in frames[start:end]:
                     # Frames are all dtype=object, one block: to_numpy is a view, far cheaper than itertuples.
                     for row in frame.to_numpy(dtype=object).tolist():
-                        await copy.write_row(row + list(extra) if extra else row)
+                        await copy.write_row(row)
             start = end
 
     async def add_customer_columns(self, columns: list[Column]) -> None:
@@ -189,16 +189,11 @@ class _Stager:
 
     async def _write_pages(self, pages: list[_PageBatch]) -> None:
         await self.add_customer_columns([column for page in pages for column in page.new_columns])
-        by_table: dict[str, list[tuple[pd.DataFrame, tuple[Any, ...]]]] = {}
+        by_table: dict[str, list[pd.DataFrame]] = {}
         for page in pages:
             for table, frame in page.frames:
-                if frame.empty:
-                    continue
-                extra: tuple[Any, ...] = ()
-                if table == "stg_customers":
-                    self.seq += 1
-                    extra = (self.seq,)
-                by_table.setdefault(table, []).append((frame, extra))
+                if not frame.empty:
+                    by_table.setdefault(table, []).append(frame)
         async with self.conn.transaction():
             for table, frames in by_table.items():
                 await self.copy(table, frames)
@@ -394,7 +389,7 @@ def _merge_statements(customer_columns: list[Column]) -> list[tuple[str | None, 
         (
             None,
             sql.SQL(
-                # Narrow on purpose: which staged row is each member's latest (uid, page seq, hash),
+                # Narrow on purpose: which staged row is each member's latest (uid, staging seq, hash),
                 # not a second copy of every wide customer row.
                 "CREATE TEMP TABLE cur_customers ON COMMIT DROP AS "
                 "SELECT DISTINCT ON (c.customer_uid) c.customer_uid, c._seq, c.row_hash "

@@ -454,18 +454,16 @@ def pause_in_copy(nth: int, pause: Any) -> Any:
     original = load_module._Stager.copy
     calls = 0
 
-    async def copy(self: Any, table: str, frames: list[tuple[Any, tuple[Any, ...]]]) -> None:
+    async def copy(self: Any, table: str, frames: list[Any]) -> None:
         nonlocal calls
         calls += 1
         if calls != nth:
             await original(self, table, frames)
             return
-        frame, extra = frames[0]
-        names = [*frame.columns, *(["_seq"] if extra else [])]
         statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
-            sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c) for c in names)
+            sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c) for c in frames[0].columns)
         )
-        rows = [row + extra for frame, extra in frames for row in frame.itertuples(index=False, name=None)]
+        rows = [row for frame in frames for row in frame.itertuples(index=False, name=None)]
         async with self.conn.cursor() as cur, cur.copy(statement) as writer:
             for row in rows[: max(1, len(rows) // 2)]:
                 await writer.write_row(row)

@@ -37,6 +37,7 @@ def _load(
     run_id: str,
     *,
     before_merge: Callable[[], Awaitable[None]] | None = None,
+    app: Any = None,
     **config: Any,
 ) -> TenantLoadResult:
     async def main() -> TenantLoadResult:
@@ -48,7 +49,8 @@ def _load(
             backoff_max=0.01,
             **config,
         )
-        async with AsyncFlowRetailClient(cfg, transport=httpx.ASGITransport(app=create_app(state))) as client:
+        transport = httpx.ASGITransport(app=app or create_app(state))
+        async with AsyncFlowRetailClient(cfg, transport=transport) as client:
             return await load_tenant(client, database_url, tenant, run_id, before_merge=before_merge)
 
     return asyncio.run(main())
@@ -226,6 +228,36 @@ def test_a_customer_no_longer_in_any_group_gets_its_version_closed(database_url:
         ).fetchone()
     assert current == (0,)
     assert second.customer_versions_closed >= 1
+
+
+def test_a_customer_changed_between_two_of_its_groups_keeps_the_copy_read_last(database_url: str) -> None:
+    state = _state()
+    tenant = state.tenant_uids()[0]
+    groups_of = {
+        uid: [g["customerGroupUid"] for g in state.groups(tenant) if uid in state.member_uids(tenant, g["customerGroupUid"])]
+        for uid in state.customer_uids(tenant)
+    }
+    customer = next(uid for uid, groups in groups_of.items() if len(groups) >= 2)
+    requested: list[str] = []
+    simulator = create_app(state)
+
+    async def change_after_the_first_group(scope: Any, receive: Any, send: Any) -> None:
+        group = next((g for g in groups_of[customer] if scope["type"] == "http" and g in scope["path"]), None)
+        if group is not None and group not in requested:
+            requested.append(group)
+            if len(requested) == 2:
+                state.update_customer(tenant, customer, city="Moved to Bodø")
+        await simulator(scope, receive, send)
+
+    # one group at a time, whole groups per page: the first group's page has the old city, the next the new
+    _load(state, database_url, tenant, "run-1", app=change_after_the_first_group, concurrency=1, page_size=1000)
+    with psycopg.connect(database_url) as conn:
+        versions = conn.execute(
+            "SELECT city, valid_to FROM flowretail.customer_snapshots WHERE tenant_uid = %s AND customer_uid = %s",
+            (tenant, customer),
+        ).fetchall()
+    assert len(requested) == len(groups_of[customer])
+    assert versions == [("Moved to Bodø", None)]
 
 
 def test_faults_still_load_the_exact_state(database_url: str) -> None:
