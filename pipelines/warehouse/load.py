@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -46,6 +47,7 @@ logger = logging.getLogger(__name__)
 _LOCK_NAMESPACE = 0x464C5257  # "FLRW": advisory-lock class id of tenant loads
 _WRITE_BATCH_PAGES = 32  # pages already queued are written together, in one transaction
 _BUDGET_CUSTOMERS_PER_CONNECTION = 1000  # see page_budget
+_COLLECT_EVERY_ROWS = 50_000  # staged member rows between the writer's own young-generation collections
 
 
 def page_budget(concurrency: int, page_size: int) -> int:
@@ -58,6 +60,26 @@ def page_budget(concurrency: int, page_size: int) -> int:
     6 with this budget; see BENCHMARKS.md).
     """
     return concurrency * max(1, _BUDGET_CUSTOMERS_PER_CONNECTION // page_size)
+
+
+@contextlib.contextmanager
+def _automatic_gc_paused() -> Iterator[None]:
+    """Pause Python's automatic cyclic garbage collector while pages stream; the writer collects instead.
+
+    Decoded pages are trees of acyclic dicts and lists that reference counting frees. But with the
+    page budget's worth of them alive, the automatic collector kept promoting and re-scanning them
+    (and the whole imported heap): 15-19 % of the loader's CPU at 1,000-customer pages. The writer
+    runs a young-generation collection every ``_COLLECT_EVERY_ROWS`` staged rows, so the rare cycle
+    (an exception's traceback, say) is still freed while the load runs. Nesting is safe: the
+    collector is switched back on only by the call that switched it off.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 class LoadAlreadyRunningError(RuntimeError):
@@ -273,6 +295,7 @@ async def _extract(
 
     async def writer() -> None:
         nonlocal staged_rows
+        collected_at = 0
         finished = False
         while not finished:
             batches: list[_PageBatch] = []
@@ -291,17 +314,22 @@ async def _extract(
             staged_rows += sum(
                 len(frame) for batch in batches for table, frame in batch.frames if table == "stg_memberships"
             )
+            del batches
+            if staged_rows - collected_at >= _COLLECT_EVERY_ROWS:
+                gc.collect(1)
+                collected_at = staged_rows
 
-    writer_task = asyncio.create_task(writer())
-    scans = [asyncio.create_task(scan_group(uid)) for uid in group_uids]
-    try:
-        await _gather_or_cancel(scans, writer_task)
-        await queue.put(None)
-        await writer_task
-    finally:
-        for task in [*scans, writer_task]:
-            task.cancel()
-        await asyncio.gather(*scans, writer_task, return_exceptions=True)
+    with _automatic_gc_paused():
+        writer_task = asyncio.create_task(writer())
+        scans = [asyncio.create_task(scan_group(uid)) for uid in group_uids]
+        try:
+            await _gather_or_cancel(scans, writer_task)
+            await queue.put(None)
+            await writer_task
+        finally:
+            for task in [*scans, writer_task]:
+                task.cancel()
+            await asyncio.gather(*scans, writer_task, return_exceptions=True)
 
 
 async def _gather_or_cancel(tasks: list[asyncio.Task[None]], watchdog: asyncio.Task[None]) -> None:

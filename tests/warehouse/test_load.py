@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -258,6 +259,34 @@ def test_a_customer_changed_between_two_of_its_groups_keeps_the_copy_read_last(d
         ).fetchall()
     assert len(requested) == len(groups_of[customer])
     assert versions == [("Moved to Bodø", None)]
+
+
+def test_automatic_gc_is_paused_only_while_member_pages_stream(database_url: str) -> None:
+    state = _state()
+    tenant = state.tenant_uids()[0]
+    simulator = create_app(state)
+    seen_during_member_scans: set[bool] = set()
+
+    async def record_gc_state(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].endswith("/customers"):
+            seen_during_member_scans.add(gc.isenabled())
+        await simulator(scope, receive, send)
+
+    assert gc.isenabled()
+    _load(state, database_url, tenant, "run-1", app=record_gc_state)
+    assert seen_during_member_scans == {False}
+    assert gc.isenabled()
+    state.script(["503"] * 50, operation_id="get-customer-groups-customers")
+    with pytest.raises(RetriesExhaustedError):
+        _load(state, database_url, tenant, "run-2", app=record_gc_state, max_attempts=2)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        state.clear_script()
+        _load(state, database_url, tenant, "run-3", app=record_gc_state)
+        assert not gc.isenabled()  # left as the caller had it
+    finally:
+        gc.enable()
 
 
 def test_faults_still_load_the_exact_state(database_url: str) -> None:
