@@ -7,7 +7,6 @@ any push can be traced and reversed.
 from __future__ import annotations
 
 import contextlib
-import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +16,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from pipelines.segment_push.plan import PushHistory, PushTarget, SegmentPushPlan
+from pipelines.warehouse.postgres import advisory_lock_key
 from pipelines.warehouse.schema import SCHEMA
 
 _S = sql.Identifier(SCHEMA)
@@ -361,11 +361,6 @@ def load_recorded_plan(
     return str(status), plan
 
 
-def group_lock_key(tenant_uid: str, group_uid: str) -> int:
-    """32-bit advisory lock key of one tenant's customer group (crc32, stable across processes)."""
-    return zlib.crc32(f"{tenant_uid}\x1f{group_uid}".encode()) - 2**31
-
-
 @contextlib.contextmanager
 def claim_group(conn: psycopg.Connection[Any], run_id: str, plan: SegmentPushPlan) -> Iterator[None]:
     """Hold the group's push lock while this run's plan is applied, and settle older runs' rows.
@@ -376,7 +371,7 @@ def claim_group(conn: psycopg.Connection[Any], run_id: str, plan: SegmentPushPla
     run's own plan must still be 'planned', and becomes 'pushing'.
     """
     tenant, segment, group = plan.tenant_uid, plan.target.segment, plan.target.group_uid
-    key = (_GROUP_LOCK_NAMESPACE, group_lock_key(tenant, group))
+    key = (_GROUP_LOCK_NAMESPACE, advisory_lock_key(tenant, group))
     row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", key).fetchone()
     if not (row and row[0]):
         raise PushRefusedError(

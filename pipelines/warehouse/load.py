@@ -19,7 +19,6 @@ import contextlib
 import gc
 import logging
 import time
-import zlib
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -39,7 +38,7 @@ from pipelines.warehouse.frames import (
     groups_frame,
     memberships_frame,
 )
-from pipelines.warehouse.postgres import ensure_warehouse_schema, mask_url
+from pipelines.warehouse.postgres import advisory_lock_key, ensure_warehouse_schema, mask_url
 from pipelines.warehouse.schema import SCHEMA, Column
 
 logger = logging.getLogger(__name__)
@@ -117,11 +116,6 @@ class TenantLoadResult:
     def duration_seconds(self) -> float:
         end = self.finished_at or datetime.now(UTC)
         return (end - self.started_at).total_seconds()
-
-
-def tenant_lock_key(tenant_uid: str) -> int:
-    """32-bit advisory lock key of a tenant (crc32, stable across processes and versions)."""
-    return zlib.crc32(tenant_uid.encode("utf-8")) - 2**31
 
 
 @dataclass
@@ -558,7 +552,7 @@ async def load_tenant(
     stats_before = (client.stats.pages, client.stats.requests, client.stats.retries_total, client.stats.rate_limited)
     await ensure_warehouse_schema(database_url)
     conn = await psycopg.AsyncConnection.connect(database_url, autocommit=True)
-    lock_key = (_LOCK_NAMESPACE, tenant_lock_key(tenant_uid))
+    lock_key = (_LOCK_NAMESPACE, advisory_lock_key(tenant_uid))
     locked = False
     try:
         row = await (await conn.execute("SELECT pg_try_advisory_lock(%s, %s)", lock_key)).fetchone()

@@ -15,8 +15,9 @@ from pipelines.flowretail.config import ClientConfig
 from pipelines.flowretail.errors import RetriesExhaustedError
 from pipelines.flowretail.simulator import SimulatorConfig, SimulatorState, build_state, create_app
 from pipelines.segment_push.apply import PushOutcome, execute_plan, plan_and_record
-from pipelines.segment_push.audit import PushRefusedError, ensure_push_tables, group_lock_key
+from pipelines.segment_push.audit import PushRefusedError, ensure_push_tables
 from pipelines.segment_push.plan import PushTarget, SegmentPushPlan
+from pipelines.warehouse.postgres import advisory_lock_key
 
 TOKEN = "push-test-token"
 TARGET = PushTarget("newsletter_subscribers", "seg-news", "Newsletter (warehouse)")
@@ -317,7 +318,7 @@ def test_a_second_push_into_the_same_group_refuses_while_one_runs(
     plan = _plan_only(state, conn, "run-2", segment)
     state.clear_log()
     with psycopg.connect(database_url, autocommit=True) as other:
-        other.execute("SELECT pg_advisory_lock(%s, %s)", (0x464C5047, group_lock_key(tenant, "seg-news")))
+        other.execute("SELECT pg_advisory_lock(%s, %s)", (0x464C5047, advisory_lock_key(tenant, "seg-news")))
         with pytest.raises(PushRefusedError) as err:
             _apply(state, conn, "run-2", plan, segment)
     assert str(err.value) == (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipelines.warehouse.frames import CustomerColumns, customers_frame, groups_frame, memberships_frame, row_hash
-from pipelines.warehouse.postgres import mask_url
+from pipelines.warehouse.postgres import advisory_lock_key, mask_url
 from pipelines.warehouse.schema import customer_field_columns, snake_case
 
 
@@ -99,3 +99,10 @@ def test_unknown_fields_become_typed_columns_once() -> None:
 )
 def test_mask_url(raw: str, masked: str) -> None:
     assert mask_url(raw) == masked
+
+
+def test_advisory_lock_keys_are_the_crc32_of_the_parts() -> None:
+    # loads lock a tenant, pushes a tenant's group; a running older process must compute the same key
+    assert advisory_lock_key("tenant-1") == 2079263231
+    assert advisory_lock_key("tenant-1", "seg-news") == 581686880
+    assert -(2**31) <= advisory_lock_key("\U0001f600" * 100, "g") < 2**31
