@@ -68,12 +68,11 @@ def _deflate_chunks(data: bytes) -> Iterator[bytes]:
 def _brotli_chunks(data: bytes) -> Iterator[bytes]:
     assert _brotli is not None
     decoder = _brotli.Decompressor()
+    # All input goes in at once; later calls with empty input drain the output a step at a time.
     chunk = decoder.process(data, output_buffer_limit=_STEP)
-    while True:
+    while chunk:
         yield chunk
-        if decoder.is_finished() or decoder.can_accept_more_data():
-            break
-        chunk = decoder.process(b"", output_buffer_limit=_STEP)
+        chunk = b"" if decoder.is_finished() else decoder.process(b"", output_buffer_limit=_STEP)
     if not decoder.is_finished():
         raise CutOffError("the compressed stream ends before its end marker")
 
