@@ -33,6 +33,7 @@ defs = dg.Definitions(
             read_timeout=_settings.read_timeout,
             max_attempts=_settings.max_attempts,
             push_batch_size=_settings.push_batch_size,
+            trust_env=_settings.trust_env,
         ),
         "warehouse": WarehouseResource(database_url=dg.EnvVar("DATABASE_URL")),
     },

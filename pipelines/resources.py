@@ -38,6 +38,7 @@ class FlowRetailResource(dg.ConfigurableResource):  # type: ignore[misc]
     read_timeout: float = 30.0
     max_attempts: int = 6
     push_batch_size: int = Field(default=500, description="Customer uids per add/remove call")
+    trust_env: bool = Field(default=False, description="FLOWRETAIL_TRUST_ENV: take proxies/CA files from the env")
 
     def client_config(self, share: int = 1) -> ClientConfig:
         """The client settings; ``share`` splits the rate limit and concurrency between that many
@@ -55,6 +56,7 @@ class FlowRetailResource(dg.ConfigurableResource):  # type: ignore[misc]
                 connect_timeout=self.connect_timeout,
                 read_timeout=self.read_timeout,
                 max_attempts=self.max_attempts,
+                trust_env=self.trust_env,
             )
         except ValidationError as exc:
             problems = "; ".join(
