@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     schedule_cron: str = "0 3 * * *"
     schedule_timezone: str = "UTC"
     push_batch_size: int = Field(default=500, ge=1, le=10_000)
+    strict_spec: bool = False
     database_url: SecretStr | None = Field(default=None, validation_alias="DATABASE_URL")
 
     @field_validator("tenant_uids", mode="before")
@@ -113,6 +114,7 @@ class Settings(BaseSettings):
             read_timeout=self.read_timeout,
             max_attempts=self.max_attempts,
             ca_bundle=self.ca_bundle,
+            strict_spec=self.strict_spec,
         )
 
 

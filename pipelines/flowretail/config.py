@@ -68,6 +68,7 @@ class ClientConfig(BaseModel):
     backoff_max: float = Field(default=30.0, ge=0)
     max_response_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     ca_bundle: str | None = None
+    strict_spec: bool = False  # True: any spec violation fails the load (see deviations.py)
 
     @field_validator("base_url")
     @classmethod

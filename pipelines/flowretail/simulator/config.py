@@ -33,6 +33,7 @@ class SimulatorConfig:
     default_page_size: int = 50
     max_uids_per_update: int = 1000
     hostile_strings: bool = True
+    spec_deviations: bool = True  # customers 13..17 break the spec as real APIs do (data.SPEC_DEVIATIONS)
 
     def __post_init__(self) -> None:
         """Refuse settings that would make the served API ill-defined, naming the field."""
