@@ -56,6 +56,15 @@ CHECKS: list[tuple[str, str, str]] = [
     ("load_runs", "fresh", "The tenant's latest successful load finished within the freshness window."),
 ]
 
+# Shown, not guarding: data that broke the spec was loaded as it came (see flowretail/deviations.py).
+WARNING_CHECKS: list[tuple[str, str, str]] = [
+    (
+        "customer_snapshots",
+        "true_to_spec",
+        "No loaded value broke the API spec (null, type, enum, format, U+0000); counts per field and case.",
+    ),
+]
+
 FRESHNESS_HOURS = 26
 
 
@@ -73,8 +82,14 @@ FRESHNESS_HOURS = 26
         for table, description in RAW_TABLES.items()
     ],
     check_specs=[
-        dg.AssetCheckSpec(name, asset=raw_key(table), description=description, blocking=True)
-        for table, name, description in CHECKS
+        *(
+            dg.AssetCheckSpec(name, asset=raw_key(table), description=description, blocking=True)
+            for table, name, description in CHECKS
+        ),
+        *(
+            dg.AssetCheckSpec(name, asset=raw_key(table), description=description, blocking=False)
+            for table, name, description in WARNING_CHECKS
+        ),
     ],
     partitions_def=tenant_partitions,
     can_subset=False,
@@ -149,6 +164,7 @@ def _materializations(conn: psycopg.Connection[Any], result: TenantLoadResult) -
             "versions_opened": result.customer_versions_opened,
             "versions_closed": result.customer_versions_closed,
             "new_columns": ", ".join(result.new_columns) or "none",
+            "spec_deviations": dg.MetadataValue.json(result.spec_deviations),
         },
         "load_runs": {"status": "succeeded"},
     }
@@ -240,6 +256,16 @@ def _checks(conn: psycopg.Connection[Any], result: TenantLoadResult) -> Any:
         },
     )
     yield duplicate_keys_check("customer_snapshots", "one_current_version", ["customer_uid"], current_only=True)
+    yield dg.AssetCheckResult(
+        asset_key=raw_key("customer_snapshots"),
+        check_name="true_to_spec",
+        passed=not result.spec_deviations,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "deviating_values": sum(n for cases in result.spec_deviations.values() for n in cases.values()),
+            "by_field": dg.MetadataValue.json(result.spec_deviations),
+        },
+    )
     age_row = conn.execute(
         sql.SQL(
             "SELECT extract(epoch FROM now() - max(finished_at)) FROM {}.load_runs "
