@@ -51,8 +51,6 @@ DEFAULT_TARGET_SCHEMA = "analytics"
 SCHEMA_FILE_NAME = "schema.yml"
 # dbt's macro-paths: the dbt versions of what the runner provides (segments(), tenant slicing).
 MACRO_FOLDERS = ("macros",)
-_DEPENDS_ON = re.compile(r"--\s*depends_on:(.*)")
-_REF_IN_LINE = re.compile(r"""ref\(\s*(['"])([^'"]+)\1\s*\)""")
 # A model built for one tenant reads each ref/source through a CTE holding only that tenant's rows.
 SLICE_PREFIX = "__tenant_slice_"
 # Builds create "<name>__new" first; PostgreSQL truncates identifiers beyond 63 bytes, which would
@@ -410,7 +408,6 @@ def load_project(root: Path, *, target_schema: str = DEFAULT_TARGET_SCHEMA) -> P
                 rendered[name][1].config, path=model_file.path, label=model_file.label, is_segment=False
             )
 
-    _check_depends_on_lines(model_files, raw_sql, rendered, {segment.name for segment in segments})
     names = set(model_files)
     for name, model_file in model_files.items():
         sql_text, calls = rendered[name]
@@ -450,29 +447,6 @@ def load_project(root: Path, *, target_schema: str = DEFAULT_TARGET_SCHEMA) -> P
         target_schema=target_schema,
         schema_file=schema_file,
     )
-
-
-def _check_depends_on_lines(
-    model_files: Mapping[str, ModelFile],
-    raw_sql: Mapping[str, str],
-    rendered: Mapping[str, tuple[str, TemplateCalls]],
-    segment_names: set[str],
-) -> None:
-    """dbt learns the refs of a model looping over ``segments()`` only from its ``-- depends_on:``
-    lines; one missing there would build under the runner and fail under dbt."""
-    for name, model_file in model_files.items():
-        if not rendered[name][1].uses_segments:
-            continue
-        listed = {
-            match.group(2) for line in _DEPENDS_ON.findall(raw_sql[name]) for match in _REF_IN_LINE.finditer(line)
-        }
-        missing = sorted(segment_names - listed)
-        if missing:
-            raise ModelTemplateError(
-                f"{model_file.label}: uses segments(), so for dbt a '-- depends_on:' line must ref every "
-                f"segment; missing: {', '.join(missing)}",
-                (model_file.path,),
-            )
 
 
 def _check_tenant_scopes(models: Mapping[str, Model]) -> None:
