@@ -361,6 +361,10 @@ models:
     # A model declared to span tenants has no tenant column to match or filter on.
     across = tests["relationships_dim_customers_customer_uid__all_people__customer_uid"]
     assert not across.tenant_keyed
-    assert 'LEFT JOIN parent ON child.from_field = parent.to_field' in across.sql
+    assert "LEFT JOIN parent ON child.from_field = parent.to_field" in across.sql
     unscoped = tests["not_null_all_people_customer_uid"]
-    assert unscoped.sql_for("t1") == unscoped.sql == 'SELECT *\nFROM "analytics"."all_people"\nWHERE "customer_uid" IS NULL'
+    assert (
+        unscoped.sql_for("t1")
+        == unscoped.sql
+        == 'SELECT *\nFROM "analytics"."all_people"\nWHERE "customer_uid" IS NULL'
+    )
