@@ -4,6 +4,7 @@ while views stay untouched and other tenants build the same models at the same t
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import psycopg
@@ -259,3 +260,22 @@ def test_the_shipped_segments_per_tenant_hold_exactly_that_tenants_customers(
     }
     build_project(retail_conn, shipped_project, tenant=fx.BAKERY)
     assert _rows(retail_conn, "analytics.newsletter_subscribers") == fx.expected_newsletter_subscribers()
+
+
+def test_a_source_without_statistics_is_analysed_before_a_model_reads_it(
+    database_url: str, conn: psycopg.Connection[Any], shop: Project
+) -> None:
+    with psycopg.connect(database_url, autocommit=True) as loader:
+        loader.execute("INSERT INTO public.orders SELECT 't3', 'o' || n, n FROM generate_series(1, 500) AS n")
+        loader.execute("SELECT pg_stat_force_next_flush()")
+    for _ in range(100):  # the loader's counts reach the shared statistics when its session ends
+        row = conn.execute("SELECT n_live_tup FROM pg_stat_user_tables WHERE relname = 'orders'").fetchone()
+        if row and row[0] > 0:
+            break
+        time.sleep(0.05)
+    assert conn.execute("SELECT count(*) FROM pg_stats WHERE tablename = 'orders'").fetchone() == (0,)
+
+    build_project(conn, shop, tenant="t3")
+
+    analysed = conn.execute("SELECT attname FROM pg_stats WHERE tablename = 'orders' ORDER BY attname").fetchall()
+    assert [row[0] for row in analysed] == ["amount", "order_uid", "tenant_uid"]
