@@ -38,8 +38,3 @@ defs = dg.Definitions(
     },
 )
 
-
-def segment_push_job_def() -> dg.JobDefinition:
-    """The resolved ``segment_push`` job, for ``dg.reconstructable``: run outside ``execute_in_process``
-    it pushes segments in parallel step processes (its multiprocess executor)."""
-    return defs.resolve_job_def("segment_push")
