@@ -37,4 +37,3 @@ defs = dg.Definitions(
         "warehouse": WarehouseResource(database_url=dg.EnvVar("DATABASE_URL")),
     },
 )
-
