@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import time
 import uuid
 from collections import deque
@@ -32,8 +33,10 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from pipelines.warehouse.postgres import ensure_warehouse_schema
+from pipelines.warehouse.postgres import ensure_warehouse_schema, mask_url
 from pipelines.warehouse.schema import SCHEMA
+
+logger = logging.getLogger(__name__)
 
 _S = sql.Identifier(SCHEMA)
 
@@ -213,7 +216,10 @@ class SharedBudget:
         while True:
             await asyncio.sleep(self.limits.lease_seconds / 3)
             async with self._db:
-                self._held = await self._lease_in_flight(max(self._in_use, min(self._peak, self._held)))
+                try:
+                    self._held = await self._lease_in_flight(max(self._in_use, min(self._peak, self._held)))
+                except psycopg.Error as exc:  # the next renewal or lease tries again; the lease may lapse
+                    logger.warning("could not renew the API budget lease: %s", mask_url(str(exc)))
                 self._peak = self._in_use
 
     async def _take_send_time(self) -> None:
