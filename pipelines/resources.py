@@ -11,6 +11,7 @@ from pydantic import Field
 from pipelines.flowretail.budget import ApiBudget
 from pipelines.flowretail.client import AsyncFlowRetailClient
 from pipelines.flowretail.config import ApiTuning
+from pipelines.flowretail.secrets import clean_token
 from pipelines.settings import ConfigError, client_config_or_config_error
 from pipelines.warehouse.api_budget import BudgetLimits, SharedBudget
 from pipelines.warehouse.postgres import mask_url
@@ -44,17 +45,15 @@ class FlowRetailResource(dg.ConfigurableResource, ApiTuning):  # type: ignore[mi
     def token_for(self, tenant_uid: str | None) -> str:
         """The tenant's own token if it has one, else FLOWRETAIL_TOKEN; the value is never logged."""
         own = next((t for t in self.tenant_tokens if t.tenant_uid == tenant_uid), None)
-        if own is not None:
-            token = own.token.strip()
-            if not token:
-                raise ConfigError(f"{own.token_env}: the token of tenant {tenant_uid} is empty")
-            return token
-        if not self.token or not self.token.strip():
+        name, raw = (own.token_env, own.token) if own is not None else ("FLOWRETAIL_TOKEN", self.token)
+        if raw is None:
             raise ConfigError(
-                f"FLOWRETAIL_TOKEN is not set and tenant {tenant_uid} has no token of its own "
-                "in FLOWRETAIL_TENANT_TOKENS"
+                f"FLOWRETAIL_TOKEN is not set and tenant {tenant_uid} has no token of its own in FLOWRETAIL_TENANT_TOKENS"
             )
-        return self.token.strip()
+        try:
+            return clean_token(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{name}: the token {exc}") from None
 
     def make_client(self, tenant_uid: str | None = None, share: int = 1) -> AsyncFlowRetailClient:
         """A new async client for the tenant's token; create it inside the event loop that will use

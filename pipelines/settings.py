@@ -17,6 +17,7 @@ from pipelines.flowretail.config import (
     check_uid,
 )
 from pipelines.flowretail.errors import UnsafeIdentifierError
+from pipelines.flowretail.secrets import clean_token
 
 _ENV_PREFIX = "FLOWRETAIL_"
 _CRON_FIELD = re.compile(r"^[\d*/,\-A-Za-z]+$")
@@ -31,7 +32,9 @@ class Settings(BaseSettings, ApiTuning):
     """Every environment variable the product reads (see `.env.example`); the API tuning fields
     (``FLOWRETAIL_PAGE_SIZE``, ``FLOWRETAIL_RATE_LIMIT``, ...) are inherited from ``ApiTuning``."""
 
-    model_config = SettingsConfigDict(env_prefix=_ENV_PREFIX, extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(
+        env_prefix=_ENV_PREFIX, extra="ignore", populate_by_name=True, hide_input_in_errors=True
+    )
 
     base_url: str | None = None
     token: SecretStr | None = None
@@ -60,6 +63,11 @@ class Settings(BaseSettings, ApiTuning):
         if len(set(value)) != len(value):
             raise ValueError("lists a tenant twice")
         return value
+
+    @field_validator("token")
+    @classmethod
+    def _check_token(cls, value: SecretStr | None) -> SecretStr | None:
+        return SecretStr(clean_token(value.get_secret_value())) if value is not None else None
 
     @field_validator("tenant_tokens", mode="before")
     @classmethod

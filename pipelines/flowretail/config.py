@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from pipelines.flowretail.errors import UnsafeIdentifierError
+from pipelines.flowretail.secrets import clean_token
 
 PRODUCTION_BASE_URL = "https://api.flowretail.com/v2"
 STAGE_BASE_URL = "https://api.stage.flowretail.com/v2"
@@ -69,6 +70,9 @@ class ClientTuning(BaseModel):
     read_timeout: float = Field(default=30.0, gt=0, description="Seconds to wait for each chunk of an answer")
     max_attempts: int = Field(default=6, ge=1, le=50, description="Attempts per request before giving up")
     ca_bundle: str | None = Field(default=None, description="PEM file of the CAs to trust instead of the system's")
+    trust_env: bool = Field(
+        default=False, description="Let httpx read HTTP(S)_PROXY/ALL_PROXY, SSL_CERT_FILE and .netrc from the environment"
+    )
 
 
 class ApiTuning(ClientTuning):
@@ -84,7 +88,7 @@ class ClientConfig(ClientTuning):
     ``rate_limit_per_second`` is accepted as the old name of ``rate_limit``.
     """
 
-    model_config = ConfigDict(frozen=True, populate_by_name=True)
+    model_config = ConfigDict(frozen=True, populate_by_name=True, hide_input_in_errors=True)
 
     base_url: str
     token: SecretStr
@@ -109,9 +113,7 @@ class ClientConfig(ClientTuning):
     @field_validator("token")
     @classmethod
     def _token(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value().strip():
-            raise ValueError("must not be empty")
-        return value
+        return SecretStr(clean_token(value.get_secret_value()))
 
 
 def build_client_config(tuning: ClientTuning, base_url: str, token: str, *, share: int = 1) -> ClientConfig:
