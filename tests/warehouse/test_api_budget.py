@@ -27,7 +27,7 @@ from pipelines.warehouse.api_budget import BudgetLimits, SharedBudget, rate_bloc
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "tok_shared_BUDGET_5e1d"
-RATE = 25.0
+RATE = 12.0
 
 
 def test_token_key_is_a_hash_and_blocks_follow_the_rate() -> None:
@@ -73,14 +73,14 @@ def _reads(state: SimulatorState) -> list[RequestRecord]:
 
 def test_two_processes_on_one_token_share_its_rate_without_429s(database_url: str) -> None:
     with _rate_limited_simulator() as (state, base_url):
-        rate = ["--rate", str(RATE), "--requests", "110"]
+        rate = ["--rate", str(RATE), "--requests", "60"]
         workers = [_worker(base_url, database_url, "requests", "--tenant", t, *rate) for t in state.tenant_uids()]
         summaries = _finish(workers)
         log = list(state.request_log)
     assert [s["rate_limited"] for s in summaries] == [0, 0]
     assert [r.status for r in log if r.status != 200] == []
     reads = _reads(state)
-    assert len(reads) == 220
+    assert len(reads) == 120
     # The first second may hold the bucket's burst; after it the two processes together pace at the budget.
     start, end = reads[0].at + timedelta(seconds=1), reads[-1].at
     steady = [r for r in reads if r.at >= start]
@@ -93,7 +93,7 @@ def test_two_processes_on_one_token_share_its_rate_without_429s(database_url: st
 
 def test_a_429_in_one_process_pauses_the_other(database_url: str) -> None:
     with _rate_limited_simulator() as (state, base_url):
-        rate = ["--rate", str(RATE), "--requests", "150"]
+        rate = ["--rate", str(RATE), "--requests", "80"]
         workers = [_worker(base_url, database_url, "requests", "--tenant", t, *rate) for t in state.tenant_uids()]
         deadline = time.monotonic() + 60
         while {r.path.split("/")[3] for r in _reads(state)} != set(state.tenant_uids()):
