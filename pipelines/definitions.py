@@ -8,7 +8,7 @@ import dagster as dg
 
 from pipelines.flowretail.config import ApiTuning
 from pipelines.ingest.assets import flowretail_raw_tables, raw_freshness_checks, raw_freshness_sensor
-from pipelines.ingest.jobs import warehouse_load_daily, warehouse_load_job
+from pipelines.ingest.jobs import cross_tenant_jobs, cross_tenant_sensors, warehouse_load_daily, warehouse_load_job
 from pipelines.resources import FlowRetailResource, TenantToken, WarehouseResource
 from pipelines.reverse_etl.assets import plan_assets, push_after_warehouse_load, push_assets, segment_push_job
 from pipelines.settings import Settings, load_settings
@@ -38,14 +38,8 @@ _settings = load_settings()
 defs = dg.Definitions(
     assets=[flowretail_raw_tables, *model_assets, *plan_assets, *push_assets],
     asset_checks=[*model_checks, *raw_freshness_checks],
-    jobs=[warehouse_load_job, segment_push_job],
+    jobs=[warehouse_load_job, segment_push_job, *cross_tenant_jobs],
     schedules=[warehouse_load_daily],
-    sensors=[push_after_warehouse_load, raw_freshness_sensor],
+    sensors=[push_after_warehouse_load, raw_freshness_sensor, *cross_tenant_sensors],
     resources=resources(_settings),
 )
-
-
-def segment_push_job_def() -> dg.JobDefinition:
-    """The resolved ``segment_push`` job, for ``dg.reconstructable``: run outside ``execute_in_process``
-    it pushes segments in parallel step processes (its multiprocess executor)."""
-    return defs.resolve_job_def("segment_push")

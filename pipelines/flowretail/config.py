@@ -73,6 +73,7 @@ class ClientTuning(BaseModel):
     trust_env: bool = Field(
         default=False, description="Let httpx read HTTP(S)_PROXY/ALL_PROXY, SSL_CERT_FILE and .netrc from the environment"
     )
+    strict_spec: bool = Field(default=False, description="Any spec violation fails the load (see deviations.py)")
 
 
 class ApiTuning(ClientTuning):
