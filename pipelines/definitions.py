@@ -37,9 +37,3 @@ defs = dg.Definitions(
         "warehouse": WarehouseResource(database_url=dg.EnvVar("DATABASE_URL")),
     },
 )
-
-
-def segment_push_job_def() -> dg.JobDefinition:
-    """The resolved ``segment_push`` job, for ``dg.reconstructable``: run outside ``execute_in_process``
-    it pushes segments in parallel step processes (its multiprocess executor)."""
-    return defs.resolve_job_def("segment_push")
