@@ -56,7 +56,7 @@ from pipelines.flowretail.simulator.data import CustomerFactory, iso_from_ms
 from pipelines.flowretail.stats import ClientStats
 from pipelines.warehouse import load as project_load
 from pipelines.warehouse.frames import CustomerColumns, customers_frame, memberships_frame
-from pipelines.warehouse.postgres import ensure_warehouse_schema
+from pipelines.warehouse.migrate import migrate
 from pipelines.warehouse.schema import Column
 
 TENANT = "tenant-1"
@@ -142,7 +142,7 @@ def project_stream(groups: dict[str, list[list[dict[str, Any]]]], database_url: 
     """Frames streamed into the staging tables as in the load (``_extract``), without the merge."""
 
     async def main() -> float:
-        await ensure_warehouse_schema(database_url)
+        await asyncio.to_thread(migrate, database_url)
         conn = await psycopg.AsyncConnection.connect(database_url, autocommit=True)
         try:
             stager = project_load._Stager(conn, CustomerColumns())
@@ -161,7 +161,7 @@ def project_split(groups: dict[str, list[list[dict[str, Any]]]], database_url: s
     """Frames, staging COPY and merge of the project's load, run one after another."""
 
     async def main() -> dict[str, float]:
-        await ensure_warehouse_schema(database_url)
+        await asyncio.to_thread(migrate, database_url)
         conn = await psycopg.AsyncConnection.connect(database_url, autocommit=True)
         try:
             stager = project_load._Stager(conn, CustomerColumns())
@@ -269,7 +269,7 @@ def bare_copy_into_warehouse_tables(
     load a load (staging, diffing against the previous state, history), which is the overhead
     this comparison measures.
     """
-    asyncio.run(ensure_warehouse_schema(database_url))
+    migrate(database_url)
     now = datetime.now(UTC)
     snapshot_names = ["tenant_uid", *names, "valid_from", "_run_id"]
     membership_names = ["tenant_uid", "customer_group_uid", "customer_uid", "_loaded_at", "_run_id"]

@@ -14,6 +14,7 @@ from psycopg import sql
 
 from pipelines.progress import progress_logger
 from pipelines.runtime import Environment
+from pipelines.warehouse.migrate import MigrationError, ensure_current_schema
 from pipelines.warehouse.schema import SCHEMA
 
 
@@ -172,6 +173,11 @@ def launch(
     if unknown:
         summary.problems.append(f"unknown tenant(s) {', '.join(unknown)}; configured: {', '.join(known)}")
         return summary
+    try:
+        ensure_current_schema(env.database_url)  # once, before any job: the loads then run no DDL
+    except MigrationError as exc:
+        summary.problems.append(str(exc))
+        return summary
     instance = dg.DagsterInstance.get()
     quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL" if not verbose else "INFO"}}}}
     load_run_ids: list[str] = []
@@ -208,8 +214,11 @@ def launch(
                 failures = [] if pushed.success else _failure_messages(pushed, report_blocked_checks=False)
             push_run_ids.append(pushed.run_id)
             summary.problems += [f"push for tenant {tenant_uid} failed: {m}" for m in failures]
-    with psycopg.connect(env.database_url) as conn:
-        _read_summary(conn, summary, load_run_ids, push_run_ids, selected)
+    try:
+        with psycopg.connect(env.database_url) as conn:
+            _read_summary(conn, summary, load_run_ids, push_run_ids, selected)
+    except psycopg.Error as exc:  # reported after the runs' own problems, never instead of them
+        summary.problems.append(f"could not read the run summary from the warehouse: {' '.join(str(exc).split())}")
     return summary
 
 
