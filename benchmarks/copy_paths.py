@@ -57,7 +57,7 @@ from pipelines.flowretail.stats import ClientStats
 from pipelines.warehouse import load as project_load
 from pipelines.warehouse.frames import CustomerColumns, customers_frame, memberships_frame
 from pipelines.warehouse.migrate import migrate
-from pipelines.warehouse.schema import Column
+from pipelines.warehouse.schema import EXTRA_FIELDS_COLUMN, Column
 
 TENANT = "tenant-1"
 
@@ -174,12 +174,12 @@ def project_split(groups: dict[str, list[list[dict[str, Any]]]], database_url: s
             ]
             for group_uid, pages in groups.items():
                 for page in pages:
-                    new_columns = stager.customer_columns.discover(page)
+                    stager.new_fields += stager.customer_columns.discover(page)
                     frames = [
                         ("stg_memberships", memberships_frame(group_uid, page)),
                         ("stg_customers", customers_frame(page, stager.customer_columns)),
                     ]
-                    batches.append(project_load._PageBatch("page", group_uid, frames, new_columns))
+                    batches.append(project_load._PageBatch("page", group_uid, frames))
             t1 = time.perf_counter()
             for start in range(0, len(batches), project_load._WRITE_BATCH_PAGES):
                 await stager.write(batches[start : start + project_load._WRITE_BATCH_PAGES])
@@ -209,7 +209,7 @@ def frame_tuples(
             columns.discover(page)
             customers.extend(customers_frame(page, columns).itertuples(index=False, name=None))
             memberships.extend(memberships_frame(group_uid, page).itertuples(index=False, name=None))
-    return columns.names, columns.columns, customers, memberships
+    return columns.names, [*columns.columns, Column(EXTRA_FIELDS_COLUMN, "jsonb")], customers, memberships
 
 
 def _create_tables(conn: psycopg.Connection[Any], prefix: str, columns: list[Column], temp: bool) -> None:
