@@ -604,26 +604,8 @@ async def load_tenant(
     stats_before = (client.stats.pages, client.stats.requests, client.stats.retries_total, client.stats.rate_limited)
     await asyncio.to_thread(ensure_current_schema, database_url)
     conn = await psycopg.AsyncConnection.connect(database_url, autocommit=True)
-    lock_key = (_LOCK_NAMESPACE, advisory_lock_key(tenant_uid))
-    locked = False
     try:
-        # Shared: loads run side by side, and a migrate that promotes columns waits for them.
-        await conn.execute("SELECT pg_advisory_lock_shared(%s)", (MIGRATE_LOCK,))
-        row = await (await conn.execute("SELECT pg_try_advisory_lock(%s, %s)", lock_key)).fetchone()
-        locked = bool(row and row[0])
-        if not locked:
-            raise LoadAlreadyRunningError(
-                f"another load of tenant {tenant_uid} is running; this one refuses to start so the two cannot mix"
-            )
-        # Holding the tenant's lock, any 'running' row of this tenant belongs to a dead process.
-        await conn.execute(
-            sql.SQL(
-                "UPDATE {}.load_runs SET status = 'interrupted', finished_at = now(), "
-                "error = 'the process ended before the load finished (killed or lost); nothing of it was applied' "
-                "WHERE tenant_uid = %s AND status = 'running'"
-            ).format(sql.Identifier(SCHEMA)),
-            (tenant_uid,),
-        )
+        await _claim_tenant(conn, tenant_uid)
         await _record_run(conn, result, "running", None)
         stager = _Stager(conn, await read_customer_columns(conn))
         await stager.create()
@@ -658,6 +640,29 @@ async def load_tenant(
             with contextlib.suppress(psycopg.Error):
                 await conn.execute("SELECT pg_advisory_unlock_all()")  # the tenant's, and the shared migrate lock
         await conn.close()
+
+
+async def _claim_tenant(conn: psycopg.AsyncConnection[Any], tenant_uid: str) -> None:
+    """Take the tenant's lock (refusing when another load holds it) and the migrate lock shared
+    (loads run side by side; a migrate that promotes columns waits for them), both until the
+    connection unlocks or closes; then mark this tenant's loads that died as interrupted."""
+    await conn.execute("SELECT pg_advisory_lock_shared(%s)", (MIGRATE_LOCK,))
+    row = await (
+        await conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (_LOCK_NAMESPACE, advisory_lock_key(tenant_uid)))
+    ).fetchone()
+    if not (row and row[0]):
+        raise LoadAlreadyRunningError(
+            f"another load of tenant {tenant_uid} is running; this one refuses to start so the two cannot mix"
+        )
+    # Holding the tenant's lock, any 'running' row of this tenant belongs to a dead process.
+    await conn.execute(
+        sql.SQL(
+            "UPDATE {}.load_runs SET status = 'interrupted', finished_at = now(), "
+            "error = 'the process ended before the load finished (killed or lost); nothing of it was applied' "
+            "WHERE tenant_uid = %s AND status = 'running'"
+        ).format(sql.Identifier(SCHEMA)),
+        (tenant_uid,),
+    )
 
 
 def _take_stats(client: AsyncFlowRetailClient, result: TenantLoadResult, before: tuple[int, int, int, int]) -> None:
