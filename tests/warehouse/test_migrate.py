@@ -13,6 +13,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from pipelines.cli import main
 from pipelines.flowretail.simulator import FaultConfig
 from pipelines.warehouse import migrate as migrate_module
 from pipelines.warehouse.load import TenantLoadResult, analyze_statements
@@ -225,6 +226,9 @@ def test_two_tenants_loads_and_an_analyst_never_wait_for_each_others_merge(datab
     thread.start()
     try:
         _wait_until_blocked_by(database_url, blocker.info.backend_pid, thread)
+        with psycopg.connect(database_url) as watch:  # tenant 1's open merge holds no ACCESS EXCLUSIVE lock
+            assert _rows(watch, "SELECT c.relname FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+                         "WHERE l.mode = 'AccessExclusiveLock' AND c.relnamespace = 'flowretail'::regnamespace") == []
         impatient = make_conninfo(database_url, options="-c lock_timeout=2000")
         results[second] = _load(state, impatient, second, "b-2")
         with psycopg.connect(impatient) as analyst:
@@ -345,3 +349,16 @@ def test_a_warehouse_built_by_the_previous_release_upgrades_in_place(database_ur
         ) == [("SILVER", None, False), ("GOLD", None, True)]
         assert _field_columns(conn) == ["loyalty_tier", "extra_fields"]
         assert _rows(conn, "SELECT count(*) FROM flowretail.segment_push_runs") == [(0,)]
+
+
+def test_the_migrate_command_creates_then_finds_the_schema_current(
+    database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    assert main(["migrate"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "created schema flowretail", "created schema analytics", "schema brought up to date"]
+    assert main(["migrate"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["schema already up to date"]
+    assert main(["migrate", "--force"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["schema brought up to date"]
