@@ -143,7 +143,8 @@ def customers_frame(items: list[dict[str, Any]], columns: CustomerColumns) -> pd
     cells: list[Any] = []
     for item in items:
         get = item.get
-        row = [item["customerUid"], *[get(name) for name in fields], extra_fields(item, known), row_hash(item)]
+        extra = None if item.keys() <= known else extra_fields(item, known)  # the check in C: most items
+        row = [item["customerUid"], *[get(name) for name in fields], extra, row_hash(item)]
         for i in json_at:
             if row[i] is not None:
                 row[i] = orjson.dumps(row[i]).decode("utf-8")
