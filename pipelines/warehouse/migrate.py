@@ -264,7 +264,8 @@ def _connect(database_url: str) -> psycopg.Connection[Any]:
     try:
         return psycopg.connect(database_url, autocommit=True)
     except psycopg.OperationalError as exc:
-        raise MigrationError(f"cannot connect to {mask_url(database_url)}: {mask_url(' '.join(str(exc).split()))}") from None
+        detail = mask_url(" ".join(str(exc).split()))
+        raise MigrationError(f"DATABASE_URL: cannot connect to {mask_url(database_url)}: {detail}") from None
 
 
 def migrate_on(conn: psycopg.Connection[Any], *, force: bool = False) -> MigrationReport:
@@ -275,13 +276,17 @@ def migrate_on(conn: psycopg.Connection[Any], *, force: bool = False) -> Migrati
     if problem:
         raise PrivilegeError(problem)
     fingerprint = ddl_fingerprint()
-    behind = force or _schema_state(conn)[0] != fingerprint
+    missing_schema = None in privileges.create_in_schema.values()
+    behind = force or missing_schema or _schema_state(conn)[0] != fingerprint
     if behind:
         conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATE_LOCK,))
     else:
         row = conn.execute("SELECT pg_try_advisory_lock(%s)", (MIGRATE_LOCK,)).fetchone()
         if not (row and row[0]):
-            report.deferred = "fields stay pending in extra_fields: loads are running; the next migrate promotes them"
+            report.deferred = (
+                f"fields stay pending in {EXTRA_FIELDS_COLUMN}: loads or another migrate are running; "
+                "the next migrate promotes them"
+            )
             return report
     try:
         for schema, can_create in privileges.create_in_schema.items():
