@@ -25,10 +25,6 @@ from pipelines.flowretail.spec import load_spec
 
 SCHEMA = "flowretail"
 EXTRA_FIELDS_COLUMN = "extra_fields"
-# Columns of customer_snapshots that hold no API field; the rest are fields (spec or promoted).
-SNAPSHOT_BOOKKEEPING_COLUMNS = frozenset(
-    {"tenant_uid", "customer_uid", "valid_from", "valid_to", "row_hash", "_run_id", EXTRA_FIELDS_COLUMN}
-)
 # New API fields that may become columns of customer_snapshots; later ones stay in extra_fields
 # for good. PostgreSQL stops at 1,600 columns (dropped ones included), about 1,600 distinct keys.
 MAX_PROMOTED_FIELDS = 50
@@ -117,6 +113,16 @@ def infer_column_type(value: Any) -> str:
         return "text"
     return "jsonb"
 
+
+# Per row, the fields that broke the spec and how (``{"email": {"case": "null"}}``), with the value
+# itself where its column's type could not hold it (``{"paymentTerms": {"case": "type", "value": "30"}}``);
+# NULL for a row true to the spec. See pipelines/flowretail/deviations.py.
+DEVIATIONS_COLUMN = Column("_spec_deviations", "jsonb")
+# Columns of customer_snapshots that hold no API field; the rest are fields (spec or promoted).
+SNAPSHOT_BOOKKEEPING_COLUMNS = frozenset(
+    {"tenant_uid", "customer_uid", "valid_from", "valid_to", "row_hash", "_run_id", EXTRA_FIELDS_COLUMN,
+     DEVIATIONS_COLUMN.name}
+)
 
 GROUP_FIELD_COLUMNS: list[Column] = [
     Column("name", "text", "name"),
@@ -213,6 +219,14 @@ def create_tables_sql() -> list[sql.Composed]:
     PRIMARY KEY (run_id, tenant_uid)
 )"""
         ).format(s),
+        *(
+            sql.SQL("ALTER TABLE {}.{} ADD COLUMN IF NOT EXISTS {} jsonb").format(
+                s, sql.Identifier(table), sql.Identifier(DEVIATIONS_COLUMN.name)
+            )
+            for table in ("customer_snapshots", "customer_groups")
+        ),
+        # Per field and case, how many values of the load broke the spec: {"email": {"null": 3}}.
+        sql.SQL("ALTER TABLE {}.load_runs ADD COLUMN IF NOT EXISTS spec_deviations jsonb").format(s),
         sql.SQL("ALTER TABLE {}.customer_snapshots ADD COLUMN IF NOT EXISTS {} jsonb").format(
             s, sql.Identifier(EXTRA_FIELDS_COLUMN)
         ),
