@@ -56,8 +56,8 @@ from pipelines.flowretail.simulator.data import CustomerFactory, iso_from_ms
 from pipelines.flowretail.stats import ClientStats
 from pipelines.warehouse import load as project_load
 from pipelines.warehouse.frames import CustomerColumns, customers_frame, memberships_frame
-from pipelines.warehouse.postgres import ensure_warehouse_schema
-from pipelines.warehouse.schema import Column
+from pipelines.warehouse.migrate import migrate
+from pipelines.warehouse.schema import EXTRA_FIELDS_COLUMN, Column
 
 TENANT = "tenant-1"
 
@@ -142,7 +142,7 @@ def project_stream(groups: dict[str, list[list[dict[str, Any]]]], database_url: 
     """Frames streamed into the staging tables as in the load (``_extract``), without the merge."""
 
     async def main() -> float:
-        await ensure_warehouse_schema(database_url)
+        await asyncio.to_thread(migrate, database_url)
         conn = await psycopg.AsyncConnection.connect(database_url, autocommit=True)
         try:
             stager = project_load._Stager(conn, CustomerColumns())
@@ -161,7 +161,7 @@ def project_split(groups: dict[str, list[list[dict[str, Any]]]], database_url: s
     """Frames, staging COPY and merge of the project's load, run one after another."""
 
     async def main() -> dict[str, float]:
-        await ensure_warehouse_schema(database_url)
+        await asyncio.to_thread(migrate, database_url)
         conn = await psycopg.AsyncConnection.connect(database_url, autocommit=True)
         try:
             stager = project_load._Stager(conn, CustomerColumns())
@@ -174,12 +174,12 @@ def project_split(groups: dict[str, list[list[dict[str, Any]]]], database_url: s
             ]
             for group_uid, pages in groups.items():
                 for page in pages:
-                    new_columns = stager.customer_columns.discover(page)
+                    stager.new_fields += stager.customer_columns.discover(page)
                     frames = [
                         ("stg_memberships", memberships_frame(group_uid, page)),
                         ("stg_customers", customers_frame(page, stager.customer_columns)),
                     ]
-                    batches.append(project_load._PageBatch("page", group_uid, frames, new_columns))
+                    batches.append(project_load._PageBatch("page", group_uid, frames))
             t1 = time.perf_counter()
             for start in range(0, len(batches), project_load._WRITE_BATCH_PAGES):
                 await stager.write(batches[start : start + project_load._WRITE_BATCH_PAGES])
@@ -209,7 +209,7 @@ def frame_tuples(
             columns.discover(page)
             customers.extend(customers_frame(page, columns).itertuples(index=False, name=None))
             memberships.extend(memberships_frame(group_uid, page).itertuples(index=False, name=None))
-    return columns.names, columns.columns, customers, memberships
+    return columns.names, [*columns.columns, Column(EXTRA_FIELDS_COLUMN, "jsonb")], customers, memberships
 
 
 def _create_tables(conn: psycopg.Connection[Any], prefix: str, columns: list[Column], temp: bool) -> None:
@@ -269,7 +269,7 @@ def bare_copy_into_warehouse_tables(
     load a load (staging, diffing against the previous state, history), which is the overhead
     this comparison measures.
     """
-    asyncio.run(ensure_warehouse_schema(database_url))
+    migrate(database_url)
     now = datetime.now(UTC)
     snapshot_names = ["tenant_uid", *names, "valid_from", "_run_id"]
     membership_names = ["tenant_uid", "customer_group_uid", "customer_uid", "_loaded_at", "_run_id"]

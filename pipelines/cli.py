@@ -39,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--latency-jitter-ms", type=float, default=0.0)
     sim.add_argument("--mutate-scans", type=int, default=0, help="member scans that see data change mid-scan")
     sim.add_argument("--delete-groups-after-list", type=int, default=0)
+    sim.add_argument("--unknown-customer-fields", type=int, default=0, help="fields the spec does not know, per customer")
 
     for name, help_text in (("load", "load tenants into the warehouse"), ("run", "load, build models, push segments")):
         cmd = sub.add_parser(name, help=help_text)
@@ -52,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     push.add_argument("--dry-run", action="store_true")
     push.add_argument("--allow-large-removal", action="store_true")
     push.add_argument("--json", action="store_true")
+    migrate = sub.add_parser("migrate", help="create or upgrade the warehouse schema and promote new API fields "
+                             "(load, push and run do it first when needed)")
+    migrate.add_argument("--force", action="store_true", help="re-run every idempotent statement even when current")
     sub.add_parser("ui", help="start the Dagster UI on the same defaults as `make run`")
     sub.add_parser("report", help="write an HTML report of the recorded runs under .flowretail/report/")
     sub.add_parser("psql", help="open psql on the warehouse (starts the embedded PostgreSQL if needed); "
@@ -82,6 +86,7 @@ def _serve_simulator(args: argparse.Namespace) -> int:
             latency_jitter_ms=args.latency_jitter_ms,
             mutate_scans=args.mutate_scans,
             delete_groups_after_list=args.delete_groups_after_list,
+            unknown_customer_fields=args.unknown_customer_fields,
         ),
     )
     state.token = args.token
@@ -149,6 +154,26 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _migrate(args: argparse.Namespace) -> int:
+    from pipelines.settings import load_settings
+    from pipelines.warehouse.migrate import MigrationError, migrate
+
+    settings = load_settings()
+    try:
+        if settings.database_url is not None:
+            report = migrate(settings.database_url.get_secret_value(), force=args.force)
+        else:
+            from pipelines.runtime import embedded_environment
+
+            with embedded_environment(start_simulator=False) as env:
+                report = migrate(env.database_url, force=args.force)
+    except MigrationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print("\n".join(report.lines()))
+    return 0
+
+
 def _psql(args: argparse.Namespace) -> int:
     import subprocess
 
@@ -171,7 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
-    handlers: dict[str, Any] = {"simulator": _serve_simulator, "ui": _ui, "report": _report, "psql": _psql}
+    handlers: dict[str, Any] = {
+        "simulator": _serve_simulator, "ui": _ui, "report": _report, "psql": _psql, "migrate": _migrate}
     try:
         return int(handlers.get(args.command, _run_jobs)(args))
     except ConfigError as exc:

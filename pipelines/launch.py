@@ -16,6 +16,7 @@ from psycopg import sql
 
 from pipelines.progress import progress_logger
 from pipelines.runtime import Environment
+from pipelines.warehouse.migrate import MigrationError, ensure_current_schema
 from pipelines.warehouse.schema import SCHEMA
 
 
@@ -205,6 +206,11 @@ def launch(
     if unknown:
         summary.problems.append(f"unknown tenant(s) {', '.join(unknown)}; configured: {', '.join(known)}")
         return summary
+    try:
+        ensure_current_schema(env.database_url)  # once, before any job: the loads then run no DDL
+    except MigrationError as exc:
+        summary.problems.append(str(exc))
+        return summary
     _unsynced_local_run_history(env.dagster_home)
     instance = _instance(env)
     quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL" if not verbose else "INFO"}}}}
@@ -249,8 +255,11 @@ def launch(
             instance=instance, raise_on_error=False, run_config=quiet
         )
         summary.problems += [f"models spanning tenants failed: {m}" for m in _failure_messages(across)]
-    with psycopg.connect(env.database_url) as conn:
-        _read_summary(conn, summary, load_run_ids, push_run_ids, selected)
+    try:
+        with psycopg.connect(env.database_url) as conn:
+            _read_summary(conn, summary, load_run_ids, push_run_ids, selected)
+    except psycopg.Error as exc:  # reported after the runs' own problems, never instead of them
+        summary.problems.append(f"could not read the run summary from the warehouse: {' '.join(str(exc).split())}")
     return summary
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import psycopg
 
 from pipelines.reporting import read_report_data, write_report
-from pipelines.warehouse.postgres import ensure_warehouse_schema_sync
+from pipelines.warehouse.migrate import migrate_on
 
 
 def test_empty_warehouse_gives_a_helpful_page(database_url: str, tmp_path: Path) -> None:
@@ -17,7 +17,7 @@ def test_empty_warehouse_gives_a_helpful_page(database_url: str, tmp_path: Path)
 
 def test_report_charts_recorded_runs(database_url: str, tmp_path: Path) -> None:
     with psycopg.connect(database_url) as conn:
-        ensure_warehouse_schema_sync(conn)
+        migrate_on(conn)
         conn.execute(
             "INSERT INTO flowretail.load_runs (run_id, tenant_uid, started_at, finished_at, status, requests, retries, "
             "rate_limited, pages, memberships_rows) VALUES ('r1', 't1', '2026-01-01T00:00:00Z', "

@@ -185,7 +185,7 @@ def _materializations(conn: psycopg.Connection[Any], result: TenantLoadResult) -
             "dagster/row_count": result.customers_rows,
             "versions_opened": result.customer_versions_opened,
             "versions_closed": result.customer_versions_closed,
-            "new_columns": ", ".join(result.new_columns) or "none",
+            "new_fields": ", ".join(result.new_fields) or "none",
             "spec_deviations": dg.MetadataValue.json(result.spec_deviations),
         },
         "load_runs": {"status": "succeeded"},

@@ -24,13 +24,13 @@ from pipelines.partitions import tenant_partitions
 from pipelines.resources import FlowRetailResource, WarehouseResource
 from pipelines.segment_push.apply import PushOutcome, execute_plan, plan_and_record
 from pipelines.segment_push.audit import (
-    ensure_push_tables,
     load_recorded_plan,
     read_segment_uids,
 )
 from pipelines.segment_push.plan import PushTarget, SegmentPushPlan
 from pipelines.sql_models.project import Model
 from pipelines.transform.assets import model_key, project
+from pipelines.warehouse.migrate import ensure_current_schema
 from pipelines.warehouse.schema import SCHEMA
 
 OWNERS = ["team:crm"]
@@ -131,8 +131,8 @@ def _plan_asset(model: Model, target: PushTarget) -> dg.AssetsDefinition:
         warehouse: WarehouseResource,
     ) -> Iterator[Any]:
         tenant_uid = context.partition_key
+        ensure_current_schema(warehouse.database_url)
         with warehouse.connect(autocommit=True) as conn:
-            ensure_push_tables(conn)
             segment_uids = read_segment_uids(conn, project.target_schema, model.name, tenant_uid)
 
             async def make_plan() -> SegmentPushPlan:

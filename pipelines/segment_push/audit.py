@@ -16,7 +16,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from pipelines.segment_push.plan import PushHistory, PushTarget, SegmentPushPlan
-from pipelines.warehouse.postgres import advisory_lock_key
+from pipelines.warehouse.postgres import advisory_lock_key, create_schema_if_missing
 from pipelines.warehouse.schema import SCHEMA
 
 _S = sql.Identifier(SCHEMA)
@@ -26,8 +26,8 @@ _GROUP_LOCK_NAMESPACE = 0x464C5047  # "FLPG": advisory-lock class id of pushes i
 class PushRefusedError(RuntimeError):
     """This run's plan may not be applied now: another push of the group runs, or the plan is stale."""
 
+# Applied by `flowretail migrate` (pipelines/warehouse/migrate.py), never on a push's path.
 PUSH_TABLES_SQL: list[sql.Composed] = [
-    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(_S),
     sql.SQL(
         """CREATE TABLE IF NOT EXISTS {}.segment_push_groups (
     tenant_uid text NOT NULL,
@@ -141,6 +141,8 @@ def record_batch_limit(
 
 
 def ensure_push_tables(conn: psycopg.Connection[Any]) -> None:
+    """The push tables alone, for tests and benchmarks that use no warehouse load."""
+    create_schema_if_missing(conn, SCHEMA)
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (0x464C5250,))
         for statement in PUSH_TABLES_SQL:

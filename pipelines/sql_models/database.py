@@ -290,7 +290,11 @@ def _create_new_relation(conn: psycopg.Connection[Any], model: Model, project: P
     kind = "r" if model.config.is_table else "v"
     try:
         with conn.transaction():
-            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+            # Only when missing: PostgreSQL checks CREATE on the database before it looks for the
+            # schema, and the product's role usually owns an existing schema and nothing more.
+            missing = conn.execute("SELECT to_regnamespace(%s) IS NULL", (sql.Identifier(schema).as_string(None),))
+            if missing.fetchone() == (True,):
+                conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
             leftover = _relation_kind(conn, schema, new_name)
             if leftover is not None:
                 _require_replaceable(model, schema, new_name, leftover[1])

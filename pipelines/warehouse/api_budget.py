@@ -33,7 +33,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from pipelines.warehouse.postgres import ensure_warehouse_schema, mask_url
+from pipelines.warehouse.migrate import ensure_current_schema
+from pipelines.warehouse.postgres import mask_url
 from pipelines.warehouse.schema import SCHEMA
 
 logger = logging.getLogger(__name__)
@@ -164,7 +165,7 @@ class SharedBudget:
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
         """The budget's own autocommit connection, opened on first use (the caller holds ``_db``)."""
         if self._conn is None:
-            await ensure_warehouse_schema(self._url)
+            await asyncio.to_thread(ensure_current_schema, self._url)
             self._conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True)
             await self._conn.execute(
                 sql.SQL("INSERT INTO {s}.api_budgets (token_key) VALUES (%s) ON CONFLICT DO NOTHING").format(s=_S),

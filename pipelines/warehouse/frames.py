@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import orjson
@@ -17,14 +17,12 @@ import pandas as pd
 from pipelines.flowretail.deviations import NO_VALUE_CASES
 from pipelines.warehouse.schema import (
     DEVIATIONS_COLUMN,
+    EXTRA_FIELDS_COLUMN,
     GROUP_FIELD_COLUMNS,
     Column,
     customer_field_columns,
     infer_column_type,
-    snake_case,
 )
-
-MAX_IDENTIFIER_BYTES = 63
 
 
 def row_hash(item: dict[str, Any]) -> str:
@@ -120,67 +118,81 @@ def _object_frame(values: np.ndarray[Any, Any], columns: pd.Index) -> pd.DataFra
 
 @dataclass
 class CustomerColumns:
-    """The customer columns known so far: the spec's, plus any field the API added since."""
+    """The field columns of ``customer_snapshots`` and the API field each one holds.
+
+    Built from the table itself (``load.read_customer_columns``), so a column migrate promoted is
+    known without consulting the spec; the default is the spec's columns, for pure tests. The
+    layout is fixed for the whole load: a field without a column goes into ``extra_fields``, and
+    one never seen before (not in ``registered``) is reported by ``discover`` for the registry.
+    A column whose field is unknown (``api_field`` None) is staged NULL.
+    """
 
     columns: list[Column] = field(default_factory=customer_field_columns)
+    registered: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
-        self._by_field = {c.api_field: c for c in self.columns}
-        self._known = {"customerUid", *self._by_field}
-        self._layout()
-
-    def _layout(self) -> None:
-        """Where each kind of value sits in a frame row (customer_uid first, row_hash last)."""
+        self._known = frozenset({"customerUid", *(c.api_field for c in self.columns if c.api_field)})
+        self._seen = set(self._known | self.registered)
         kinds = [_kind(c) for c in self.columns]
-        self.field_names = [c.api_field or "" for c in self.columns]
+        self.field_names: list[str | None] = [c.api_field for c in self.columns]
         self.json_positions = [i for i, kind in enumerate(kinds, start=1) if kind == _JSON]
         self.text_positions = [i for i, kind in enumerate(kinds, start=1) if kind == _TEXT]
-        self.plain_at = {self.field_names[i - 1]: i for i, kind in enumerate(kinds, start=1) if kind == _PLAIN}
+        self.plain_at = {
+            name: i for i, (name, kind) in enumerate(zip(self.field_names, kinds, strict=True), start=1)
+            if kind == _PLAIN and name is not None
+        }
         self.index = pd.Index(self.names)
 
-    def discover(self, items: list[dict[str, Any]]) -> list[Column]:
-        """Register fields not seen before and return their new columns (typed from a value)."""
-        added: list[Column] = []
-        taken = {c.name for c in self.columns} | {"customer_uid", "tenant_uid", "valid_from", "valid_to", "row_hash"}
-        known = self._known
+    @property
+    def known_fields(self) -> frozenset[str]:
+        """API fields that have a column (customerUid included)."""
+        return self._known
+
+    def discover(self, items: list[dict[str, Any]]) -> list[tuple[str, str]]:
+        """Fields not seen before (neither a column nor registered) with a type inferred from a value."""
+        added: list[tuple[str, str]] = []
+        seen = self._seen
         for item in items:
-            if item.keys() <= known:  # the usual case, checked in C
+            if item.keys() <= seen:  # the usual case, checked in C
                 continue
             for key, value in item.items():
-                if key == "customerUid" or key in self._by_field or value is None:
-                    continue
-                name = snake_case(key)
-                if len(name.encode("utf-8")) > MAX_IDENTIFIER_BYTES or name in taken or name.startswith("_"):
-                    name = "x_" + hashlib.blake2b(key.encode("utf-8"), digest_size=8).hexdigest()
-                column = Column(name, infer_column_type(value), key)
-                self.columns.append(column)
-                self._by_field[key] = column
-                known.add(key)
-                taken.add(name)
-                added.append(column)
-        if added:
-            self._layout()
+                if key not in seen and value is not None:
+                    seen.add(key)
+                    added.append((key, infer_column_type(value)))
         return added
 
     @property
     def names(self) -> list[str]:
-        return ["customer_uid", *(c.name for c in self.columns), "row_hash", DEVIATIONS_COLUMN.name]
+        return ["customer_uid", *(c.name for c in self.columns), EXTRA_FIELDS_COLUMN, "row_hash", DEVIATIONS_COLUMN.name]
+
+
+def extra_fields(item: dict[str, Any], known: frozenset[str]) -> str | None:
+    """JSON text of the item's fields that have no column (NULLs left out), or None when there are none."""
+    if item.keys() <= known:
+        return None
+    extra = {key: value for key, value in item.items() if key not in known and value is not None}
+    return orjson.dumps(extra).decode("utf-8") if extra else None
 
 
 def customers_frame(
     items: list[dict[str, Any]], columns: CustomerColumns, deviations: dict[str, dict[str, str]] | None = None
 ) -> pd.DataFrame:
-    """Customers of one page, one column per field plus the content hash and the spec deviations.
+    """Customers of one page, one column per field, the fields without a column, the content hash
+    and the spec deviations.
 
     The same values as ``_cell`` per value, converted by position instead: this runs for every
     customer of every page, and a call per value was a fifth of the loader's CPU at small pages.
     Deviations (only on a page that broke the spec) are filled in afterwards, outside this loop.
     """
-    fields, json_at, text_at = columns.field_names, columns.json_positions, columns.text_positions
+    # None (a column whose field is unknown) is never a key: dict.get(None) stages NULL there.
+    fields = cast(list[str], columns.field_names)
+    json_at, text_at = columns.json_positions, columns.text_positions
+    known = columns.known_fields
     cells: list[Any] = []
     for item in items:
         get = item.get
-        row = [item["customerUid"], *[get(name) for name in fields], row_hash(item), None]
+        extra = None if item.keys() <= known else extra_fields(item, known)  # the check in C: most items
+        row = [item["customerUid"], *[get(name) for name in fields], extra, row_hash(item), None]
         for i in json_at:
             if row[i] is not None:
                 row[i] = orjson.dumps(row[i]).decode("utf-8")

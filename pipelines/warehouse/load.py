@@ -10,6 +10,12 @@ Why this shape:
   tenant's size or how many groups are paged at once.
 - The merge is set-based SQL: current tables are replaced by what was staged, history tables get
   a new period or version only where something changed, so an unchanged API changes nothing.
+- No DDL on this path: the schema is migrated before (``migrate.ensure_current_schema``), the
+  customer columns are read from the table, and a field without a column goes into the jsonb
+  ``extra_fields`` and, once, into the field registry. The merge thus takes row locks only, and
+  loads of other tenants and analysts' queries never queue behind it.
+- The load holds the migrate lock shared, so no column is promoted between reading the columns
+  and merging; the tables it changed are analysed (key and filter columns) before it returns.
 """
 
 from __future__ import annotations
@@ -39,8 +45,17 @@ from pipelines.warehouse.frames import (
     groups_frame,
     memberships_frame,
 )
-from pipelines.warehouse.postgres import advisory_lock_key, ensure_warehouse_schema, mask_url
-from pipelines.warehouse.schema import DEVIATIONS_COLUMN, SCHEMA, Column
+from pipelines.warehouse.migrate import MIGRATE_LOCK, ensure_current_schema
+from pipelines.warehouse.postgres import advisory_lock_key, mask_url
+from pipelines.warehouse.schema import (
+    DEVIATIONS_COLUMN,
+    EXTRA_FIELDS_COLUMN,
+    RAW_TABLE_STATISTICS,
+    SCHEMA,
+    SNAPSHOT_BOOKKEEPING_COLUMNS,
+    Column,
+    customer_field_columns,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +119,8 @@ class TenantLoadResult:
     customer_versions_closed: int = 0
     groups_changed: int = 0
     groups_removed: int = 0
+    memberships_added: int = 0
+    memberships_removed: int = 0
     groups_deleted_during_load: list[str] = field(default_factory=list)
     api_group_total: int = 0
     api_member_totals: dict[str, int] = field(default_factory=dict)
@@ -111,7 +128,7 @@ class TenantLoadResult:
     requests: int = 0
     retries: int = 0
     rate_limited: int = 0
-    new_columns: list[str] = field(default_factory=list)
+    new_fields: list[str] = field(default_factory=list)
     groups_preview: pd.DataFrame | None = None
     # Per field and case, values that broke the spec and were loaded as they came (groups' fields as
     # "group.<field>"): {"email": {"null": 3}}. Counted over the loaded rows, so once per customer.
@@ -130,7 +147,6 @@ class _PageBatch:
     kind: Literal["page", "rescan", "vanished"]
     group_uid: str | None = None
     frames: list[tuple[str, pd.DataFrame]] = field(default_factory=list)
-    new_columns: list[Column] = field(default_factory=list)
     holds_page_slot: bool = False
 
 
@@ -140,7 +156,7 @@ class _Stager:
 
     conn: psycopg.AsyncConnection[Any]
     customer_columns: CustomerColumns
-    new_columns: list[Column] = field(default_factory=list)
+    new_fields: list[tuple[str, str]] = field(default_factory=list)
     saw_deviations: bool = False  # some staged row broke the spec (see TenantLoadResult.spec_deviations)
 
     async def create(self) -> None:
@@ -148,7 +164,8 @@ class _Stager:
         # waiting for each one's WAL flush bought nothing. The merge turns it back on.
         await self.conn.execute("SET synchronous_commit = off")
         customer_cols = sql.SQL(", ").join(
-            sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.pg_type)) for c in self.customer_columns.columns
+            sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.pg_type))
+            for c in [*self.customer_columns.columns, Column(EXTRA_FIELDS_COLUMN, "jsonb")]
         )
         async with self.conn.transaction():
             await self.conn.execute(
@@ -185,15 +202,6 @@ class _Stager:
                         await copy.write_row(row)
             start = end
 
-    async def add_customer_columns(self, columns: list[Column]) -> None:
-        for column in columns:
-            await self.conn.execute(
-                sql.SQL("ALTER TABLE stg_customers ADD COLUMN {} {}").format(
-                    sql.Identifier(column.name), sql.SQL(column.pg_type)
-                )
-            )
-            self.new_columns.append(column)
-
     async def write(self, batches: list[_PageBatch]) -> None:
         """Apply batches in order; consecutive pages share one transaction and one COPY per table,
         which is most of the per-page cost on the database side."""
@@ -212,7 +220,6 @@ class _Stager:
                     await self.drop_group(batch.group_uid)
 
     async def _write_pages(self, pages: list[_PageBatch]) -> None:
-        await self.add_customer_columns([column for page in pages for column in page.new_columns])
         by_table: dict[str, list[pd.DataFrame]] = {}
         for page in pages:
             for table, frame in page.frames:
@@ -274,14 +281,14 @@ async def _extract(
                         if attempt:
                             await queue.put(_PageBatch("rescan", group_uid))
                         attempt = page.attempt
-                    new_columns = stager.customer_columns.discover(page.items)
+                    stager.new_fields += stager.customer_columns.discover(page.items)
                     frames = [
                         ("stg_memberships", memberships_frame(group_uid, page.items)),
                         ("stg_customers", customers_frame(page.items, stager.customer_columns, page.deviations)),
                     ]
                     stager.saw_deviations |= bool(page.deviations)
                     result.api_member_totals[group_uid] = page.total_count
-                    await queue.put(_PageBatch("page", group_uid, frames, new_columns, holds_page_slot=True))
+                    await queue.put(_PageBatch("page", group_uid, frames, holds_page_slot=True))
                     del page, frames
             except NotFoundError:
                 logger.warning(
@@ -466,15 +473,8 @@ async def _merge(
     await conn.execute("ANALYZE stg_memberships")
     # Statistics only where the merge joins: analysing the wide jsonb columns cost a third of the merge.
     await conn.execute("ANALYZE stg_customers (customer_uid)")
+    columns = [*stager.customer_columns.columns, Column(EXTRA_FIELDS_COLUMN, "jsonb")]
     async with conn.transaction():
-        for column in stager.new_columns:
-            await conn.execute(
-                sql.SQL("ALTER TABLE {}.customer_snapshots ADD COLUMN IF NOT EXISTS {} {}").format(
-                    sql.Identifier(SCHEMA), sql.Identifier(column.name), sql.SQL(column.pg_type)
-                )
-            )
-        known = await _snapshot_columns(conn)
-        columns = [c for c in stager.customer_columns.columns if c.name in known]
         for counter, statement in _merge_statements(columns):
             cur = await conn.execute(statement, params)
             if counter:
@@ -521,12 +521,65 @@ async def _count_deviations(conn: psycopg.AsyncConnection[Any], tenant_uid: str)
     return counts
 
 
-async def _snapshot_columns(conn: psycopg.AsyncConnection[Any]) -> set[str]:
+async def read_customer_columns(conn: psycopg.AsyncConnection[Any]) -> CustomerColumns:
+    """The field columns of customer_snapshots from the catalog, each with the API field it holds
+    (the spec's, or the registry's for a promoted field), plus every registered field name."""
     cur = await conn.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = 'customer_snapshots'",
-        (SCHEMA,),
+        "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+        "WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+        (f'"{SCHEMA}".customer_snapshots',),
     )
-    return {row[0] for row in await cur.fetchall()}
+    catalog = [(str(name), str(pg_type)) for name, pg_type in await cur.fetchall()]
+    if EXTRA_FIELDS_COLUMN not in {name for name, _ in catalog}:
+        raise RuntimeError(
+            f"{SCHEMA}.customer_snapshots has no {EXTRA_FIELDS_COLUMN} column: the warehouse schema is older than "
+            "this version; run `flowretail migrate`"
+        )
+    cur = await conn.execute(sql.SQL("SELECT api_field, column_name FROM {}.customer_fields").format(sql.Identifier(SCHEMA)))
+    registry = [(str(api_field), column) for api_field, column in await cur.fetchall()]
+    field_of = {c.name: c.api_field for c in customer_field_columns()}
+    field_of.update({column: api_field for api_field, column in registry if column is not None})
+    columns = [
+        Column(name, pg_type, field_of.get(name)) for name, pg_type in catalog if name not in SNAPSHOT_BOOKKEEPING_COLUMNS
+    ]
+    return CustomerColumns(columns, frozenset(api_field for api_field, _ in registry))
+
+
+async def _record_new_fields(conn: psycopg.AsyncConnection[Any], result: TenantLoadResult, fields: list[tuple[str, str]]) -> None:
+    """Register fields seen for the first time, in their own short transaction before the merge:
+    two tenants seeing the same new field then never wait for each other's merge."""
+    result.new_fields = [api_field for api_field, _ in fields]
+    if not fields:
+        return
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            sql.SQL(
+                "INSERT INTO {}.customer_fields (api_field, pg_type, status, first_seen_run_id) "
+                "VALUES (%s, %s, 'pending', %s) ON CONFLICT (api_field) DO NOTHING"
+            ).format(sql.Identifier(SCHEMA)),
+            [(api_field, pg_type, result.run_id) for api_field, pg_type in fields],
+        )
+
+
+def analyze_statements(result: TenantLoadResult) -> list[sql.Composed]:
+    """ANALYZE of the key and filter columns of each raw table this load changed (load_runs always).
+
+    A table the merge left unchanged keeps statistics that still describe it; a brand-new database
+    gets every table analysed by its first load, so it plans as well as an old one.
+    """
+    changed_by = {
+        "customer_groups": ("groups_changed", "groups_removed"),
+        "customer_group_memberships": ("memberships_added", "memberships_removed"),
+        "customer_group_membership_history": ("membership_periods_opened", "membership_periods_closed"),
+        "customer_snapshots": ("customer_versions_opened", "customer_versions_closed"),
+    }
+    return [
+        sql.SQL("ANALYZE {} ({})").format(
+            sql.Identifier(SCHEMA, table), sql.SQL(", ").join(map(sql.Identifier, columns))
+        )
+        for table, columns in RAW_TABLE_STATISTICS.items()
+        if table not in changed_by or any(getattr(result, counter) for counter in changed_by[table])
+    ]
 
 
 async def _record_run(
@@ -589,34 +642,18 @@ async def load_tenant(
     started_at = datetime.now(UTC)
     result = TenantLoadResult(tenant_uid=tenant_uid, run_id=run_id, started_at=started_at)
     stats_before = (client.stats.pages, client.stats.requests, client.stats.retries_total, client.stats.rate_limited)
-    await ensure_warehouse_schema(database_url)
+    await asyncio.to_thread(ensure_current_schema, database_url)
     conn = await psycopg.AsyncConnection.connect(database_url, autocommit=True)
-    lock_key = (_LOCK_NAMESPACE, advisory_lock_key(tenant_uid))
-    locked = False
     try:
-        row = await (await conn.execute("SELECT pg_try_advisory_lock(%s, %s)", lock_key)).fetchone()
-        locked = bool(row and row[0])
-        if not locked:
-            raise LoadAlreadyRunningError(
-                f"another load of tenant {tenant_uid} is running; this one refuses to start so the two cannot mix"
-            )
-        # Holding the tenant's lock, any 'running' row of this tenant belongs to a dead process.
-        await conn.execute(
-            sql.SQL(
-                "UPDATE {}.load_runs SET status = 'interrupted', finished_at = now(), "
-                "error = 'the process ended before the load finished (killed or lost); nothing of it was applied' "
-                "WHERE tenant_uid = %s AND status = 'running'"
-            ).format(sql.Identifier(SCHEMA)),
-            (tenant_uid,),
-        )
+        await _claim_tenant(conn, tenant_uid)
         await _record_run(conn, result, "running", None)
-        stager = _Stager(conn, CustomerColumns())
+        stager = _Stager(conn, await read_customer_columns(conn))
         await stager.create()
         t0 = time.perf_counter()
         try:
             await _extract(client, stager, tenant_uid, result)
-            result.new_columns = [c.name for c in stager.new_columns]
             _take_stats(client, result, stats_before)
+            await _record_new_fields(conn, result, stager.new_fields)
             if before_merge is not None:
                 await before_merge()
             await _merge(conn, stager, result, started_at)
@@ -625,6 +662,8 @@ async def load_tenant(
             _take_stats(client, result, stats_before)
             await _record_failure(database_url, result, exc)
             raise
+        for statement in analyze_statements(result):
+            await conn.execute(statement)
         logger.info(
             "loaded tenant %s in %.1fs: %d groups, %d memberships, %d customers",
             tenant_uid,
@@ -637,10 +676,33 @@ async def load_tenant(
     finally:
         # Unlock explicitly: a closed client's backend may still hold the lock for a moment, and the
         # next load of the tenant would be refused. A dead connection releases it by itself.
-        if locked and not conn.closed:
+        if not conn.closed:
             with contextlib.suppress(psycopg.Error):
-                await conn.execute("SELECT pg_advisory_unlock(%s, %s)", lock_key)
+                await conn.execute("SELECT pg_advisory_unlock_all()")  # the tenant's, and the shared migrate lock
         await conn.close()
+
+
+async def _claim_tenant(conn: psycopg.AsyncConnection[Any], tenant_uid: str) -> None:
+    """Take the tenant's lock (refusing when another load holds it) and the migrate lock shared
+    (loads run side by side; a migrate that promotes columns waits for them), both until the
+    connection unlocks or closes; then mark this tenant's loads that died as interrupted."""
+    await conn.execute("SELECT pg_advisory_lock_shared(%s)", (MIGRATE_LOCK,))
+    row = await (
+        await conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (_LOCK_NAMESPACE, advisory_lock_key(tenant_uid)))
+    ).fetchone()
+    if not (row and row[0]):
+        raise LoadAlreadyRunningError(
+            f"another load of tenant {tenant_uid} is running; this one refuses to start so the two cannot mix"
+        )
+    # Holding the tenant's lock, any 'running' row of this tenant belongs to a dead process.
+    await conn.execute(
+        sql.SQL(
+            "UPDATE {}.load_runs SET status = 'interrupted', finished_at = now(), "
+            "error = 'the process ended before the load finished (killed or lost); nothing of it was applied' "
+            "WHERE tenant_uid = %s AND status = 'running'"
+        ).format(sql.Identifier(SCHEMA)),
+        (tenant_uid,),
+    )
 
 
 def _take_stats(client: AsyncFlowRetailClient, result: TenantLoadResult, before: tuple[int, int, int, int]) -> None:

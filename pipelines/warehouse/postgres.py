@@ -1,4 +1,4 @@
-"""Connections to the warehouse and the idempotent creation of its schema."""
+"""Connection helpers of the warehouse: masked URLs, advisory-lock keys, creating a missing schema."""
 
 from __future__ import annotations
 
@@ -7,10 +7,7 @@ import zlib
 from typing import Any
 
 import psycopg
-
-from pipelines.warehouse.schema import create_tables_sql
-
-_DDL_LOCK = 0x464C5244  # "FLRD": serialises concurrent first runs creating the same tables
+from psycopg import sql
 
 _PASSWORD_IN_URL = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<secret>[^@\s]*)(?P<tail>@)", re.IGNORECASE)
 _PASSWORD_IN_DSN = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<secret>'[^']*'|\S+)", re.IGNORECASE)
@@ -31,16 +28,18 @@ def advisory_lock_key(*parts: str) -> int:
     return zlib.crc32("\x1f".join(parts).encode("utf-8")) - 2**31
 
 
-async def ensure_warehouse_schema(database_url: str) -> None:
-    """Create the flowretail schema and tables when missing (safe to call from concurrent loads)."""
-    async with await psycopg.AsyncConnection.connect(database_url) as conn, conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK,))
-        for statement in create_tables_sql():
-            await conn.execute(statement)
+def create_schema_if_missing(conn: psycopg.Connection[Any], schema: str) -> bool:
+    """Create ``schema`` only when the catalog lacks it; True when this call created it.
 
-
-def ensure_warehouse_schema_sync(conn: psycopg.Connection[Any]) -> None:
-    """The same, on an open synchronous connection (inside the caller's transaction)."""
-    conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK,))
-    for statement in create_tables_sql():
-        conn.execute(statement)
+    Not ``CREATE SCHEMA IF NOT EXISTS``: PostgreSQL checks CREATE on the database before it looks
+    for the schema, so that statement fails for a role that owns an existing schema and nothing else.
+    """
+    row = conn.execute("SELECT to_regnamespace(%s) IS NULL", (sql.Identifier(schema).as_string(None),)).fetchone()
+    if not (row and row[0]):
+        return False
+    try:
+        with conn.transaction():
+            conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    except psycopg.errors.DuplicateSchema:
+        return False  # another process created it meanwhile
+    return True

@@ -2,11 +2,19 @@
 
 Customer snapshot columns mirror ``CustomerResponseSchema`` (camelCase -> snake_case) and are
 derived from the merged spec, so the table follows the spec instead of a hand-kept list. A field
-the API adds later becomes a new column (see ``infer_column_type``) rather than a crash.
+the API adds later lands in the jsonb column ``extra_fields`` and in the registry
+``customer_fields`` (plain rows, no DDL on the load's path); ``flowretail migrate`` then promotes
+it to a real column, up to ``MAX_PROMOTED_FIELDS`` of them (see pipelines/warehouse/migrate.py).
+
+Every statement here is idempotent and runs only from the migrate step, never inside a load:
+append new tables, indexes or ``ALTER TABLE … ADD COLUMN IF NOT EXISTS`` to ``create_tables_sql``
+and the next run applies them (the schema-version marker is a hash of this list).
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +24,20 @@ from psycopg import sql
 from pipelines.flowretail.spec import load_spec
 
 SCHEMA = "flowretail"
+EXTRA_FIELDS_COLUMN = "extra_fields"
+# New API fields that may become columns of customer_snapshots; later ones stay in extra_fields
+# for good. PostgreSQL stops at 1,600 columns (dropped ones included), about 1,600 distinct keys.
+MAX_PROMOTED_FIELDS = 50
+MAX_IDENTIFIER_BYTES = 63
+# Key and filter columns of each raw table: analysed after every merge that changed the table, so
+# the models and checks that read it next never plan on missing or stale statistics.
+RAW_TABLE_STATISTICS: dict[str, tuple[str, ...]] = {
+    "customer_groups": ("tenant_uid", "customer_group_uid"),
+    "customer_group_memberships": ("tenant_uid", "customer_group_uid", "customer_uid"),
+    "customer_group_membership_history": ("tenant_uid", "customer_group_uid", "customer_uid", "valid_to"),
+    "customer_snapshots": ("tenant_uid", "customer_uid", "valid_to"),
+    "load_runs": ("run_id", "tenant_uid", "status"),
+}
 
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
@@ -65,6 +87,20 @@ def customer_field_columns() -> list[Column]:
     ]
 
 
+@functools.cache
+def _reserved_names() -> frozenset[str]:
+    return SNAPSHOT_BOOKKEEPING_COLUMNS | {""} | {c.name for c in customer_field_columns()}
+
+
+def column_name_for_field(api_field: str) -> str:
+    """The column a new API field is promoted to: its snake_case name, or a stable hashed name when
+    that would be too long, start with an underscore, or clash with a spec or bookkeeping column."""
+    name = snake_case(api_field)
+    if len(name.encode("utf-8")) > MAX_IDENTIFIER_BYTES or name.startswith("_") or name in _reserved_names():
+        return "x_" + hashlib.blake2b(api_field.encode("utf-8"), digest_size=8).hexdigest()
+    return name
+
+
 def infer_column_type(value: Any) -> str:
     """PostgreSQL type for a field the spec does not know, from one of its JSON values."""
     if isinstance(value, bool):
@@ -82,6 +118,11 @@ def infer_column_type(value: Any) -> str:
 # itself where its column's type could not hold it (``{"paymentTerms": {"case": "type", "value": "30"}}``);
 # NULL for a row true to the spec. See pipelines/flowretail/deviations.py.
 DEVIATIONS_COLUMN = Column("_spec_deviations", "jsonb")
+# Columns of customer_snapshots that hold no API field; the rest are fields (spec or promoted).
+SNAPSHOT_BOOKKEEPING_COLUMNS = frozenset(
+    {"tenant_uid", "customer_uid", "valid_from", "valid_to", "row_hash", "_run_id", EXTRA_FIELDS_COLUMN,
+     DEVIATIONS_COLUMN.name}
+)
 
 GROUP_FIELD_COLUMNS: list[Column] = [
     Column("name", "text", "name"),
@@ -101,8 +142,9 @@ def create_tables_sql() -> list[sql.Composed]:
     s = sql.Identifier(SCHEMA)
     customer_columns = _columns_sql(customer_field_columns())
     group_columns = _columns_sql(GROUP_FIELD_COLUMNS)
+    # No CREATE SCHEMA here: PostgreSQL checks CREATE on the database before it sees that the
+    # schema exists, so the migrate step creates a schema only when the catalog lacks it.
     return [
-        sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(s),
         sql.SQL(
             """CREATE TABLE IF NOT EXISTS {}.customer_groups (
     tenant_uid text NOT NULL,
@@ -201,6 +243,29 @@ def create_tables_sql() -> list[sql.Composed]:
     slots integer NOT NULL,
     expires_at timestamptz NOT NULL,
     PRIMARY KEY (token_key, holder)
+)"""
+        ).format(s),
+        sql.SQL("ALTER TABLE {}.customer_snapshots ADD COLUMN IF NOT EXISTS {} jsonb").format(
+            s, sql.Identifier(EXTRA_FIELDS_COLUMN)
+        ),
+        sql.SQL(
+            # The registry of API fields the spec does not know: the load records each once (a plain
+            # INSERT … ON CONFLICT DO NOTHING), migrate promotes it to a column or keeps it in extra_fields.
+            """CREATE TABLE IF NOT EXISTS {}.customer_fields (
+    api_field text PRIMARY KEY,
+    pg_type text NOT NULL,
+    status text NOT NULL CHECK (status IN ('pending', 'column', 'extra')),
+    column_name text UNIQUE,
+    first_seen_at timestamptz NOT NULL DEFAULT now(),
+    first_seen_run_id text,
+    decided_at timestamptz
+)"""
+        ).format(s),
+        sql.SQL(
+            """CREATE TABLE IF NOT EXISTS {}.schema_version (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    fingerprint text NOT NULL,
+    migrated_at timestamptz NOT NULL
 )"""
         ).format(s),
     ]

@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from pipelines.warehouse.schema import create_tables_sql
+from pipelines.warehouse.migrate import migrate_on
 
 OUTDOOR = "nordic-outdoor"
 BAKERY = "bergen-bakeri"
@@ -245,8 +245,7 @@ def current_memberships() -> list[MembershipPeriod]:
 
 def load_fixture(conn: psycopg.Connection[Any]) -> None:
     """Create the flowretail tables and insert the fixture."""
-    for statement in create_tables_sql():
-        conn.execute(statement)
+    migrate_on(conn)
     with conn.cursor() as cursor:
         cursor.executemany(
             """INSERT INTO flowretail.customer_groups

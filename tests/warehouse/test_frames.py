@@ -7,7 +7,7 @@ import pytest
 
 from pipelines.warehouse.frames import CustomerColumns, customers_frame, groups_frame, memberships_frame, row_hash
 from pipelines.warehouse.postgres import advisory_lock_key, mask_url
-from pipelines.warehouse.schema import customer_field_columns, snake_case
+from pipelines.warehouse.schema import Column, column_name_for_field, customer_field_columns, snake_case
 
 
 @pytest.mark.parametrize(
@@ -74,28 +74,31 @@ def test_deviating_values_keep_their_json_form_and_misfits_move_to_the_record() 
         "name": {"case": "type"}, "createdAt": {"case": "format", "value": "yesterday"}}
 
 
-def test_frames_follow_columns_discovered_after_earlier_pages() -> None:
-    columns = CustomerColumns()
-    before = customers_frame([], columns)
-    columns.discover([{"customerUid": "c", "loyaltyTier": "GOLD", "badges": ["a"], "points": 3}])
+def test_fields_without_a_column_go_to_extra_fields_and_known_columns_take_theirs() -> None:
+    spec = customer_field_columns()
+    columns = CustomerColumns(
+        [*spec, Column("loyalty_tier", "text", "loyaltyTier"), Column("x_legacy", "bigint", None)],
+        registered=frozenset({"badges"}),
+    )
     items = [
         {"customerUid": "c1", "loyaltyTier": {"level": 2}, "badges": None, "points": [1, 2], "email": 7},
-        {"customerUid": "c2", "loyaltyTier": "SILVER", "badges": ["b", "c"]},
+        {"customerUid": "c2", "loyaltyTier": "SILVER", "badges": ["b", "c"], "": 1},
+        {"customerUid": "c3", "email": "a@b.no"},
     ]
     frame = customers_frame(items, columns)
-    assert list(before.columns) == [
-        "customer_uid", *(c.name for c in customer_field_columns()), "row_hash", "_spec_deviations"]
     assert list(frame.columns) == [
-        *list(before.columns)[:-2], "loyalty_tier", "badges", "points", "row_hash", "_spec_deviations"]
+        "customer_uid", *(c.name for c in spec), "loyalty_tier", "x_legacy", "extra_fields", "row_hash",
+        "_spec_deviations"]
     rows = frame.to_dict("records")
-    # text columns take JSON text for non-strings, jsonb columns JSON text, other types pass through
-    # unchanged (a mistyped list stays one cell for PostgreSQL to refuse), missing fields are None
-    assert (rows[0]["loyalty_tier"], rows[0]["badges"], rows[0]["points"], rows[0]["email"]) == (
-        '{"level":2}', None, [1, 2], "7")
-    assert (rows[1]["loyalty_tier"], rows[1]["badges"], rows[1]["points"], rows[1]["email"]) == (
-        "SILVER", '["b","c"]', None, None)
+    # text columns take JSON text for non-strings; a column whose field is unknown stays NULL;
+    # fields without a column are one JSON object, NULLs left out, and no object when there are none
+    assert [(r["loyalty_tier"], r["x_legacy"], r["email"], r["extra_fields"]) for r in rows] == [
+        ('{"level":2}', None, "7", '{"points":[1,2]}'),
+        ("SILVER", None, None, '{"badges":["b","c"],"":1}'),
+        (None, None, "a@b.no", None),
+    ]
     assert [r["row_hash"] for r in rows] == [row_hash(i) for i in items]
-    assert frame.shape == (2, len(columns.names))
+    assert frame.shape == (3, len(columns.names))
 
 
 def test_memberships_frame_pairs_the_group_with_each_member() -> None:
@@ -110,13 +113,27 @@ def test_row_hash_ignores_key_order() -> None:
     assert row_hash({"a": 1}) != row_hash({"a": 2})
 
 
-def test_unknown_fields_become_typed_columns_once() -> None:
-    columns = CustomerColumns()
-    added = columns.discover([{"customerUid": "c", "loyaltyTier": "GOLD", "points": 3, "x": None},
-                              {"customerUid": "d", "loyaltyTier": "SILVER", "weird\"; drop": True}])
-    assert [(c.name, c.pg_type) for c in added] == [
-        ("loyalty_tier", "text"), ("points", "bigint"), ('weird"; drop', "boolean")]
-    assert columns.discover([{"customerUid": "e", "loyaltyTier": "X"}]) == []
+def test_discover_reports_each_unregistered_field_once_typed_by_its_first_value() -> None:
+    columns = CustomerColumns(registered=frozenset({"known"}))
+    added = columns.discover([{"customerUid": "c", "loyaltyTier": "GOLD", "points": 3, "x": None, "known": 1},
+                              {"customerUid": "d", "loyaltyTier": 5, "weird\"; drop": True, "x": [1]}])
+    assert added == [("loyaltyTier", "text"), ("points", "bigint"), ('weird"; drop', "boolean"), ("x", "jsonb")]
+    assert columns.discover([{"customerUid": "e", "loyaltyTier": "X", "email": "e@x.no"}]) == []
+
+
+@pytest.mark.parametrize(
+    ("api_field", "column"),
+    [("loyaltyTier", "loyalty_tier"), ("points", "points"),
+     # a spec column's or a bookkeeping column's name, a leading underscore, too long, empty: hashed
+     ("customer_type", None), ("extraFields", None), ("_secret", None), ("a" * 64, None), ("", None)],
+)
+def test_column_names_of_new_fields_are_stable_and_never_clash(api_field: str, column: str | None) -> None:
+    name = column_name_for_field(api_field)
+    if column is None:
+        assert name.startswith("x_") and len(name) == 18
+    else:
+        assert name == column
+    assert column_name_for_field(api_field) == name
 
 
 @pytest.mark.parametrize(

@@ -389,24 +389,6 @@ def test_a_concurrent_load_of_the_same_tenant_refuses(database_url: str) -> None
             _load(state, database_url, tenant, "run-2")
 
 
-def test_a_new_api_field_becomes_a_new_column(database_url: str) -> None:
-    state = _state()
-    tenant = state.tenant_uids()[0]
-    _load(state, database_url, tenant, "run-1")
-    uid = _first_member(state, tenant)
-    state.update_customer(tenant, uid, new_fields=True, loyaltyTier="GOLD", loyaltyPoints=1200,
-                          preferences={"a": [1, 2]})
-    result = _load(state, database_url, tenant, "run-2")
-    assert sorted(result.new_columns) == ["loyalty_points", "loyalty_tier", "preferences"]
-    with psycopg.connect(database_url) as conn:
-        row = conn.execute(
-            "SELECT loyalty_tier, loyalty_points, preferences FROM flowretail.customer_snapshots "
-            "WHERE tenant_uid = %s AND customer_uid = %s AND valid_to IS NULL",
-            (tenant, uid),
-        ).fetchone()
-    assert row == ("GOLD", 1200, {"a": [1, 2]})
-
-
 def test_load_runs_records_the_run(database_url: str) -> None:
     state = _state()
     tenant = state.tenant_uids()[0]

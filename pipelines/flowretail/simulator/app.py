@@ -31,6 +31,7 @@ from pipelines.flowretail.simulator.faults import (
     Decision,
     FaultEngine,
     SimulatedConnectionDrop,
+    add_unknown_fields,
     bomb_body,
     break_body,
     non_utf8_body,
@@ -276,6 +277,9 @@ class SimulatorApp:
             answer = self._dispatch(route, operation, raw_body, query, decision)
         except SimulatorError as exc:
             return _Answer(exc.status, exc.body())
+        unknown_fields = self.state.faults.unknown_customer_fields
+        if unknown_fields and operation == LIST_MEMBERS and answer.status < 300 and isinstance(answer.payload, dict):
+            add_unknown_fields(answer.payload, unknown_fields)
         if decision.body_fault is not None and answer.status < 300 and isinstance(answer.payload, dict):
             answer.payload = break_body(
                 answer.payload, decision.body_fault, operation in LIST_OPERATIONS, operation == LIST_MEMBERS

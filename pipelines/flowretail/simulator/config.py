@@ -97,6 +97,9 @@ class FaultConfig:
     revoke_token_after: int | None = None
     faulty_operations: set[str] | None = field(default=None)
     seed: int = 0
+    # Every customer served carries this many fields the spec does not know (newField001, ...), as a
+    # newer API version would: the warehouse's cap on new columns must hold against it.
+    unknown_customer_fields: int = 0
     bomb_bytes: int = 64 * 1024 * 1024
 
     def __post_init__(self) -> None:
@@ -111,5 +114,7 @@ class FaultConfig:
             raise ValueError(f"rate_limit_rps: must be positive or None, got {self.rate_limit_rps}")
         if self.latency_ms < 0 or self.latency_jitter_ms < 0:
             raise ValueError("latency_ms and latency_jitter_ms must not be negative")
+        if self.unknown_customer_fields < 0:
+            raise ValueError(f"unknown_customer_fields: must not be negative, got {self.unknown_customer_fields}")
         if self.bomb_bytes < 1:
             raise ValueError(f"bomb_bytes: must be at least 1, got {self.bomb_bytes}")

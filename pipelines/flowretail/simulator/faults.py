@@ -262,6 +262,23 @@ def break_body(body: dict[str, Any], fault: str, is_list: bool, is_members: bool
     return body
 
 
+def unknown_field_value(number: int, customer_uid: str) -> Any:
+    """The value of unknown field ``number`` for a customer: integers, strings and objects in turn."""
+    kind = number % 3
+    if kind == 0:
+        return number
+    if kind == 1:
+        return f"{customer_uid}-{number}"
+    return {"n": number}
+
+
+def add_unknown_fields(body: dict[str, Any], count: int) -> None:
+    """Give every customer of a member page ``count`` fields the spec does not know, in place."""
+    for item in body.get("items", []):
+        for number in range(1, count + 1):
+            item[f"newField{number:03d}"] = unknown_field_value(number, item["customerUid"])
+
+
 def bomb_body(payload: bytes, size: int, coding: str) -> bytes:
     """``payload`` after ``size`` bytes of whitespace (still valid JSON), compressed with ``coding``."""
     return encode_body(b" " * size + payload, coding)
