@@ -425,10 +425,6 @@ def scenario_rerun(pg: benchlib.Postgres, args: argparse.Namespace) -> dict[str,
         for run in range(1, args.runs + 1):
             out["second"].append(flowretail("run", label=f"flowretail run again #{run}", **kwargs))
             report(out["second"][-1])
-        if pg.embedded:
-            from pipelines.warehouse.embedded import stop_embedded_postgres
-
-            stop_embedded_postgres(Path(tmp) / ".flowretail" / "pgdata")
     if database_url:
         pg.drop_database(database_url)
     return out
