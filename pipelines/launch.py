@@ -196,6 +196,7 @@ def launch(
     import dagster as dg
 
     from pipelines.definitions import defs
+    from pipelines.ingest.jobs import cross_tenant_jobs
     from pipelines.partitions import tenant_partitions
 
     known = tenant_partitions.get_partition_keys()
@@ -242,6 +243,13 @@ def launch(
             failures = [] if pushed.success else _failure_messages(pushed, report_blocked_checks=False)
             push_run_ids.append(pushed.run_id)
             summary.problems += [f"push for tenant {tenant_uid} failed: {m}" for m in failures]
+    if command in ("load", "run") and load_run_ids and cross_tenant_jobs:
+        # Models declared tenant_scope='all' read every tenant: once, after all the loads.
+        progress_logger.info("building the models spanning tenants")
+        across = defs.resolve_job_def("warehouse_models_all_tenants").execute_in_process(
+            instance=instance, raise_on_error=False, run_config=quiet
+        )
+        summary.problems += [f"models spanning tenants failed: {m}" for m in _failure_messages(across)]
     with psycopg.connect(env.database_url) as conn:
         _read_summary(conn, summary, load_run_ids, push_run_ids, selected)
     return summary
