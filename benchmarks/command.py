@@ -42,6 +42,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -244,11 +245,12 @@ def run_measured(label: str, argv: Sequence[str], *, env: dict[str, str], cwd: P
         reader = threading.Thread(target=drain, daemon=True)
         reader.start()
         deadline = started + timeout
-        while process.poll() is None and time.time() < deadline:
-            with contextlib.suppress(psutil.Error):
-                peak = max(peak, _tree_rss(root))
-            time.sleep(0.05)
-        if process.poll() is None:
+        try:
+            while process.poll() is None and time.time() < deadline:
+                with contextlib.suppress(psutil.Error):
+                    peak = max(peak, _tree_rss(root))
+                time.sleep(0.05)
+        finally:  # timed out, or this script was stopped: the command goes too
             benchlib.stop_process(process)
         process.wait()
         reader.join(timeout=10)
@@ -425,10 +427,6 @@ def scenario_rerun(pg: benchlib.Postgres, args: argparse.Namespace) -> dict[str,
         for run in range(1, args.runs + 1):
             out["second"].append(flowretail("run", label=f"flowretail run again #{run}", **kwargs))
             report(out["second"][-1])
-        if pg.embedded:
-            from pipelines.warehouse.embedded import stop_embedded_postgres
-
-            stop_embedded_postgres(Path(tmp) / ".flowretail" / "pgdata")
     if database_url:
         pg.drop_database(database_url)
     return out
@@ -543,6 +541,8 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=1800.0, help="bound on one command (s)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one run, embedded only (smoke test)")
     args = parser.parse_args()
+    # SIGTERM unwinds like Ctrl-C, so the throwaway cluster, the simulator and the command stop too
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     args.sizes = QUICK if args.quick else FULL
     if args.quick:
         args.runs, args.servers = 1, "embedded"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,7 +46,7 @@ def test_load_then_push_then_nothing_to_push(
     assert {p["status"] for p in pushed} == {"verified"}
     for p in pushed:
         assert len(state.member_uids(p["tenant_uid"], p["customer_group_uid"])) == p["applied_adds"]
-    _assert_segments_were_pushed_in_parallel()
+    _assert_push_steps_ran_in_this_process_one_at_a_time()
     state.clear_log()
     assert main(["push", "--json"]) == 0
     again = json.loads(capsys.readouterr().out)["pushes"]
@@ -53,25 +54,30 @@ def test_load_then_push_then_nothing_to_push(
     assert [r for r in state.request_log if r.method != "GET"] == []
 
 
-def _assert_segments_were_pushed_in_parallel() -> None:
-    """The last segment_push run ran some plan steps at the same time (separate step processes)."""
+def _assert_push_steps_ran_in_this_process_one_at_a_time() -> None:
+    """The CLI's last segment_push run ran its steps in the CLI's own process (no step process to
+    import Dagster), one after another, and is tagged so that each step takes the whole client budget;
+    the job itself keeps its multiprocess executor for Dagster's daemon and UI."""
     import dagster as dg
+
+    from pipelines.definitions import defs
+    from pipelines.reverse_etl.assets import STEPS_IN_PROCESS_TAG
 
     instance = dg.DagsterInstance.get()
     run = instance.get_runs(filters=dg.RunsFilter(job_name="segment_push"), limit=1)[0]
+    assert run.tags[STEPS_IN_PROCESS_TAG] == "true"
     spans: dict[str, list[float]] = {}
+    pids = set()
     for record in instance.all_logs(run.run_id):
         event = record.dagster_event
-        step = record.step_key or ""
-        if (
-            event
-            and step.startswith("flowretail_push_plan")
-            and event.event_type_value in ("STEP_START", "STEP_SUCCESS")
-        ):
-            spans.setdefault(step, []).append(record.timestamp)
+        if event and record.step_key and event.event_type_value in ("STEP_START", "STEP_SUCCESS"):
+            spans.setdefault(record.step_key, []).append(record.timestamp)
+            pids.add(event.pid)
     intervals = sorted((min(t), max(t)) for t in spans.values())
-    assert len(intervals) == 3
-    assert any(later[0] < earlier[1] for earlier, later in itertools.pairwise(intervals))
+    assert len(intervals) == 6  # plan and push of three segments
+    assert all(later[0] >= earlier[1] for earlier, later in itertools.pairwise(intervals))
+    assert pids == {os.getpid()}
+    assert defs.resolve_job_def("segment_push").executor_def.name == "multiprocess"
 
 
 def test_dry_run_and_guards_exit_non_zero_with_one_line_each(
