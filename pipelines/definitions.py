@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dagster as dg
 
-from pipelines.ingest.assets import flowretail_raw_tables
-from pipelines.ingest.jobs import warehouse_load_daily, warehouse_load_job
+from pipelines.ingest.assets import flowretail_raw_tables, raw_freshness_checks, raw_freshness_sensor
+from pipelines.ingest.jobs import cross_tenant_jobs, cross_tenant_sensors, warehouse_load_daily, warehouse_load_job
 from pipelines.resources import FlowRetailResource, WarehouseResource
 from pipelines.reverse_etl.assets import plan_assets, push_after_warehouse_load, push_assets, segment_push_job
 from pipelines.settings import load_settings
@@ -15,10 +15,10 @@ _settings = load_settings()
 
 defs = dg.Definitions(
     assets=[flowretail_raw_tables, *model_assets, *plan_assets, *push_assets],
-    asset_checks=model_checks,
-    jobs=[warehouse_load_job, segment_push_job],
+    asset_checks=[*model_checks, *raw_freshness_checks],
+    jobs=[warehouse_load_job, segment_push_job, *cross_tenant_jobs],
     schedules=[warehouse_load_daily],
-    sensors=[push_after_warehouse_load],
+    sensors=[push_after_warehouse_load, raw_freshness_sensor, *cross_tenant_sensors],
     resources={
         "flowretail": FlowRetailResource(
             base_url=dg.EnvVar("FLOWRETAIL_BASE_URL"),
@@ -37,9 +37,3 @@ defs = dg.Definitions(
         "warehouse": WarehouseResource(database_url=dg.EnvVar("DATABASE_URL")),
     },
 )
-
-
-def segment_push_job_def() -> dg.JobDefinition:
-    """The resolved ``segment_push`` job, for ``dg.reconstructable``: run outside ``execute_in_process``
-    it pushes segments in parallel step processes (its multiprocess executor)."""
-    return defs.resolve_job_def("segment_push")
