@@ -193,7 +193,6 @@ def launch(
     verbose: bool = False,
 ) -> RunSummary:
     """Run ``load`` (warehouse_load), ``push`` (segment_push) or ``run`` (both) for each tenant."""
-    import dagster as dg
 
     from pipelines.definitions import defs
     from pipelines.ingest.jobs import cross_tenant_jobs
@@ -207,7 +206,7 @@ def launch(
         summary.problems.append(f"unknown tenant(s) {', '.join(unknown)}; configured: {', '.join(known)}")
         return summary
     _unsynced_local_run_history(env.dagster_home)
-    instance = dg.DagsterInstance.get()
+    instance = _instance(env)
     quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL" if not verbose else "INFO"}}}}
     load_run_ids: list[str] = []
     push_run_ids: list[str] = []
@@ -253,6 +252,21 @@ def launch(
     with psycopg.connect(env.database_url) as conn:
         _read_summary(conn, summary, load_run_ids, push_run_ids, selected)
     return summary
+
+
+def _instance(env: Environment) -> Any:
+    """``DagsterInstance.get()``, one process at a time: two commands starting together on a fresh
+    DAGSTER_HOME would otherwise both create its SQLite tables, and one dies with ``table
+    secondary_indexes already exists``. A file lock fits: SQLite storage is local to the machine."""
+    import fcntl
+
+    import dagster as dg
+
+    with open(env.dagster_home / ".instance.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        instance = dg.DagsterInstance.get()
+        instance.get_asset_keys()  # creates the event log's index database too, still under the lock
+        return instance
 
 
 def _read_summary(
