@@ -216,7 +216,7 @@ def _create_tables(conn: psycopg.Connection[Any], prefix: str, columns: list[Col
     kind = sql.SQL("TEMP TABLE" if temp else "TABLE")
     cols = sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.pg_type)) for c in columns)
     conn.execute(
-        sql.SQL("CREATE {} {} (customer_uid text, {}, row_hash text)").format(
+        sql.SQL("CREATE {} {} (customer_uid text, {}, row_hash text, _spec_deviations jsonb)").format(
             kind, sql.Identifier(prefix + "_customers"), cols
         )
     )
@@ -299,7 +299,9 @@ def bare_copy_async(
                 sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.pg_type)) for c in columns
             )
             await conn.execute(
-                sql.SQL("CREATE TEMP TABLE abare_customers (customer_uid text, {}, row_hash text)").format(cols)
+                sql.SQL(
+                    "CREATE TEMP TABLE abare_customers (customer_uid text, {}, row_hash text, _spec_deviations jsonb)"
+                ).format(cols)
             )
             await conn.execute("CREATE TEMP TABLE abare_memberships (customer_group_uid text, customer_uid text)")
             await conn.commit()
@@ -371,7 +373,10 @@ def to_sql(
         "jsonb": JSONB, "timestamptz": TIMESTAMP(timezone=True), "bigint": BigInteger, "boolean": Boolean,
         "numeric": Numeric, "text": Text,
     }  # fmt: skip
-    dtype = {"customer_uid": Text(), "row_hash": Text(), **{c.name: types[c.pg_type] for c in columns}}
+    dtype = {
+        "customer_uid": Text(), "row_hash": Text(), "_spec_deviations": JSONB(),
+        **{c.name: types[c.pg_type] for c in columns},
+    }  # fmt: skip
     json_positions = [position + 1 for position, c in enumerate(columns) if c.is_json]
     decoded = []
     for row in customers:

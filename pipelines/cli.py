@@ -30,6 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--page-size-cap", type=int, default=1000)
     sim.add_argument("--page-base", type=int, choices=(0, 1), default=1)
     sim.add_argument("--max-uids-per-update", type=int, default=1000)
+    sim.add_argument("--no-spec-deviations", action="store_true", help="serve no customer that breaks the spec")
     sim.add_argument("--rate-limit", type=float, default=None, help="requests per second before 429s")
     sim.add_argument("--retry-after", choices=("seconds", "http-date", "none"), default="seconds")
     sim.add_argument("--error-rate", type=float, default=0.0, help="fraction of 5xx answers")
@@ -75,6 +76,7 @@ def _serve_simulator(args: argparse.Namespace) -> int:
             page_size_cap=args.page_size_cap,
             page_base=args.page_base,
             max_uids_per_update=args.max_uids_per_update,
+            spec_deviations=not args.no_spec_deviations,
         ),
         FaultConfig(
             rate_limit_rps=args.rate_limit,

@@ -137,6 +137,22 @@ def _columns_sql(columns: list[Column]) -> sql.Composed:
     return sql.SQL(",\n    ").join(sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.pg_type)) for c in columns)
 
 
+def _add_column_sql(table: str, column: str, pg_type: str) -> sql.Composed:
+    """Add a column only when it is missing. ``ADD COLUMN IF NOT EXISTS`` alone would take an ACCESS
+    EXCLUSIVE lock on every load's start, queueing behind (and then blocking) any reader of the table."""
+    return sql.SQL(
+        "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = {}::regclass AND attname = {} "
+        "AND NOT attisdropped) THEN ALTER TABLE {}.{} ADD COLUMN {} {}; END IF; END $$"
+    ).format(
+        sql.Literal(f"{SCHEMA}.{table}"),
+        sql.Literal(column),
+        sql.Identifier(SCHEMA),
+        sql.Identifier(table),
+        sql.Identifier(column),
+        sql.SQL(pg_type),
+    )
+
+
 def create_tables_sql() -> list[sql.Composed]:
     """Idempotent DDL for every table of the schema (PostgreSQL 14 compatible)."""
     s = sql.Identifier(SCHEMA)
@@ -220,13 +236,11 @@ def create_tables_sql() -> list[sql.Composed]:
 )"""
         ).format(s),
         *(
-            sql.SQL("ALTER TABLE {}.{} ADD COLUMN IF NOT EXISTS {} jsonb").format(
-                s, sql.Identifier(table), sql.Identifier(DEVIATIONS_COLUMN.name)
-            )
+            _add_column_sql(table, DEVIATIONS_COLUMN.name, "jsonb")
             for table in ("customer_snapshots", "customer_groups")
         ),
         # Per field and case, how many values of the load broke the spec: {"email": {"null": 3}}.
-        sql.SQL("ALTER TABLE {}.load_runs ADD COLUMN IF NOT EXISTS spec_deviations jsonb").format(s),
+        _add_column_sql("load_runs", "spec_deviations", "jsonb"),
         # The API budget shared by every process holding a token (pipelines/warehouse/api_budget.py).
         sql.SQL(
             """CREATE TABLE IF NOT EXISTS {}.api_budgets (

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
+import psycopg
 import pytest
 from starlette.responses import Response, StreamingResponse
 
@@ -19,12 +20,14 @@ from tests.reliability.support import (
     LIST_MEMBERS,
     check_final,
     check_unchanged,
+    dump_tables,
     failed_run_row,
     make_state,
     prime,
     run_load,
     tenant_of,
 )
+from tests.warehouse.test_spec_deviations import COUNTS
 
 PREFIX = "response breaks the spec at field"
 
@@ -229,3 +232,24 @@ def test_a_50_mb_page_is_refused(
     check_unchanged(scenario, before, database_url)
     run_load(state, database_url, "run-2")
     check_final(scenario, state, database_url)
+
+
+@pytest.mark.reliability(
+    area="bad input",
+    injected="customers that break the spec as real APIs do: email, mobile, credit null or absent; strings "
+    "in integer, number and boolean fields; an unknown enum value; U+0000 in text and jsonb",
+    expected="loaded as they come (NULL, JSON form, value kept in _spec_deviations, NUL removed); counts per "
+    "field in load_runs; FLOWRETAIL_STRICT_SPEC=1 fails naming the field and loads nothing",
+)
+def test_spec_breaking_customers_are_loaded_as_they_come(database_url: str, scenario: ScenarioRecord) -> None:
+    state = make_state(customers=100, groups=4)
+    before = dump_tables(database_url)
+    with pytest.raises(SpecViolationError, match=r"^get-customer-groups-customers page 1: response breaks the spec"):
+        run_load(state, database_url, "run-1", strict_spec=True)
+    check_unchanged(scenario, before, database_url)
+    result = run_load(state, database_url, "run-2")
+    check_final(scenario, state, database_url)
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT spec_deviations FROM flowretail.load_runs WHERE run_id = 'run-2'").fetchone()
+    assert row == (COUNTS,) and result.spec_deviations == COUNTS
+    scenario.note(f"{sum(n for cases in COUNTS.values() for n in cases.values())} deviating values in 5 customers")

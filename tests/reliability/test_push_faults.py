@@ -309,3 +309,31 @@ def test_token_revoked_mid_push(state: SimulatorState, conn: Any, scenario: Scen
     _, outcome = run_push(state, conn, TARGET, segment, run_id="run-2", batch_size=20)
     assert outcome is not None and outcome.verified
     _check_verified(scenario, state, segment)
+
+
+@pytest.mark.reliability(
+    area="push faults",
+    injected="a server refusing add/remove calls above 120 uids (400, unannounced); segments of 798, 323, 735",
+    expected="limit found by binary search once (4 refused), kept in the warehouse; the rerun sends the fewest calls",
+)
+def test_unknown_batch_limit_is_learned_and_kept(conn: Any, scenario: ScenarioRecord) -> None:
+    state = make_state(customers=2000, groups=3, max_uids_per_update=120)
+    everyone = state.customer_uids(tenant_of(state))
+    targets = [PushTarget(f"seg_{n}", f"seg-limit-{n}", f"Limit {n}") for n in range(3)]
+    segments = [set(everyone[n * 600 : n * 600 + size]) for n, size in enumerate((798, 323, 735))]
+    for run in ("run-1", "run-2"):
+        state.clear_log()
+        for target, segment in zip(targets, segments, strict=True):
+            _, outcome = run_push(state, conn, target, segment, run_id=f"{run}-{target.segment}", batch_size=500,
+                                     allow=True)
+            assert outcome is not None and outcome.verified
+            members = set(state.member_uids(tenant_of(state), target.group_uid))
+            scenario.lost(len(segment ^ members))
+            assert members == segment
+        statuses = [r.status for r in state.request_log if r.operation_id == UPDATE_MEMBERS]
+        scenario.note(f"{run}: {len(statuses)} add/remove calls, {statuses.count(400)} refused")
+        if run == "run-1":
+            assert (len(statuses), statuses.count(400)) == (22, 4)  # fewest: 7 + 3 + 7 = 17
+            segments = [set(everyone[n * 600 + 100 : n * 600 + 100 + len(s)]) for n, s in enumerate(segments)]
+        else:
+            assert (len(statuses), statuses.count(400)) == (6, 0)  # 200 changes each: 2 calls of 120 at most
