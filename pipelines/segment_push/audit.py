@@ -97,6 +97,12 @@ PUSH_TABLES_SQL: list[sql.Composed] = [
     PRIMARY KEY (tenant_uid, segment, customer_group_uid, customer_uid)
 )"""
     ).format(_S),
+    # Lifecycle: 'retired' once `flowretail push --retire` emptied (and, unless kept, deleted) the group.
+    sql.SQL(
+        "ALTER TABLE {}.segment_push_groups ADD COLUMN IF NOT EXISTS status text NOT NULL DEFAULT 'active' "
+        "CHECK (status IN ('active', 'retired'))"
+    ).format(_S),
+    sql.SQL("ALTER TABLE {}.segment_push_groups ADD COLUMN IF NOT EXISTS retired_at timestamptz").format(_S),
 ]
 
 
@@ -194,6 +200,7 @@ def record_plan(conn: psycopg.Connection[Any], run_id: str, plan: SegmentPushPla
                     "drift_added": list(plan.drift_added),
                     "drift_removed": list(plan.drift_removed),
                     "live_name": plan.live_name,
+                    "adopted": plan.adopted,
                 }
             ),
             datetime.now(UTC),
@@ -255,10 +262,21 @@ def finish_call(conn: psycopg.Connection[Any], call_id: int, http_status: int | 
 def register_group(
     conn: psycopg.Connection[Any], tenant_uid: str, group_uid: str, segment: str, ownership: str
 ) -> None:
+    """Record (or re-activate) a group the product writes to.
+
+    A group the product created (201) is its own from then on, even if it was adopted before and
+    deleted out of band since; an adoption never turns an existing row into 'created'. The segment
+    is the last one that declared the group (what an orphan report names).
+    """
     conn.execute(
         sql.SQL(
             "INSERT INTO {}.segment_push_groups (tenant_uid, customer_group_uid, segment, ownership, since) "
-            "VALUES (%s, %s, %s, %s, now()) ON CONFLICT (tenant_uid, customer_group_uid) DO NOTHING"
+            "VALUES (%s, %s, %s, %s, now()) ON CONFLICT (tenant_uid, customer_group_uid) DO UPDATE SET "
+            "segment = EXCLUDED.segment, status = 'active', retired_at = NULL, "
+            "ownership = CASE WHEN EXCLUDED.ownership = 'created' THEN 'created' "
+            "ELSE segment_push_groups.ownership END, "
+            "since = CASE WHEN EXCLUDED.ownership = 'created' AND segment_push_groups.ownership <> 'created' "
+            "THEN now() ELSE segment_push_groups.since END"
         ).format(_S),
         (tenant_uid, group_uid, segment, ownership),
     )
@@ -305,10 +323,10 @@ def record_outcome(
             return
         conn.execute(
             sql.SQL(
-                "UPDATE {}.segment_push_groups SET first_push_done_at = coalesce(first_push_done_at, now()) "
-                "WHERE tenant_uid = %s AND customer_group_uid = %s"
+                "UPDATE {}.segment_push_groups SET first_push_done_at = coalesce(first_push_done_at, now()), "
+                "segment = %s, status = 'active', retired_at = NULL WHERE tenant_uid = %s AND customer_group_uid = %s"
             ).format(_S),
-            (tenant, group),
+            (segment, tenant, group),
         )
         conn.execute(
             sql.SQL(
@@ -357,6 +375,7 @@ def load_recorded_plan(
         drift_removed=tuple(body["drift_removed"]),
         segment_joined=(),
         segment_left=(),
+        adopted=bool(body.get("adopted", False)),
     )
     return str(status), plan
 
