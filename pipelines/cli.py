@@ -15,6 +15,15 @@ from pipelines.warehouse.postgres import mask_url
 logger = logging.getLogger("flowretail")
 
 
+def _guard_overrides(cmd: argparse.ArgumentParser) -> None:
+    """One flag per override declared with the push guards (segment_push.plan.GUARDS)."""
+    from pipelines.segment_push.plan import GUARD_OVERRIDES, GUARDS
+
+    for override in GUARD_OVERRIDES:
+        names = ", ".join(g.name for g in GUARDS if g.override == override)
+        cmd.add_argument("--" + override.replace("_", "-"), action="store_true", help=f"push even if {names} trip")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flowretail", description="Flow Retail customer groups <-> PostgreSQL")
     parser.add_argument("--verbose", action="store_true", help="show detail and tracebacks")
@@ -45,12 +54,12 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--tenant", action="append", help="tenant uid (repeatable; default: all configured)")
         cmd.add_argument("--json", action="store_true", help="print the summary as JSON")
         if name == "run":
-            cmd.add_argument("--allow-large-removal", action="store_true")
+            _guard_overrides(cmd)
     push = sub.add_parser("push", help="push segments into Flow Retail customer groups")
     push.add_argument("--tenant", action="append")
     push.add_argument("--segment", action="append")
     push.add_argument("--dry-run", action="store_true")
-    push.add_argument("--allow-large-removal", action="store_true")
+    _guard_overrides(push)
     push.add_argument("--json", action="store_true")
     sub.add_parser("ui", help="start the Dagster UI on the same defaults as `make run`")
     sub.add_parser("report", help="write an HTML report of the recorded runs under .flowretail/report/")
@@ -93,6 +102,7 @@ def _run_jobs(args: argparse.Namespace) -> int:
     from pipelines.launch import launch
     from pipelines.progress import attach_terminal_progress
     from pipelines.runtime import embedded_environment
+    from pipelines.segment_push.plan import GUARD_OVERRIDES
 
     progress = attach_terminal_progress()
     with embedded_environment() as env:
@@ -102,7 +112,7 @@ def _run_jobs(args: argparse.Namespace) -> int:
             tenants=args.tenant,
             segments=getattr(args, "segment", None),
             dry_run=getattr(args, "dry_run", False),
-            allow_large_removal=getattr(args, "allow_large_removal", False),
+            overrides=[name for name in GUARD_OVERRIDES if getattr(args, name, False)],
             verbose=args.verbose,
         )
         if args.command == "run":

@@ -6,6 +6,7 @@ not from the process's memory, so the CLI shows exactly what an analyst would fi
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +15,7 @@ from psycopg import sql
 
 from pipelines.progress import progress_logger
 from pipelines.runtime import Environment
+from pipelines.segment_push.plan import override_hint
 from pipelines.warehouse.schema import SCHEMA
 
 
@@ -156,7 +158,7 @@ def launch(
     tenants: list[str] | None,
     segments: list[str] | None = None,
     dry_run: bool = False,
-    allow_large_removal: bool = False,
+    overrides: Collection[str] = (),
     verbose: bool = False,
 ) -> RunSummary:
     """Run ``load`` (warehouse_load), ``push`` (segment_push) or ``run`` (both) for each tenant."""
@@ -200,7 +202,7 @@ def launch(
                 tags={"dagster/partition": tenant_uid},
                 raise_on_error=False,
                 run_config={
-                    **push_run_config(dry_run=dry_run, allow_large_removal=allow_large_removal).to_config_dict(),
+                    **push_run_config(dry_run=dry_run, overrides=overrides).to_config_dict(),
                     **quiet,
                 },
                 asset_selection=push_selection(segments, dry_run=dry_run),
@@ -278,8 +280,8 @@ def _read_summary(
         for push in summary.pushes:
             if push["status"] == "blocked":
                 summary.problems.append(
-                    f"push of {push['segment']} for tenant {push['tenant_uid']} blocked: {'; '.join(push['blocked'])} "
-                    "(rerun with --allow-large-removal to push anyway)"
+                    f"push of {push['segment']} for tenant {push['tenant_uid']} blocked: {'; '.join(push['blocked'])}"
+                    + override_hint(push["blocked"])
                 )
             elif push["status"] == "failed":
                 summary.problems.append(f"push of {push['segment']} for tenant {push['tenant_uid']} was not verified")

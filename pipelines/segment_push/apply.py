@@ -11,11 +11,11 @@ from typing import Any, TypeVar
 import psycopg
 
 from pipelines.flowretail.client import AsyncFlowRetailClient
-from pipelines.flowretail.errors import ApiStatusError, BadRequestError, ConflictError, FlowRetailError, NotFoundError
+from pipelines.flowretail.errors import BadRequestError, ConflictError, FlowRetailError, NotFoundError
 from pipelines.progress import progress_logger
 from pipelines.segment_push.audit import (
+    audited,
     claim_group,
-    finish_call,
     log_call,
     read_history,
     record_outcome,
@@ -92,19 +92,7 @@ class _Pusher:
         remove: tuple[str, ...] = (),
     ) -> T:
         """Send one logged call; its row gets the HTTP status (or the error) when it ends."""
-        call_id = self.begin(action, batch, add, remove)
-        try:
-            result = await request()
-        except ApiStatusError as exc:
-            finish_call(
-                self.conn, call_id, exc.status_code, exc.detail if isinstance(exc, BadRequestError) else str(exc)
-            )
-            raise
-        except FlowRetailError as exc:
-            finish_call(self.conn, call_id, None, str(exc))
-            raise
-        finish_call(self.conn, call_id, ok_status, None)
-        return result
+        return await audited(self.conn, self.begin(action, batch, add, remove), ok_status, request)
 
     async def ensure_group(self) -> None:
         plan, target = self.plan, self.plan.target

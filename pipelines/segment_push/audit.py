@@ -7,18 +7,20 @@ any push can be traced and reversed.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from pipelines.flowretail.errors import ApiStatusError, BadRequestError, FlowRetailError
 from pipelines.segment_push.plan import PushHistory, PushTarget, SegmentPushPlan
 from pipelines.warehouse.postgres import advisory_lock_key
 from pipelines.warehouse.schema import SCHEMA
 
+T = TypeVar("T")
 _S = sql.Identifier(SCHEMA)
 _GROUP_LOCK_NAMESPACE = 0x464C5047  # "FLPG": advisory-lock class id of pushes into one customer group
 
@@ -103,6 +105,36 @@ PUSH_TABLES_SQL: list[sql.Composed] = [
         "CHECK (status IN ('active', 'retired'))"
     ).format(_S),
     sql.SQL("ALTER TABLE {}.segment_push_groups ADD COLUMN IF NOT EXISTS retired_at timestamptz").format(_S),
+    sql.SQL(
+        """CREATE TABLE IF NOT EXISTS {}.segment_push_orphans (
+    run_id text NOT NULL,
+    tenant_uid text NOT NULL,
+    customer_group_uid text NOT NULL,
+    segment text NOT NULL,
+    ownership text NOT NULL,
+    live_size bigint,
+    last_push_at timestamptz,
+    noted_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (run_id, tenant_uid, customer_group_uid)
+)"""
+    ).format(_S),
+    sql.SQL(
+        """CREATE TABLE IF NOT EXISTS {}.segment_push_retirements (
+    run_id text NOT NULL,
+    tenant_uid text NOT NULL,
+    customer_group_uid text NOT NULL,
+    segment text,
+    dry_run boolean NOT NULL,
+    keep_group boolean NOT NULL,
+    status text NOT NULL,
+    live_before bigint,
+    removed bigint NOT NULL DEFAULT 0,
+    deleted boolean NOT NULL DEFAULT false,
+    detail text,
+    at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (run_id, tenant_uid, customer_group_uid)
+)"""
+    ).format(_S),
 ]
 
 
@@ -251,6 +283,20 @@ def log_call(
     return int(row[0])
 
 
+async def audited(conn: psycopg.Connection[Any], call_id: int, ok_status: int, request: Callable[[], Awaitable[T]]) -> T:
+    """Send a call already logged as ``call_id``; its row gets the HTTP status (or the error) when it ends."""
+    try:
+        result = await request()
+    except ApiStatusError as exc:
+        finish_call(conn, call_id, exc.status_code, exc.detail if isinstance(exc, BadRequestError) else str(exc))
+        raise
+    except FlowRetailError as exc:
+        finish_call(conn, call_id, None, str(exc))
+        raise
+    finish_call(conn, call_id, ok_status, None)
+    return result
+
+
 def finish_call(conn: psycopg.Connection[Any], call_id: int, http_status: int | None, error: str | None) -> None:
     """Record how a logged call ended."""
     conn.execute(
@@ -390,14 +436,7 @@ def claim_group(conn: psycopg.Connection[Any], run_id: str, plan: SegmentPushPla
     run's own plan must still be 'planned', and becomes 'pushing'.
     """
     tenant, segment, group = plan.tenant_uid, plan.target.segment, plan.target.group_uid
-    key = (_GROUP_LOCK_NAMESPACE, advisory_lock_key(tenant, group))
-    row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", key).fetchone()
-    if not (row and row[0]):
-        raise PushRefusedError(
-            f"another push into group {group} of tenant {tenant} is running; this one refuses so that "
-            "their batches cannot interleave (nothing was written)"
-        )
-    try:
+    with group_lock(conn, tenant, group):
         with conn.transaction():
             mine = conn.execute(
                 sql.SQL(
@@ -435,6 +474,20 @@ def claim_group(conn: psycopg.Connection[Any], run_id: str, plan: SegmentPushPla
                 ).format(_S),
                 (run_id, tenant, segment),
             )
+        yield
+
+
+@contextlib.contextmanager
+def group_lock(conn: psycopg.Connection[Any], tenant_uid: str, group_uid: str) -> Iterator[None]:
+    """The group's write lock: pushes and retirements of one group never interleave their calls."""
+    key = (_GROUP_LOCK_NAMESPACE, advisory_lock_key(tenant_uid, group_uid))
+    row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", key).fetchone()
+    if not (row and row[0]):
+        raise PushRefusedError(
+            f"another push into group {group_uid} of tenant {tenant_uid} is running; this one refuses so that "
+            "their batches cannot interleave (nothing was written)"
+        )
+    try:
         yield
     finally:
         if not conn.closed:

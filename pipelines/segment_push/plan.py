@@ -377,3 +377,10 @@ def is_verified(
     if plan.effective_mode == "mirror":
         return live_after == wanted
     return wanted <= live_after
+
+
+def override_hint(blocked_reasons: list[str]) -> str:
+    """How to push anyway, for the guards named in ``blocked_reasons`` ("name: detail" lines)."""
+    names = {reason.split(":", 1)[0] for reason in blocked_reasons}
+    flags = sorted({g.cli_flag for g in GUARDS if g.name in names and g.cli_flag})
+    return f" (rerun with {' and '.join(flags)} to push anyway)" if flags else ""
