@@ -55,11 +55,18 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--json", action="store_true", help="print the summary as JSON")
         if name == "run":
             _guard_overrides(cmd)
+            cmd.add_argument(
+                "--drop-stale-models",
+                action="store_true",
+                help="drop the relations the runner built for models that no longer exist",
+            )
     push = sub.add_parser("push", help="push segments into Flow Retail customer groups")
     push.add_argument("--tenant", action="append")
     push.add_argument("--segment", action="append")
     push.add_argument("--dry-run", action="store_true")
     _guard_overrides(push)
+    push.add_argument("--retire", metavar="GROUP_UID", help="empty and delete a group the product created (no push)")
+    push.add_argument("--keep-group", action="store_true", help="with --retire: empty the group but keep it")
     push.add_argument("--json", action="store_true")
     sub.add_parser("ui", help="start the Dagster UI on the same defaults as `make run`")
     sub.add_parser("report", help="write an HTML report of the recorded runs under .flowretail/report/")
@@ -106,15 +113,28 @@ def _run_jobs(args: argparse.Namespace) -> int:
 
     progress = attach_terminal_progress()
     with embedded_environment() as env:
-        summary = launch(
-            env,
-            command=args.command,
-            tenants=args.tenant,
-            segments=getattr(args, "segment", None),
-            dry_run=getattr(args, "dry_run", False),
-            overrides=[name for name in GUARD_OVERRIDES if getattr(args, name, False)],
-            verbose=args.verbose,
-        )
+        if getattr(args, "retire", None):
+            from pipelines.launch import retire
+
+            summary = retire(
+                env,
+                group_uid=args.retire,
+                tenants=args.tenant,
+                dry_run=args.dry_run,
+                keep_group=args.keep_group,
+                verbose=args.verbose,
+            )
+        else:
+            summary = launch(
+                env,
+                command=args.command,
+                tenants=args.tenant,
+                segments=getattr(args, "segment", None),
+                dry_run=getattr(args, "dry_run", False),
+                overrides=[name for name in GUARD_OVERRIDES if getattr(args, name, False)],
+                drop_stale_models=getattr(args, "drop_stale_models", False),
+                verbose=args.verbose,
+            )
         if args.command == "run":
             from pipelines.reporting import write_report
 

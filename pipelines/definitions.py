@@ -8,15 +8,16 @@ from pipelines.ingest.assets import flowretail_raw_tables
 from pipelines.ingest.jobs import warehouse_load_daily, warehouse_load_job
 from pipelines.resources import FlowRetailResource, WarehouseResource
 from pipelines.reverse_etl.assets import plan_assets, push_after_warehouse_load, push_assets, segment_push_job
+from pipelines.reverse_etl.lifecycle import flowretail_push_orphans, retire_group_job
 from pipelines.settings import load_settings
 from pipelines.transform.assets import model_assets, model_checks
 
 _settings = load_settings()
 
 defs = dg.Definitions(
-    assets=[flowretail_raw_tables, *model_assets, *plan_assets, *push_assets],
+    assets=[flowretail_raw_tables, *model_assets, *plan_assets, *push_assets, flowretail_push_orphans],
     asset_checks=model_checks,
-    jobs=[warehouse_load_job, segment_push_job],
+    jobs=[warehouse_load_job, segment_push_job, retire_group_job],
     schedules=[warehouse_load_daily],
     sensors=[push_after_warehouse_load],
     resources={

@@ -37,6 +37,8 @@ OWNERS = ["team:crm"]
 # Segments are pushed in parallel step processes; each gets this share of the client's rate limit
 # and concurrency, so together they stay within FLOWRETAIL_RATE_LIMIT and FLOWRETAIL_CONCURRENCY.
 PUSH_PARALLELISM = 3
+# The per-tenant orphan report (reverse_etl/lifecycle.py) runs with every push, dry or not.
+ORPHANS_KEY = dg.AssetKey(["flowretail_push_orphans"])
 
 
 class PushPlanConfig(dg.Config):  # type: ignore[misc]
@@ -281,7 +283,7 @@ def push_selection(segments: list[str] | None, *, dry_run: bool) -> list[dg.Asse
     if unknown:
         raise ValueError(f"unknown segment(s) {', '.join(unknown)}; pushed segments: {', '.join(names)}")
     chosen = segments or names
-    keys = [plan_key(name) for name in chosen]
+    keys = [ORPHANS_KEY] + [plan_key(name) for name in chosen]
     return keys if dry_run else keys + [push_key(name) for name in chosen]
 
 

@@ -34,6 +34,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from pipelines.sql_models.built import record_built
 from pipelines.sql_models.data_tests import DataTest
 from pipelines.sql_models.errors import DataTestError, ModelBuildError
 from pipelines.sql_models.project import BUILD_SUFFIX, Model, Project, render
@@ -303,6 +304,7 @@ def build_model(conn: psycopg.Connection[Any], model: Model, project: Project) -
     body = render(model, project)
     _create_new_relation(conn, model, project, body)
     recreated = _swap_into_place(conn, model, project)
+    record_built(conn, project.target_schema, model.name, model.config.materialized)
     live = project.relation(model.name)
     with conn.transaction():
         count_row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(live)).fetchone()
