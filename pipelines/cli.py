@@ -169,6 +169,9 @@ def _report(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     if settings.database_url is not None:
+        from pipelines.runtime import STATE_DIR, private_state_dir
+
+        private_state_dir(STATE_DIR)
         path = write_report(settings.database_url.get_secret_value())
     else:
         from pipelines.runtime import embedded_environment
