@@ -14,12 +14,13 @@ from typing import Any
 
 import dagster as dg
 
-from pipelines.metadata import md_table
+from pipelines.metadata import md_table, table_schema
 from pipelines.partitions import tenant_partitions
 from pipelines.resources import FlowRetailResource, WarehouseResource
 from pipelines.reverse_etl.assets import ORPHANS_KEY, OWNERS, push_targets
 from pipelines.segment_push.audit import ensure_push_tables
 from pipelines.segment_push.lifecycle import OrphanGroup, Retirement, find_orphans, record_orphans, retire_group
+from pipelines.warehouse.schema import SCHEMA
 
 ORPHAN_CHECK = "no_orphan_groups"
 
@@ -77,13 +78,20 @@ def flowretail_push_orphans(
 
         orphans = asyncio.run(scan())
         record_orphans(conn, context.run.run_id, tenant_uid, orphans)
+        orphan_schema = table_schema(conn, SCHEMA, "segment_push_orphans")
     for orphan in orphans:
         context.log.warning(
             f"orphan group {orphan.group_uid} (last segment {orphan.segment}, live size {orphan.live_size}): "
             "no segment declares it any more"
         )
     table = _orphan_table(orphans) if orphans else "(none)"
-    yield dg.MaterializeResult(metadata={"orphans": dg.MetadataValue.md(table), "orphan_count": len(orphans)})
+    yield dg.MaterializeResult(
+        metadata={
+            "orphans": dg.MetadataValue.md(table),
+            "orphan_count": len(orphans),
+            "dagster/column_schema": orphan_schema,
+        }
+    )
     yield dg.AssetCheckResult(
         check_name=ORPHAN_CHECK,
         passed=not orphans,

@@ -145,3 +145,16 @@ def test_a_push_that_would_more_than_double_a_group_is_blocked(state: SimulatorS
     plan, outcome = push(state, conn, set(everyone[:61]), run_id="run-3", allow=True)
     assert outcome is not None and outcome.verified
     assert set(state.member_uids(tenant, "seg-news")) == set(everyone[:61])
+
+
+def test_every_guard_override_is_a_run_config_flag_and_a_cli_flag() -> None:
+    from pipelines.cli import _parser
+    from pipelines.reverse_etl.assets import PushPlanConfig
+    from pipelines.segment_push.plan import GUARD_OVERRIDES, GUARDS
+
+    assert GUARD_OVERRIDES == ("allow_large_removal", "allow_large_addition")
+    assert set(GUARD_OVERRIDES) <= set(PushPlanConfig.model_fields)
+    flags = [g.cli_flag for g in GUARDS if g.cli_flag]
+    for command in (["push"], ["run"]):
+        parsed = vars(_parser().parse_args([*command, *dict.fromkeys(flags)]))
+        assert all(parsed[name] for name in GUARD_OVERRIDES)
