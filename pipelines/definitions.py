@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from pipelines.ingest.assets import flowretail_raw_tables
+from pipelines.ingest.assets import flowretail_raw_tables, raw_freshness_checks, raw_freshness_sensor
 from pipelines.ingest.jobs import warehouse_load_daily, warehouse_load_job
 from pipelines.resources import FlowRetailResource, WarehouseResource
 from pipelines.reverse_etl.assets import plan_assets, push_after_warehouse_load, push_assets, segment_push_job
@@ -16,10 +16,10 @@ _settings = load_settings()
 
 defs = dg.Definitions(
     assets=[flowretail_raw_tables, *model_assets, *plan_assets, *push_assets, flowretail_push_orphans],
-    asset_checks=model_checks,
+    asset_checks=[*model_checks, *raw_freshness_checks],
     jobs=[warehouse_load_job, segment_push_job, retire_group_job],
     schedules=[warehouse_load_daily],
-    sensors=[push_after_warehouse_load],
+    sensors=[push_after_warehouse_load, raw_freshness_sensor],
     resources={
         "flowretail": FlowRetailResource(
             base_url=dg.EnvVar("FLOWRETAIL_BASE_URL"),

@@ -32,11 +32,19 @@ from tenacity import (
 )
 
 from pipelines.flowretail.config import ClientConfig, check_uid
+from pipelines.flowretail.content_coding import (
+    ACCEPT_ENCODING,
+    ContentCodingError,
+    CutOffError,
+    DecodedTooLarge,
+    decode_body,
+)
 from pipelines.flowretail.errors import (
     ApiStatusError,
     AuthenticationError,
     BadRequestError,
     ConflictError,
+    FlowRetailError,
     NotFoundError,
     PagingInconsistentError,
     RetriesExhaustedError,
@@ -50,6 +58,7 @@ from pipelines.flowretail.paging import (
     remaining_page_numbers,
 )
 from pipelines.flowretail.schemas import validator_for
+from pipelines.flowretail.secrets import redact
 from pipelines.flowretail.stats import ClientStats
 
 logger = logging.getLogger(__name__)
@@ -66,6 +75,7 @@ UPDATE_MEMBERS = "put-customer-groups-customers"
 
 _RETRYABLE_STATUS = frozenset({500, 502, 503, 504})
 _USER_AGENT = "flowretail-pipelines/0.1"
+_ERROR_TEXT_LIMIT = 300
 
 
 class BearerAuth(httpx.Auth):
@@ -93,15 +103,19 @@ class _Retryable(Exception):
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date."""
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date, else None (absent).
+
+    Only ASCII digits count as seconds: ``str.isdigit`` also accepts ``²`` or Arabic-Indic digits,
+    which ``float`` then refuses.
+    """
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
@@ -163,8 +177,10 @@ class AsyncFlowRetailClient:
             transport=transport,
             timeout=httpx.Timeout(config.read_timeout, connect=config.connect_timeout),
             limits=httpx.Limits(max_connections=config.concurrency, max_keepalive_connections=config.concurrency),
-            headers={"User-Agent": _USER_AGENT, "Accept": "application/json"},
+            headers={"User-Agent": _USER_AGENT, "Accept": "application/json", "Accept-Encoding": ACCEPT_ENCODING},
             verify=ssl.create_default_context(cafile=config.ca_bundle) if config.ca_bundle else True,
+            # No proxy or CA settings from the environment unless FLOWRETAIL_TRUST_ENV=1 says so.
+            trust_env=config.trust_env,
         )
 
     def __repr__(self) -> str:
@@ -306,7 +322,7 @@ class AsyncFlowRetailClient:
                     yield page
                     del page  # not kept alive while the next page is awaited
         except SpecViolationError as exc:
-            raise exc.in_context(what) from None
+            raise self._redact_error(exc.in_context(what)) from None
 
     async def _scan_attempts(
         self, operation: str, path: str, *, key_field: str, sort_by: str, what: str, budget: PageBudget | None
@@ -378,16 +394,19 @@ class AsyncFlowRetailClient:
         Stops early, without asking for later pages, when a page comes back empty: the list shrank.
         With a budget, each page takes a slot before its request; a yielded page hands its slot on.
         """
-        numbers = list(reversed(remaining_page_numbers(first, self.config.page_base)))
+        numbers = remaining_page_numbers(first, self.config.page_base)  # a range: O(1) whatever the total
+        position = 0
         pending: dict[asyncio.Task[dict[str, Any]], int] = {}
 
         async def refill() -> None:
-            while numbers and len(pending) < self.config.concurrency:
+            nonlocal position
+            while position < len(numbers) and len(pending) < self.config.concurrency:
                 if budget is not None:
                     if pending and budget.exhausted():
                         return
                     await budget.take()
-                number = numbers.pop()
+                number = numbers[position]
+                position += 1
                 pending[asyncio.ensure_future(self._list_page(operation, path, number, sort_by))] = number
 
         try:
@@ -409,7 +428,7 @@ class AsyncFlowRetailClient:
                     finally:
                         del task
                     if not body["items"]:
-                        numbers.clear()
+                        position = len(numbers)
                     yield number, body, info
                     del body
                 await refill()
@@ -479,9 +498,11 @@ class AsyncFlowRetailClient:
                     attempts += 1
                     return await self._attempt(operation, method, path, params, json, page)
         except _Retryable as exc:
-            raise RetriesExhaustedError(
-                operation + (f" page {page}" if page is not None else ""), attempts, exc.detail
+            raise self._redact_error(
+                RetriesExhaustedError(operation + (f" page {page}" if page is not None else ""), attempts, exc.detail)
             ) from None
+        except FlowRetailError as exc:
+            raise self._redact_error(exc)  # noqa: B904 - the same error, its texts redacted
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _wait(self, state: RetryCallState) -> float:
@@ -530,6 +551,7 @@ class AsyncFlowRetailClient:
         return self._interpret(operation, response, raw, page)
 
     async def _read_capped(self, response: httpx.Response, operation: str, page: int | None) -> bytes:
+        """The body as sent (still compressed), refused past the size limit before it is all read."""
         limit = self.config.max_response_bytes
         declared = response.headers.get("Content-Length")
         if declared and declared.isdigit() and int(declared) > limit:
@@ -554,6 +576,7 @@ class AsyncFlowRetailClient:
             )
         if status in _RETRYABLE_STATUS:
             raise _Retryable(str(status), f"HTTP {status}")
+        raw = self._decode(response, raw, operation, page)
         if status >= 400:
             raise self._status_error(operation, status, raw, page)
         validator = validator_for(operation)
@@ -581,8 +604,19 @@ class AsyncFlowRetailClient:
         validator.validate(body, page)
         return body
 
+    def _decode(self, response: httpx.Response, raw: bytes, operation: str, page: int | None) -> bytes:
+        """Undo the Content-Encoding; the size limit applies to the decoded body too (decompression bombs)."""
+        try:
+            return decode_body(raw, response.headers.get("Content-Encoding"), self.config.max_response_bytes)
+        except CutOffError as exc:
+            raise _Retryable("truncated", f"HTTP {response.status_code} with a cut-off compressed body ({exc})") from None
+        except DecodedTooLarge as exc:
+            raise SpecViolationError(operation, "(body)", str(exc), page) from None
+        except ContentCodingError as exc:
+            raise SpecViolationError(operation, "(body)", str(exc), page) from None
+
     def _status_error(self, operation: str, status: int, raw: bytes, page: int | None) -> ApiStatusError:
-        detail = self._redact(_error_message(raw))
+        detail = self._redact(_error_message(raw), _ERROR_TEXT_LIMIT)
         if status in (401, 403):
             return AuthenticationError(
                 operation,
@@ -601,8 +635,12 @@ class AsyncFlowRetailClient:
             return error
         return ApiStatusError(operation, status, detail, page)
 
-    def _redact(self, text: str) -> str:
-        return text.replace(self._token, "<redacted>") if self._token else text
+    def _redact(self, text: str, limit: int | None = None) -> str:
+        return redact(text, (self._token,), limit)
+
+    def _redact_error(self, exc: FlowRetailError) -> FlowRetailError:
+        """Schema violations quote response values, which may echo the token; every error leaves redacted."""
+        return exc.redacted(self._redact)
 
 
 def _json_or_none(raw: bytes) -> Any:
@@ -613,12 +651,12 @@ def _json_or_none(raw: bytes) -> Any:
 
 
 def _error_message(raw: bytes) -> str:
+    """The API's ``message`` (or the start of the body), uncut: the caller redacts, then cuts."""
     body = _json_or_none(raw)
     if isinstance(body, dict) and isinstance(body.get("message"), str):
         message: str = body["message"]
-    else:
-        message = raw[:300].decode("utf-8", "replace").strip() or "no message"
-    return message[:300]
+        return message
+    return raw[: 4 * _ERROR_TEXT_LIMIT].decode("utf-8", "replace").strip() or "no message"
 
 
 def _release(budget: PageBudget | None, pages: int = 1) -> None:
