@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from pipelines.ingest.assets import flowretail_raw_tables, raw_freshness_checks, raw_freshness_sensor
-from pipelines.ingest.jobs import warehouse_load_daily, warehouse_load_job
+from pipelines.ingest.jobs import cross_tenant_jobs, cross_tenant_sensors, warehouse_load_daily, warehouse_load_job
 from pipelines.resources import FlowRetailResource, WarehouseResource
 from pipelines.reverse_etl.assets import plan_assets, push_after_warehouse_load, push_assets, segment_push_job
 from pipelines.reverse_etl.lifecycle import flowretail_push_orphans, retire_group_job
@@ -17,9 +17,9 @@ _settings = load_settings()
 defs = dg.Definitions(
     assets=[flowretail_raw_tables, *model_assets, *plan_assets, *push_assets, flowretail_push_orphans],
     asset_checks=[*model_checks, *raw_freshness_checks],
-    jobs=[warehouse_load_job, segment_push_job, retire_group_job],
+    jobs=[warehouse_load_job, segment_push_job, retire_group_job, *cross_tenant_jobs],
     schedules=[warehouse_load_daily],
-    sensors=[push_after_warehouse_load, raw_freshness_sensor],
+    sensors=[push_after_warehouse_load, raw_freshness_sensor, *cross_tenant_sensors],
     resources={
         "flowretail": FlowRetailResource(
             base_url=dg.EnvVar("FLOWRETAIL_BASE_URL"),
@@ -38,9 +38,3 @@ defs = dg.Definitions(
         "warehouse": WarehouseResource(database_url=dg.EnvVar("DATABASE_URL")),
     },
 )
-
-
-def segment_push_job_def() -> dg.JobDefinition:
-    """The resolved ``segment_push`` job, for ``dg.reconstructable``: run outside ``execute_in_process``
-    it pushes segments in parallel step processes (its multiprocess executor)."""
-    return defs.resolve_job_def("segment_push")

@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     schedule_cron: str = "0 3 * * *"
     schedule_timezone: str = "UTC"
     push_batch_size: int = Field(default=500, ge=1, le=10_000)
+    strict_spec: bool = False
     database_url: SecretStr | None = Field(default=None, validation_alias="DATABASE_URL")
 
     @field_validator("tenant_uids", mode="before")
@@ -123,6 +124,7 @@ class Settings(BaseSettings):
             max_attempts=self.max_attempts,
             ca_bundle=self.ca_bundle,
             trust_env=self.trust_env,
+            strict_spec=self.strict_spec,
         )
 
 

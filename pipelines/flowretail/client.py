@@ -15,7 +15,7 @@ import logging
 import ssl
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -39,6 +39,7 @@ from pipelines.flowretail.content_coding import (
     DecodedTooLarge,
     decode_body,
 )
+from pipelines.flowretail.deviations import NUL_ESCAPE, deviation_record, remove_nul
 from pipelines.flowretail.errors import (
     ApiStatusError,
     AuthenticationError,
@@ -57,7 +58,7 @@ from pipelines.flowretail.paging import (
     parse_paging,
     remaining_page_numbers,
 )
-from pipelines.flowretail.schemas import validator_for
+from pipelines.flowretail.schemas import ResponseValidator, validator_for
 from pipelines.flowretail.secrets import redact
 from pipelines.flowretail.stats import ClientStats
 
@@ -134,6 +135,7 @@ class ScanPage:
     page_number: int
     attempt: int
     total_count: int
+    deviations: dict[str, dict[str, str]] = field(default_factory=dict)  # item key -> field path -> case
 
 
 class PageBudget:
@@ -352,10 +354,11 @@ class AsyncFlowRetailClient:
                         contradiction = exc
                         break
                     fresh = ledger.admit(body["items"], info.total_count)
+                    deviations = _page_deviations(body, fresh, key_field)
                     # Drop references to a yielded page before waiting for the next, or every scan
                     # keeps one or two decoded pages alive beyond the budget.
                     del body
-                    yield ScanPage(fresh, number, attempt, info.total_count)
+                    yield ScanPage(fresh, number, attempt, info.total_count, deviations)
                     del fresh
             if contradiction is None and ledger.is_consistent():
                 return
@@ -601,8 +604,7 @@ class AsyncFlowRetailClient:
             except UnicodeDecodeError as exc:
                 raise SpecViolationError(operation, "(body)", f"not valid UTF-8 (byte {exc.start})", page) from None
             raise _Retryable("invalid_json", f"HTTP {status} with a truncated or malformed JSON body") from None
-        validator.validate(body, page)
-        return body
+        return _with_deviations(operation, validator, body, raw, page, strict=self.config.strict_spec)
 
     def _decode(self, response: httpx.Response, raw: bytes, operation: str, page: int | None) -> bytes:
         """Undo the Content-Encoding; the size limit applies to the decoded body too (decompression bombs)."""
@@ -641,6 +643,48 @@ class AsyncFlowRetailClient:
     def _redact_error(self, exc: FlowRetailError) -> FlowRetailError:
         """Schema violations quote response values, which may echo the token; every error leaves redacted."""
         return exc.redacted(self._redact)
+
+
+class DeviatingBody(dict[str, Any]):
+    """A list response whose items break the spec only in data fields, which the load keeps as they
+    come (see ``deviations``): the body, plus per item position what broke."""
+
+    deviations: dict[int, dict[str, str]]
+
+
+def _with_deviations(
+    operation: str, validator: ResponseValidator, body: Any, raw: bytes, page: int | None, *, strict: bool
+) -> Any:
+    """The validated body; a list page whose items deviate comes back as a ``DeviatingBody``.
+
+    Tolerant, NULs go first, so that a key freed of one is validated as the key it is meant to be;
+    strict, the first violation fails as it always did, and a NUL after that.
+    """
+    nul = validator.is_list and NUL_ESCAPE in raw and isinstance(body, dict) and isinstance(body.get("items"), list)
+    if strict:
+        validator.validate(body, page)
+        if nul:
+            remove_nul(operation, body["items"], page, strict=True)
+        return body
+    found = remove_nul(operation, body["items"], page, strict=False) if nul else []
+    found = validator.check(body, page) + found
+    if not found:
+        return body
+    tolerant = DeviatingBody(body)
+    tolerant.deviations = deviation_record(found)
+    return tolerant
+
+
+def _page_deviations(body: dict[str, Any], fresh: list[dict[str, Any]], key_field: str) -> dict[str, dict[str, str]]:
+    """Key of each fresh item -> its deviations (field path -> case); empty for a page true to the spec."""
+    if not isinstance(body, DeviatingBody):
+        return {}
+    kept = {id(item) for item in fresh}
+    return {
+        item[key_field]: record
+        for position, record in body.deviations.items()
+        if id(item := body["items"][position]) in kept
+    }
 
 
 def _json_or_none(raw: bytes) -> Any:

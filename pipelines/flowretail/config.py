@@ -70,6 +70,7 @@ class ClientConfig(BaseModel):
     max_response_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     ca_bundle: str | None = None
     trust_env: bool = False
+    strict_spec: bool = False  # True: any spec violation fails the load (see deviations.py)
 
     @field_validator("base_url")
     @classmethod

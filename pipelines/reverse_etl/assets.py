@@ -39,6 +39,9 @@ OWNERS = ["team:crm"]
 PUSH_PARALLELISM = 3
 # The per-tenant orphan report (reverse_etl/lifecycle.py) runs with every push, dry or not.
 ORPHANS_KEY = dg.AssetKey(["flowretail_push_orphans"])
+# Set on a run whose steps run one at a time in one process (the CLI's ``execute_in_process``): each
+# step then has the whole budget to itself.
+STEPS_IN_PROCESS_TAG = "flowretail/steps_in_process"
 
 
 class PushPlanConfig(dg.Config):  # type: ignore[misc]
@@ -72,6 +75,11 @@ def push_targets() -> list[tuple[Model, PushTarget]]:
             )
         )
     return out
+
+
+def client_share(context: AssetExecutionContext) -> int:
+    """How many push steps share the client budget at once: the executor's parallelism, or 1 in process."""
+    return 1 if context.run.tags.get(STEPS_IN_PROCESS_TAG) == "true" else PUSH_PARALLELISM
 
 
 def plan_key(segment: str) -> dg.AssetKey:
@@ -131,7 +139,7 @@ def _plan_asset(model: Model, target: PushTarget) -> dg.AssetsDefinition:
             segment_uids = read_segment_uids(conn, project.target_schema, model.name, tenant_uid)
 
             async def make_plan() -> SegmentPushPlan:
-                async with flowretail.make_client(share=PUSH_PARALLELISM) as client:
+                async with flowretail.make_client(share=client_share(context)) as client:
                     return await plan_and_record(
                         client,
                         conn,
@@ -212,7 +220,7 @@ def _push_asset(model: Model, target: PushTarget) -> dg.AssetsDefinition:
             segment_uids = read_segment_uids(conn, project.target_schema, model.name, tenant_uid)
 
             async def apply() -> PushOutcome:
-                async with flowretail.make_client(share=PUSH_PARALLELISM) as client:
+                async with flowretail.make_client(share=client_share(context)) as client:
                     return await execute_plan(
                         client, conn, context.run.run_id, plan, segment_uids, flowretail.push_batch_size
                     )

@@ -40,6 +40,7 @@ class SimulatorConfig:
     # Like a production gateway: every answer is compressed with the first of these codings the
     # request accepts (all available ones by default; () switches compression off).
     content_codings: tuple[str, ...] = AVAILABLE_CODINGS
+    spec_deviations: bool = True  # customers 13..17 break the spec as real APIs do (data.SPEC_DEVIATIONS)
 
     def __post_init__(self) -> None:
         """Refuse settings that would make the served API ill-defined, naming the field."""
