@@ -58,7 +58,9 @@ def _tenant_json(tenant: Tenant) -> dict[str, Any]:
 
 
 def _tenant_from_json(body: dict[str, Any], config: SimulatorConfig) -> Tenant:
-    factory = CustomerFactory(config.seed, int(body["index"]), config.customers, config.hostile_strings)
+    factory = CustomerFactory(
+        config.seed, int(body["index"]), config.customers, config.hostile_strings, config.spec_deviations
+    )
     groups = SortedDict()
     for g in body["groups"]:
         groups[g["uid"]] = Group(
@@ -113,7 +115,8 @@ def load_state(path: Path) -> SimulatorState | None:
         payload = json.loads(path.read_text("utf-8"))
         if payload.get("format") != _FORMAT:
             return None
-        config = SimulatorConfig(**payload["config"])
+        fields = payload["config"]
+        config = SimulatorConfig(**{**fields, "content_codings": tuple(fields["content_codings"])})
         tenants = {t["uid"]: _tenant_from_json(t, config) for t in payload["tenants"]}
         return SimulatorState(config, tenants=tenants, token=str(payload["token"]))
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
