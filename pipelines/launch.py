@@ -239,7 +239,6 @@ def launch(
     verbose: bool = False,
 ) -> RunSummary:
     """Run ``load`` (warehouse_load), ``push`` (segment_push) or ``run`` (both) for each tenant."""
-    import dagster as dg
 
     from pipelines.definitions import defs
     from pipelines.ingest.jobs import cross_tenant_jobs
@@ -253,7 +252,7 @@ def launch(
         summary.problems.append(f"unknown tenant(s) {', '.join(unknown)}; configured: {', '.join(known)}")
         return summary
     _unsynced_local_run_history(env.dagster_home)
-    instance = dg.DagsterInstance.get()
+    instance = _instance(env)
     quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL" if not verbose else "INFO"}}}}
     load_run_ids: list[str] = []
     push_run_ids: list[str] = []
@@ -347,8 +346,6 @@ def retire(
     verbose: bool = False,
 ) -> RunSummary:
     """Run ``retire_group`` for the group in each chosen tenant (default: where the product registered it)."""
-    import dagster as dg
-
     from pipelines.definitions import defs
     from pipelines.partitions import tenant_partitions
 
@@ -363,11 +360,12 @@ def retire(
     quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL" if not verbose else "INFO"}}}}
     config = {"group_uid": group_uid, "dry_run": dry_run, "keep_group": keep_group}
     run_ids = []
+    instance = _instance(env)
     for tenant_uid in selected:
         progress_logger.info("%s: retiring group %s%s", tenant_uid, group_uid, " (dry run)" if dry_run else "")
         result = defs.resolve_job_def("retire_group").execute_in_process(
             partition_key=tenant_uid,
-            instance=dg.DagsterInstance.get(),
+            instance=instance,
             raise_on_error=False,
             run_config={"ops": {"retire_customer_group": {"config": config}}, **quiet},
         )
@@ -402,6 +400,21 @@ def _registered_tenants(conn: psycopg.Connection[Any], group_uid: str) -> list[s
         (group_uid,),
     ).fetchall()
     return [str(r[0]) for r in rows]
+
+
+def _instance(env: Environment) -> Any:
+    """``DagsterInstance.get()``, one process at a time: two commands starting together on a fresh
+    DAGSTER_HOME would otherwise both create its SQLite tables, and one dies with ``table
+    secondary_indexes already exists``. A file lock fits: SQLite storage is local to the machine."""
+    import fcntl
+
+    import dagster as dg
+
+    with open(env.dagster_home / ".instance.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        instance = dg.DagsterInstance.get()
+        instance.get_asset_keys()  # creates the event log's index database too, still under the lock
+        return instance
 
 
 def _read_summary(
