@@ -15,6 +15,15 @@ from pipelines.warehouse.postgres import mask_url
 logger = logging.getLogger("flowretail")
 
 
+def _guard_overrides(cmd: argparse.ArgumentParser) -> None:
+    """One flag per override declared with the push guards (segment_push.plan.GUARDS)."""
+    from pipelines.segment_push.plan import GUARD_OVERRIDES, GUARDS
+
+    for override in GUARD_OVERRIDES:
+        names = ", ".join(g.name for g in GUARDS if g.override == override)
+        cmd.add_argument("--" + override.replace("_", "-"), action="store_true", help=f"push even if {names} trip")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flowretail", description="Flow Retail customer groups <-> PostgreSQL")
     parser.add_argument("--verbose", action="store_true", help="show detail and tracebacks")
@@ -47,12 +56,19 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--tenant", action="append", help="tenant uid (repeatable; default: all configured)")
         cmd.add_argument("--json", action="store_true", help="print the summary as JSON")
         if name == "run":
-            cmd.add_argument("--allow-large-removal", action="store_true")
+            _guard_overrides(cmd)
+            cmd.add_argument(
+                "--drop-stale-models",
+                action="store_true",
+                help="drop the relations the runner built for models that no longer exist",
+            )
     push = sub.add_parser("push", help="push segments into Flow Retail customer groups")
     push.add_argument("--tenant", action="append")
     push.add_argument("--segment", action="append")
     push.add_argument("--dry-run", action="store_true")
-    push.add_argument("--allow-large-removal", action="store_true")
+    _guard_overrides(push)
+    push.add_argument("--retire", metavar="GROUP_UID", help="empty and delete a group the product created (no push)")
+    push.add_argument("--keep-group", action="store_true", help="with --retire: empty the group but keep it")
     push.add_argument("--json", action="store_true")
     migrate = sub.add_parser("migrate", help="create or upgrade the warehouse schema and promote new API fields "
                              "(load, push and run do it first when needed)")
@@ -100,18 +116,32 @@ def _run_jobs(args: argparse.Namespace) -> int:
     from pipelines.launch import launch
     from pipelines.progress import attach_terminal_progress
     from pipelines.runtime import embedded_environment
+    from pipelines.segment_push.plan import GUARD_OVERRIDES
 
     progress = attach_terminal_progress()
     with embedded_environment() as env:
-        summary = launch(
-            env,
-            command=args.command,
-            tenants=args.tenant,
-            segments=getattr(args, "segment", None),
-            dry_run=getattr(args, "dry_run", False),
-            allow_large_removal=getattr(args, "allow_large_removal", False),
-            verbose=args.verbose,
-        )
+        if getattr(args, "retire", None):
+            from pipelines.launch import retire
+
+            summary = retire(
+                env,
+                group_uid=args.retire,
+                tenants=args.tenant,
+                dry_run=args.dry_run,
+                keep_group=args.keep_group,
+                verbose=args.verbose,
+            )
+        else:
+            summary = launch(
+                env,
+                command=args.command,
+                tenants=args.tenant,
+                segments=getattr(args, "segment", None),
+                dry_run=getattr(args, "dry_run", False),
+                overrides=[name for name in GUARD_OVERRIDES if getattr(args, name, False)],
+                drop_stale_models=getattr(args, "drop_stale_models", False),
+                verbose=args.verbose,
+            )
         if args.command == "run":
             from pipelines.reporting import write_report
 
@@ -146,6 +176,9 @@ def _report(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     if settings.database_url is not None:
+        from pipelines.runtime import STATE_DIR, private_state_dir
+
+        private_state_dir(STATE_DIR)
         path = write_report(settings.database_url.get_secret_value())
     else:
         from pipelines.runtime import embedded_environment

@@ -11,6 +11,7 @@ from pipelines.ingest.assets import flowretail_raw_tables, raw_freshness_checks,
 from pipelines.ingest.jobs import cross_tenant_jobs, cross_tenant_sensors, warehouse_load_daily, warehouse_load_job
 from pipelines.resources import FlowRetailResource, TenantToken, WarehouseResource
 from pipelines.reverse_etl.assets import plan_assets, push_after_warehouse_load, push_assets, segment_push_job
+from pipelines.reverse_etl.lifecycle import flowretail_push_orphans, retire_group_job
 from pipelines.settings import Settings, load_settings
 from pipelines.transform.assets import model_assets, model_checks
 
@@ -36,9 +37,9 @@ def resources(settings: Settings) -> dict[str, Any]:
 _settings = load_settings()
 
 defs = dg.Definitions(
-    assets=[flowretail_raw_tables, *model_assets, *plan_assets, *push_assets],
+    assets=[flowretail_raw_tables, *model_assets, *plan_assets, *push_assets, flowretail_push_orphans],
     asset_checks=[*model_checks, *raw_freshness_checks],
-    jobs=[warehouse_load_job, segment_push_job, *cross_tenant_jobs],
+    jobs=[warehouse_load_job, segment_push_job, retire_group_job, *cross_tenant_jobs],
     schedules=[warehouse_load_daily],
     sensors=[push_after_warehouse_load, raw_freshness_sensor, *cross_tenant_sensors],
     resources=resources(_settings),

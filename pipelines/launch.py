@@ -7,6 +7,7 @@ not from the process's memory, so the CLI shows exactly what an analyst would fi
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from psycopg import sql
 
 from pipelines.progress import progress_logger
 from pipelines.runtime import Environment
+from pipelines.segment_push.plan import override_hint
 from pipelines.warehouse.migrate import MigrationError, ensure_current_schema
 from pipelines.warehouse.schema import SCHEMA
 
@@ -28,6 +30,9 @@ class RunSummary:
     loads: list[dict[str, Any]] = field(default_factory=list)
     segments: list[dict[str, Any]] = field(default_factory=list)
     pushes: list[dict[str, Any]] = field(default_factory=list)
+    orphans: list[dict[str, Any]] = field(default_factory=list)
+    retirements: list[dict[str, Any]] = field(default_factory=list)
+    stale_models: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     report_path: str | None = None
     embedded_postgres: bool = False
@@ -44,6 +49,9 @@ class RunSummary:
             "loads": self.loads,
             "segments": self.segments,
             "pushes": self.pushes,
+            "orphans": self.orphans,
+            "retirements": self.retirements,
+            "stale_models": self.stale_models,
             "problems": self.problems,
             "report": self.report_path,
         }
@@ -122,10 +130,47 @@ class RunSummary:
                     ],
                 )
             )
+        lines += self._render_lifecycle()
         lines.append(f"Query the warehouse: {self.query_hint}")
         if self.report_path:
             lines.append(f"Charts of the recorded runs: file://{self.report_path}")
         return "\n\n".join(lines)
+
+
+    def _render_lifecycle(self) -> list[str]:
+        """Orphan groups, retirements and stale model relations, each only when there is one."""
+        out = []
+        if self.orphans:
+            out.append(
+                _table(
+                    "Orphan groups (no segment declares them; retire: flowretail push --retire GROUP --tenant T)",
+                    ["tenant", "group", "last segment", "live size", "last push"],
+                    [
+                        [o["tenant_uid"], o["customer_group_uid"], o["segment"], o["live_size"], o["last_push_at"]]
+                        for o in self.orphans
+                    ],
+                )
+            )
+        if self.retirements:
+            out.append(
+                _table(
+                    "Retirements",
+                    ["tenant", "group", "status", "removed", "deleted", "detail"],
+                    [
+                        [r["tenant_uid"], r["customer_group_uid"], r["status"], r["removed"], r["deleted"], r["detail"]]
+                        for r in self.retirements
+                    ],
+                )
+            )
+        if self.stale_models:
+            out.append(
+                _table(
+                    "Stale model relations (model file gone; drop: flowretail run --drop-stale-models)",
+                    ["relation", "kind", "built at", "dropped"],
+                    [[f"{r['schema']}.{r['name']}", r["kind"], r["built_at"], r["dropped"]] for r in self.stale_models],
+                )
+            )
+        return out
 
 
 def _table(title: str, header: list[str], rows: list[list[Any]]) -> str:
@@ -190,7 +235,8 @@ def launch(
     tenants: list[str] | None,
     segments: list[str] | None = None,
     dry_run: bool = False,
-    allow_large_removal: bool = False,
+    overrides: Collection[str] = (),
+    drop_stale_models: bool = False,
     verbose: bool = False,
 ) -> RunSummary:
     """Run ``load`` (warehouse_load), ``push`` (segment_push) or ``run`` (both) for each tenant."""
@@ -240,7 +286,7 @@ def launch(
                 tags={STEPS_IN_PROCESS_TAG: "true"},
                 raise_on_error=False,
                 run_config={
-                    **push_run_config(dry_run=dry_run, allow_large_removal=allow_large_removal).to_config_dict(),
+                    **push_run_config(dry_run=dry_run, overrides=overrides).to_config_dict(),
                     **quiet,
                 },
                 asset_selection=push_selection(segments, dry_run=dry_run),
@@ -258,9 +304,111 @@ def launch(
     try:
         with psycopg.connect(env.database_url) as conn:
             _read_summary(conn, summary, load_run_ids, push_run_ids, selected)
+            _read_orphans(conn, summary, push_run_ids)
+            _stale_models(conn, summary, drop=drop_stale_models)
     except psycopg.Error as exc:  # reported after the runs' own problems, never instead of them
         summary.problems.append(f"could not read the run summary from the warehouse: {' '.join(str(exc).split())}")
     return summary
+
+
+def _read_orphans(conn: psycopg.Connection[Any], summary: RunSummary, push_run_ids: list[str]) -> None:
+    if not push_run_ids:
+        return
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT tenant_uid, customer_group_uid, segment, ownership, live_size, last_push_at "
+            "FROM {}.segment_push_orphans WHERE run_id = ANY(%s) ORDER BY tenant_uid, customer_group_uid"
+        ).format(sql.Identifier(SCHEMA)),
+        (push_run_ids,),
+    ).fetchall()
+    keys = ["tenant_uid", "customer_group_uid", "segment", "ownership", "live_size", "last_push_at"]
+    summary.orphans = [dict(zip(keys, row, strict=True)) for row in rows]
+
+
+def _stale_models(conn: psycopg.Connection[Any], summary: RunSummary, *, drop: bool) -> None:
+    """List (and on request drop) relations the runner built for models that no longer exist."""
+    from pipelines.sql_models.built import drop_stale_relations, stale_relations
+    from pipelines.transform.assets import project
+
+    stale = stale_relations(conn, project.target_schema, project.models)
+    dropped: set[str] = set()
+    if drop and stale:
+        try:
+            dropped = set(drop_stale_relations(conn, project.target_schema, project.models))
+        except psycopg.Error as exc:
+            conn.rollback()
+            summary.problems.append(f"dropping stale model relations failed, none dropped: {' '.join(str(exc).split())}")
+        conn.commit()
+    summary.stale_models = [
+        {"schema": r.schema, "name": r.name, "kind": r.kind, "built_at": r.built_at, "dropped": r.name in dropped}
+        for r in stale
+    ]
+
+
+def retire(
+    env: Environment,
+    *,
+    group_uid: str,
+    tenants: list[str] | None,
+    dry_run: bool = False,
+    keep_group: bool = False,
+    verbose: bool = False,
+) -> RunSummary:
+    """Run ``retire_group`` for the group in each chosen tenant (default: where the product registered it)."""
+    from pipelines.definitions import defs
+    from pipelines.partitions import tenant_partitions
+
+    known = tenant_partitions.get_partition_keys()
+    summary = RunSummary(env.masked_database_url, embedded_postgres=env.embedded_postgres)
+    unknown = [t for t in tenants or [] if t not in known]
+    if unknown:
+        summary.problems.append(f"unknown tenant(s) {', '.join(unknown)}; configured: {', '.join(known)}")
+        return summary
+    with psycopg.connect(env.database_url) as conn:
+        selected = tenants or _registered_tenants(conn, group_uid) or known
+    quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL" if not verbose else "INFO"}}}}
+    config = {"group_uid": group_uid, "dry_run": dry_run, "keep_group": keep_group}
+    run_ids = []
+    instance = _instance(env)
+    for tenant_uid in selected:
+        progress_logger.info("%s: retiring group %s%s", tenant_uid, group_uid, " (dry run)" if dry_run else "")
+        result = defs.resolve_job_def("retire_group").execute_in_process(
+            partition_key=tenant_uid,
+            instance=instance,
+            raise_on_error=False,
+            run_config={"ops": {"retire_customer_group": {"config": config}}, **quiet},
+        )
+        run_ids.append(result.run_id)
+    with psycopg.connect(env.database_url) as conn:
+        rows = conn.execute(
+            sql.SQL(
+                "SELECT tenant_uid, customer_group_uid, segment, dry_run, keep_group, status, live_before, removed, "
+                "deleted, detail FROM {}.segment_push_retirements WHERE run_id = ANY(%s) ORDER BY tenant_uid"
+            ).format(sql.Identifier(SCHEMA)),
+            (run_ids,),
+        ).fetchall()
+    keys = ["tenant_uid", "customer_group_uid", "segment", "dry_run", "keep_group", "status", "live_before",
+            "removed", "deleted", "detail"]
+    summary.retirements = [dict(zip(keys, row, strict=True)) for row in rows]
+    summary.problems += [
+        f"retire of {r['customer_group_uid']} for tenant {r['tenant_uid']} {r['status']}: {r['detail']}"
+        for r in summary.retirements
+        if r["status"] in ("refused", "failed")
+    ]
+    return summary
+
+
+def _registered_tenants(conn: psycopg.Connection[Any], group_uid: str) -> list[str]:
+    exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{SCHEMA}.segment_push_groups",)).fetchone()
+    if not (exists and exists[0]):
+        return []
+    rows = conn.execute(
+        sql.SQL("SELECT tenant_uid FROM {}.segment_push_groups WHERE customer_group_uid = %s ORDER BY 1").format(
+            sql.Identifier(SCHEMA)
+        ),
+        (group_uid,),
+    ).fetchall()
+    return [str(r[0]) for r in rows]
 
 
 def _instance(env: Environment) -> Any:
@@ -343,8 +491,8 @@ def _read_summary(
         for push in summary.pushes:
             if push["status"] == "blocked":
                 summary.problems.append(
-                    f"push of {push['segment']} for tenant {push['tenant_uid']} blocked: {'; '.join(push['blocked'])} "
-                    "(rerun with --allow-large-removal to push anyway)"
+                    f"push of {push['segment']} for tenant {push['tenant_uid']} blocked: {'; '.join(push['blocked'])}"
+                    + override_hint(push["blocked"])
                 )
             elif push["status"] == "failed":
                 summary.problems.append(f"push of {push['segment']} for tenant {push['tenant_uid']} was not verified")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import dagster as dg
@@ -21,3 +23,25 @@ def table_schema(conn: psycopg.Connection[Any], schema: str, table: str) -> dg.T
             for name, data_type, nullable in rows
         ]
     )
+
+
+# CommonMark lets any ASCII punctuation be backslash-escaped; these are the characters that can start
+# markup (emphasis, links, HTML, headings, lists, tables, entities) in a cell of a metadata table.
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~&])")
+_LINE_BREAKS = re.compile(r"[\r\n\u2028\u2029]+")
+
+
+def md_escape(value: object) -> str:
+    """Text from the API (group names, uids, messages) as literal Markdown: no markup, no raw HTML, one line.
+
+    Group names are typed by store staff; unescaped, a name like ``<img src=x onerror=...>`` or
+    ``| x |`` would render as HTML or break the table in the Dagster UI.
+    """
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", _LINE_BREAKS.sub(" ", "" if value is None else str(value)))
+
+
+def md_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """A Markdown table whose every cell is escaped with :func:`md_escape`."""
+    lines = ["| " + " | ".join(md_escape(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(md_escape(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)

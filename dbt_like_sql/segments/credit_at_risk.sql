@@ -4,8 +4,7 @@
     push_to_group_uid='segment-credit-at-risk',
     push_group_name='Credit at risk (warehouse)',
     push_mode='add_only',
-    max_remove_fraction=0.0,
-    adopt_existing='add_only'
+    max_remove_fraction=0.0
 ) }}
 
 -- 5 * balance > 4 * limit is "balance above 80% of limit" in exact integer arithmetic.

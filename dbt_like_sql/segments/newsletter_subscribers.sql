@@ -4,8 +4,7 @@
     push_to_group_uid='segment-newsletter-subscribers',
     push_group_name='Newsletter subscribers (warehouse)',
     push_mode='mirror',
-    max_remove_fraction=0.2,
-    adopt_existing='add_only'
+    max_remove_fraction=0.2
 ) }}
 
 select

@@ -15,7 +15,7 @@ import psycopg
 from dagster import AssetExecutionContext
 from psycopg import sql
 
-from pipelines.metadata import table_schema
+from pipelines.metadata import md_table, table_schema
 from pipelines.partitions import tenant_partitions
 from pipelines.resources import FlowRetailResource, WarehouseResource
 from pipelines.warehouse.load import TenantLoadResult, load_tenant
@@ -169,7 +169,9 @@ def _materializations(conn: psycopg.Connection[Any], result: TenantLoadResult) -
             "groups_changed": result.groups_changed,
             "groups_removed": result.groups_removed,
             "groups_deleted_during_load": len(result.groups_deleted_during_load),
-            "preview": dg.MetadataValue.md(preview.to_markdown(index=False) if not preview.empty else "(no groups)"),
+            "preview": dg.MetadataValue.md(
+                md_table(list(preview.columns), preview.itertuples(index=False)) if not preview.empty else "(no groups)"
+            ),
         },
         "customer_group_memberships": {
             "dagster/row_count": result.memberships_rows,

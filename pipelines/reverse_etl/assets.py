@@ -12,14 +12,14 @@ definition time and needs the real class, not a string.
 """
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Any
 
 import dagster as dg
 from dagster import AssetExecutionContext
 
 from pipelines.ingest.jobs import warehouse_load_job
-from pipelines.metadata import table_schema
+from pipelines.metadata import md_table, table_schema
 from pipelines.partitions import tenant_partitions
 from pipelines.resources import FlowRetailResource, WarehouseResource
 from pipelines.segment_push.apply import PushOutcome, execute_plan, plan_and_record
@@ -27,7 +27,7 @@ from pipelines.segment_push.audit import (
     load_recorded_plan,
     read_segment_uids,
 )
-from pipelines.segment_push.plan import PushTarget, SegmentPushPlan
+from pipelines.segment_push.plan import GUARDS, PushTarget, SegmentPushPlan
 from pipelines.sql_models.project import Model
 from pipelines.transform.assets import model_key, project
 from pipelines.warehouse.migrate import ensure_current_schema
@@ -37,21 +37,20 @@ OWNERS = ["team:crm"]
 # Segments are pushed in parallel step processes; each gets this share of the client's rate limit
 # and concurrency, so together they stay within FLOWRETAIL_RATE_LIMIT and FLOWRETAIL_CONCURRENCY.
 PUSH_PARALLELISM = 3
+# The per-tenant orphan report (reverse_etl/lifecycle.py) runs with every push, dry or not.
+ORPHANS_KEY = dg.AssetKey(["flowretail_push_orphans"])
 # Set on a run whose steps run one at a time in one process (the CLI's ``execute_in_process``): each
 # step then has the whole budget to itself.
 STEPS_IN_PROCESS_TAG = "flowretail/steps_in_process"
-GUARDS = {
-    "empty_segment": "Blocks a push of an empty segment into a group that has members.",
-    "max_remove_fraction": "Blocks a push whose removals exceed the segment's max_remove_fraction of live members.",
-    "segment_shrank": "Blocks a push of a segment that shrank by more than half since its last successful push.",
-}
 
 
 class PushPlanConfig(dg.Config):  # type: ignore[misc]
-    """Run config of a plan asset: a dry run records the plan only; the allow flag overrides the guards."""
+    """Run config of a plan asset: a dry run records the plan only; each allow flag overrides the guards
+    that name it in ``segment_push.plan.GUARDS`` (a test keeps the two in step)."""
 
     dry_run: bool = False
     allow_large_removal: bool = False
+    allow_large_addition: bool = False
 
 
 def push_targets() -> list[tuple[Model, PushTarget]]:
@@ -70,6 +69,8 @@ def push_targets() -> list[tuple[Model, PushTarget]]:
                     push.mode,
                     push.max_remove_fraction,
                     push.adopt_existing,
+                    push.rename_adopted,
+                    push.max_add_fraction,
                 ),
             )
         )
@@ -91,8 +92,9 @@ def push_key(segment: str) -> dg.AssetKey:
 
 def _plan_markdown(plan: SegmentPushPlan) -> str:
     rows = [
-        ("group", f"`{plan.target.group_uid}` ({plan.group_action})"),
-        ("mode", plan.effective_mode),
+        ("group", f"{plan.target.group_uid} ({plan.group_action})"),
+        ("name", plan.live_name if plan.live_name is not None else plan.target.group_name),
+        ("mode", plan.effective_mode + (" (adopted)" if plan.adopted else "")),
         ("segment / live", f"{plan.segment_count} / {plan.live_count}"),
         ("adds", str(len(plan.adds))),
         ("removes", str(len(plan.removes))),
@@ -102,7 +104,7 @@ def _plan_markdown(plan: SegmentPushPlan) -> str:
         ("first adds", ", ".join(plan.adds[:5]) or "-"),
         ("first removes", ", ".join(plan.removes[:5]) or "-"),
     ]
-    return "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+    return md_table(["", ""], rows)
 
 
 def _plan_asset(model: Model, target: PushTarget) -> dg.AssetsDefinition:
@@ -121,7 +123,8 @@ def _plan_asset(model: Model, target: PushTarget) -> dg.AssetsDefinition:
             "flowretail.segment_push_runs before any write, and held back by the guard checks."
         ),
         check_specs=[
-            dg.AssetCheckSpec(name, asset=key, description=text, blocking=True) for name, text in GUARDS.items()
+            dg.AssetCheckSpec(guard.name, asset=key, description=guard.description, blocking=True)
+            for guard in GUARDS
         ],
     )
     def plan_push(
@@ -145,6 +148,7 @@ def _plan_asset(model: Model, target: PushTarget) -> dg.AssetsDefinition:
                         target,
                         segment_uids,
                         allow_large_removal=config.allow_large_removal,
+                        allow_large_addition=config.allow_large_addition,
                         dry_run=config.dry_run,
                     )
 
@@ -225,10 +229,18 @@ def _push_asset(model: Model, target: PushTarget) -> dg.AssetsDefinition:
             log_schema = table_schema(conn, SCHEMA, "segment_push_log")
         for note in outcome.notes:
             context.log.warning(note)
-        result_md = (
-            "| added | removed | withheld | rejected | calls | verified |\n|---|---|---|---|---|---|\n"
-            f"| {outcome.applied_adds} | {outcome.applied_removes} | {len(plan.withheld_removes)} | "
-            f"{len(outcome.rejected)} | {outcome.calls} | {outcome.verified} |"
+        result_md = md_table(
+            ["added", "removed", "withheld", "rejected", "calls", "verified"],
+            [
+                (
+                    outcome.applied_adds,
+                    outcome.applied_removes,
+                    len(plan.withheld_removes),
+                    len(outcome.rejected),
+                    outcome.calls,
+                    outcome.verified,
+                )
+            ],
         )
         yield dg.MaterializeResult(
             metadata={
@@ -266,8 +278,9 @@ segment_push_job = dg.define_asset_job(
 )
 
 
-def push_run_config(*, dry_run: bool, allow_large_removal: bool) -> dg.RunConfig:
-    config = PushPlanConfig(dry_run=dry_run, allow_large_removal=allow_large_removal)
+def push_run_config(*, dry_run: bool, overrides: Collection[str] = ()) -> dg.RunConfig:
+    """Run config of every plan asset; ``overrides`` are the allow flags (``GuardSpec.override``) set."""
+    config = PushPlanConfig(dry_run=dry_run, **{name: True for name in overrides})
     return dg.RunConfig(ops={plan_key(model.name).to_python_identifier(): config for model, _ in _targets})
 
 
@@ -278,7 +291,7 @@ def push_selection(segments: list[str] | None, *, dry_run: bool) -> list[dg.Asse
     if unknown:
         raise ValueError(f"unknown segment(s) {', '.join(unknown)}; pushed segments: {', '.join(names)}")
     chosen = segments or names
-    keys = [plan_key(name) for name in chosen]
+    keys = [ORPHANS_KEY] + [plan_key(name) for name in chosen]
     return keys if dry_run else keys + [push_key(name) for name in chosen]
 
 

@@ -12,11 +12,11 @@ from typing import Any, TypeVar
 import psycopg
 
 from pipelines.flowretail.client import AsyncFlowRetailClient
-from pipelines.flowretail.errors import ApiStatusError, BadRequestError, ConflictError, FlowRetailError, NotFoundError
+from pipelines.flowretail.errors import BadRequestError, ConflictError, FlowRetailError, NotFoundError
 from pipelines.progress import progress_logger
 from pipelines.segment_push.audit import (
+    audited,
     claim_group,
-    finish_call,
     log_call,
     read_batch_limit,
     read_history,
@@ -37,6 +37,10 @@ from pipelines.segment_push.plan import (
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+class ForeignGroupError(RuntimeError):
+    """The group uid turned out to belong to a group this product did not create (409 on create)."""
 
 
 @dataclass
@@ -92,19 +96,7 @@ class _Pusher:
         remove: tuple[str, ...] = (),
     ) -> T:
         """Send one logged call; its row gets the HTTP status (or the error) when it ends."""
-        call_id = self.begin(action, batch, add, remove)
-        try:
-            result = await request()
-        except ApiStatusError as exc:
-            finish_call(
-                self.conn, call_id, exc.status_code, exc.detail if isinstance(exc, BadRequestError) else str(exc)
-            )
-            raise
-        except FlowRetailError as exc:
-            finish_call(self.conn, call_id, None, str(exc))
-            raise
-        finish_call(self.conn, call_id, ok_status, None)
-        return result
+        return await audited(self.conn, self.begin(action, batch, add, remove), ok_status, request)
 
     async def ensure_group(self) -> None:
         plan, target = self.plan, self.plan.target
@@ -115,20 +107,40 @@ class _Pusher:
                     "create", 201, lambda: self.client.create_customer_group(tenant, target.group_name, group)
                 )
             except ConflictError:
-                existing = await self.client.get_customer_group(tenant, group)
-                if existing["name"] != target.group_name:
-                    await self.rename(existing["name"])
+                self.taken_meanwhile()
             register_group(self.conn, tenant, group, target.segment, "created")
             if plan.group_action == "recreate":
                 self.outcome.notes.append(f"group {group} had been deleted out of band; recreated it as declared")
         elif plan.group_action == "adopt":
             register_group(self.conn, tenant, group, target.segment, "adopted")
             self.outcome.notes.append(
-                f"adopted existing group {group}; first push in {plan.effective_mode} mode"
+                f"adopted existing group {group} (adopt_existing={target.adopt_existing!r}); "
+                f"pushing in {plan.effective_mode} mode"
                 + (f", {len(plan.withheld_removes)} removals withheld" if plan.withheld_removes else "")
             )
         if plan.needs_rename:
             await self.rename(plan.live_name or "")
+
+    def taken_meanwhile(self) -> None:
+        """A 409 on create: the uid is taken by a group this product did not create (never recorded as ours).
+
+        The plan was made for a new, empty group, so no member is written this run either way; with
+        the segment's opt-in the group is registered as adopted and the next run plans against it.
+        """
+        plan, target = self.plan, self.plan.target
+        where = f"group {target.group_uid} of tenant {plan.tenant_uid}"
+        if target.adopt_existing == "refuse":
+            raise ForeignGroupError(
+                f"{where} already exists (409 on create) and was not created by this product; segment "
+                f"{target.segment} does not opt in: set adopt_existing='add_only' (or 'mirror') to push into it, "
+                "or choose another push_to_group_uid (no member was written)"
+            )
+        register_group(self.conn, plan.tenant_uid, target.group_uid, target.segment, "adopted")
+        raise ForeignGroupError(
+            f"{where} already exists (409 on create); adopted it as the segment opts in "
+            f"(adopt_existing={target.adopt_existing!r}); no member was written, the next run plans against "
+            "its live members"
+        )
 
     async def rename(self, current_name: str) -> None:
         target = self.plan.target
@@ -138,7 +150,9 @@ class _Pusher:
             lambda: self.client.rename_customer_group(self.plan.tenant_uid, target.group_uid, target.group_name),
         )
         self.outcome.notes.append(
-            f"group {target.group_uid} was named {current_name!r}; renamed back to {target.group_name!r}"
+            f"group {target.group_uid} was named {current_name!r}; "
+            + ("renamed to" if self.plan.adopted else "renamed back to")
+            + f" {target.group_name!r}"
         )
 
     async def send_all(self, sizer: BatchSizer) -> None:
@@ -237,6 +251,7 @@ async def plan_and_record(
     segment_uids: frozenset[str],
     *,
     allow_large_removal: bool = False,
+    allow_large_addition: bool = False,
     dry_run: bool = False,
 ) -> SegmentPushPlan:
     """Plan one push from the live group and the product's memory, and store the plan before any write."""
@@ -247,6 +262,7 @@ async def plan_and_record(
         live=await read_live_group(client, tenant_uid, target.group_uid),
         history=read_history(conn, tenant_uid, target.segment, target.group_uid),
         allow_large_removal=allow_large_removal,
+        allow_large_addition=allow_large_addition,
     )
     record_plan(conn, run_id, plan, dry_run=dry_run)
     return plan
@@ -313,15 +329,15 @@ async def _execute_claimed(
         name_after, live_after = await pusher.read_back()
         outcome.live_after_count = len(live_after)
         outcome.verified = is_verified(plan, live_after, segment_uids, frozenset(outcome.rejected))
-        if name_after != plan.target.group_name:
+        if name_after != plan.expected_name:
             outcome.verified = False
             outcome.error = (
-                f"the group is named {name_after!r} after the push, not {plan.target.group_name!r} "
+                f"the group is named {name_after!r} after the push, not {plan.expected_name!r} "
                 "(renamed or deleted out of band meanwhile); the next run will put it back"
             )
         elif not outcome.verified:
             outcome.error = "the group read back does not match the segment; the next run will retry"
-    except (FlowRetailError, OSError) as exc:
+    except (FlowRetailError, OSError, ForeignGroupError) as exc:
         outcome.error = str(exc)
         raise
     finally:

@@ -7,18 +7,20 @@ any push can be traced and reversed.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from pipelines.flowretail.errors import ApiStatusError, BadRequestError, FlowRetailError
 from pipelines.segment_push.plan import PushHistory, PushTarget, SegmentPushPlan
 from pipelines.warehouse.postgres import advisory_lock_key, create_schema_if_missing
 from pipelines.warehouse.schema import SCHEMA
 
+T = TypeVar("T")
 _S = sql.Identifier(SCHEMA)
 _GROUP_LOCK_NAMESPACE = 0x464C5047  # "FLPG": advisory-lock class id of pushes into one customer group
 
@@ -95,6 +97,42 @@ PUSH_TABLES_SQL: list[sql.Composed] = [
     customer_group_uid text NOT NULL,
     customer_uid text NOT NULL,
     PRIMARY KEY (tenant_uid, segment, customer_group_uid, customer_uid)
+)"""
+    ).format(_S),
+    # Lifecycle: 'retired' once `flowretail push --retire` emptied (and, unless kept, deleted) the group.
+    sql.SQL(
+        "ALTER TABLE {}.segment_push_groups ADD COLUMN IF NOT EXISTS status text NOT NULL DEFAULT 'active' "
+        "CHECK (status IN ('active', 'retired'))"
+    ).format(_S),
+    sql.SQL("ALTER TABLE {}.segment_push_groups ADD COLUMN IF NOT EXISTS retired_at timestamptz").format(_S),
+    sql.SQL(
+        """CREATE TABLE IF NOT EXISTS {}.segment_push_orphans (
+    run_id text NOT NULL,
+    tenant_uid text NOT NULL,
+    customer_group_uid text NOT NULL,
+    segment text NOT NULL,
+    ownership text NOT NULL,
+    live_size bigint,
+    last_push_at timestamptz,
+    noted_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (run_id, tenant_uid, customer_group_uid)
+)"""
+    ).format(_S),
+    sql.SQL(
+        """CREATE TABLE IF NOT EXISTS {}.segment_push_retirements (
+    run_id text NOT NULL,
+    tenant_uid text NOT NULL,
+    customer_group_uid text NOT NULL,
+    segment text,
+    dry_run boolean NOT NULL,
+    keep_group boolean NOT NULL,
+    status text NOT NULL,
+    live_before bigint,
+    removed bigint NOT NULL DEFAULT 0,
+    deleted boolean NOT NULL DEFAULT false,
+    detail text,
+    at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (run_id, tenant_uid, customer_group_uid)
 )"""
     ).format(_S),
     # What add/remove call sizes one API installation took and refused for a tenant (see batching.py),
@@ -236,6 +274,7 @@ def record_plan(conn: psycopg.Connection[Any], run_id: str, plan: SegmentPushPla
                     "drift_added": list(plan.drift_added),
                     "drift_removed": list(plan.drift_removed),
                     "live_name": plan.live_name,
+                    "adopted": plan.adopted,
                 }
             ),
             datetime.now(UTC),
@@ -286,6 +325,20 @@ def log_call(
     return int(row[0])
 
 
+async def audited(conn: psycopg.Connection[Any], call_id: int, ok_status: int, request: Callable[[], Awaitable[T]]) -> T:
+    """Send a call already logged as ``call_id``; its row gets the HTTP status (or the error) when it ends."""
+    try:
+        result = await request()
+    except ApiStatusError as exc:
+        finish_call(conn, call_id, exc.status_code, exc.detail if isinstance(exc, BadRequestError) else str(exc))
+        raise
+    except FlowRetailError as exc:
+        finish_call(conn, call_id, None, str(exc))
+        raise
+    finish_call(conn, call_id, ok_status, None)
+    return result
+
+
 def finish_call(conn: psycopg.Connection[Any], call_id: int, http_status: int | None, error: str | None) -> None:
     """Record how a logged call ended."""
     conn.execute(
@@ -297,10 +350,21 @@ def finish_call(conn: psycopg.Connection[Any], call_id: int, http_status: int | 
 def register_group(
     conn: psycopg.Connection[Any], tenant_uid: str, group_uid: str, segment: str, ownership: str
 ) -> None:
+    """Record (or re-activate) a group the product writes to.
+
+    A group the product created (201) is its own from then on, even if it was adopted before and
+    deleted out of band since; an adoption never turns an existing row into 'created'. The segment
+    is the last one that declared the group (what an orphan report names).
+    """
     conn.execute(
         sql.SQL(
             "INSERT INTO {}.segment_push_groups (tenant_uid, customer_group_uid, segment, ownership, since) "
-            "VALUES (%s, %s, %s, %s, now()) ON CONFLICT (tenant_uid, customer_group_uid) DO NOTHING"
+            "VALUES (%s, %s, %s, %s, now()) ON CONFLICT (tenant_uid, customer_group_uid) DO UPDATE SET "
+            "segment = EXCLUDED.segment, status = 'active', retired_at = NULL, "
+            "ownership = CASE WHEN EXCLUDED.ownership = 'created' THEN 'created' "
+            "ELSE segment_push_groups.ownership END, "
+            "since = CASE WHEN EXCLUDED.ownership = 'created' AND segment_push_groups.ownership <> 'created' "
+            "THEN now() ELSE segment_push_groups.since END"
         ).format(_S),
         (tenant_uid, group_uid, segment, ownership),
     )
@@ -347,10 +411,10 @@ def record_outcome(
             return
         conn.execute(
             sql.SQL(
-                "UPDATE {}.segment_push_groups SET first_push_done_at = coalesce(first_push_done_at, now()) "
-                "WHERE tenant_uid = %s AND customer_group_uid = %s"
+                "UPDATE {}.segment_push_groups SET first_push_done_at = coalesce(first_push_done_at, now()), "
+                "segment = %s, status = 'active', retired_at = NULL WHERE tenant_uid = %s AND customer_group_uid = %s"
             ).format(_S),
-            (tenant, group),
+            (segment, tenant, group),
         )
         conn.execute(
             sql.SQL(
@@ -399,6 +463,7 @@ def load_recorded_plan(
         drift_removed=tuple(body["drift_removed"]),
         segment_joined=(),
         segment_left=(),
+        adopted=bool(body.get("adopted", False)),
     )
     return str(status), plan
 
@@ -413,14 +478,7 @@ def claim_group(conn: psycopg.Connection[Any], run_id: str, plan: SegmentPushPla
     run's own plan must still be 'planned', and becomes 'pushing'.
     """
     tenant, segment, group = plan.tenant_uid, plan.target.segment, plan.target.group_uid
-    key = (_GROUP_LOCK_NAMESPACE, advisory_lock_key(tenant, group))
-    row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", key).fetchone()
-    if not (row and row[0]):
-        raise PushRefusedError(
-            f"another push into group {group} of tenant {tenant} is running; this one refuses so that "
-            "their batches cannot interleave (nothing was written)"
-        )
-    try:
+    with group_lock(conn, tenant, group):
         with conn.transaction():
             mine = conn.execute(
                 sql.SQL(
@@ -458,6 +516,20 @@ def claim_group(conn: psycopg.Connection[Any], run_id: str, plan: SegmentPushPla
                 ).format(_S),
                 (run_id, tenant, segment),
             )
+        yield
+
+
+@contextlib.contextmanager
+def group_lock(conn: psycopg.Connection[Any], tenant_uid: str, group_uid: str) -> Iterator[None]:
+    """The group's write lock: pushes and retirements of one group never interleave their calls."""
+    key = (_GROUP_LOCK_NAMESPACE, advisory_lock_key(tenant_uid, group_uid))
+    row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", key).fetchone()
+    if not (row and row[0]):
+        raise PushRefusedError(
+            f"another push into group {group_uid} of tenant {tenant_uid} is running; this one refuses so that "
+            "their batches cannot interleave (nothing was written)"
+        )
+    try:
         yield
     finally:
         if not conn.closed:

@@ -14,9 +14,57 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 PushMode = Literal["mirror", "add_only"]
+AdoptMode = Literal["refuse", "add_only", "mirror"]
 GroupAction = Literal["none", "create", "recreate", "rename", "adopt"]
 
 SHRINK_LIMIT = 0.5
+DEFAULT_MAX_ADD_FRACTION = 1.0
+
+
+@dataclass(frozen=True)
+class GuardSpec:
+    """One guard, declared once: the Dagster checks, the run config, the CLI flags and hints derive from it.
+
+    ``override`` names the run-config flag (and, with dashes, the CLI flag) that lets a tripped
+    guard pass; ``None`` means only the segment's config can change the verdict.
+    """
+
+    name: str
+    override: str | None
+    description: str
+
+    @property
+    def cli_flag(self) -> str | None:
+        return None if self.override is None else "--" + self.override.replace("_", "-")
+
+
+GUARDS: tuple[GuardSpec, ...] = (
+    GuardSpec(
+        "foreign_group",
+        None,
+        "Blocks a push into a group the product did not create unless the segment opts in with adopt_existing.",
+    ),
+    GuardSpec(
+        "empty_segment", "allow_large_removal", "Blocks a push of an empty segment into a group that has members."
+    ),
+    GuardSpec(
+        "max_remove_fraction",
+        "allow_large_removal",
+        "Blocks a push whose removals exceed the segment's max_remove_fraction of live members.",
+    ),
+    GuardSpec(
+        "segment_shrank",
+        "allow_large_removal",
+        "Blocks a push of a segment that shrank by more than half since its last successful push.",
+    ),
+    GuardSpec(
+        "max_add_fraction",
+        "allow_large_addition",
+        "Blocks a push whose additions exceed the segment's max_add_fraction of live members "
+        "(except the first push into a group the product created).",
+    ),
+)
+GUARD_OVERRIDES: tuple[str, ...] = tuple(dict.fromkeys(g.override for g in GUARDS if g.override))
 
 
 @dataclass(frozen=True)
@@ -28,7 +76,9 @@ class PushTarget:
     group_name: str
     mode: PushMode = "mirror"
     max_remove_fraction: float = 0.2
-    adopt_existing: PushMode = "add_only"
+    adopt_existing: AdoptMode = "refuse"
+    rename_adopted: bool = False
+    max_add_fraction: float = DEFAULT_MAX_ADD_FRACTION
 
 
 @dataclass(frozen=True)
@@ -92,6 +142,7 @@ class SegmentPushPlan:
     segment_joined: tuple[str, ...]
     segment_left: tuple[str, ...]
     guards: tuple[GuardResult, ...] = field(default_factory=tuple)
+    adopted: bool = False
 
     @property
     def blocked(self) -> bool:
@@ -102,9 +153,17 @@ class SegmentPushPlan:
         return [f"{g.name}: {g.detail}" for g in self.guards if g.blocked]
 
     @property
+    def expected_name(self) -> str:
+        """The name the group has after the push: the declared one, except an adopted group keeps its
+        own name unless the segment says ``rename_adopted``."""
+        if self.adopted and not self.target.rename_adopted and self.live_name is not None:
+            return self.live_name
+        return self.target.group_name
+
+    @property
     def needs_rename(self) -> bool:
-        """An existing group whose name is not the declared one (renamed out of band, or adopted)."""
-        return self.live_name is not None and self.live_name != self.target.group_name
+        """An existing group whose name is not the one it should have (renamed out of band, or taken over)."""
+        return self.live_name is not None and self.live_name != self.expected_name
 
     @property
     def in_sync(self) -> bool:
@@ -115,7 +174,7 @@ class SegmentPushPlan:
         payload = {
             "tenant": self.tenant_uid,
             "group": self.target.group_uid,
-            "name": self.target.group_name,
+            "name": self.expected_name,
             "action": self.group_action,
             "adds": list(self.adds),
             "removes": list(self.removes),
@@ -133,6 +192,7 @@ class SegmentPushPlan:
             "group_uid": self.target.group_uid,
             "group_action": self.group_action,
             "mode": self.effective_mode,
+            "adopted": self.adopted,
             "segment_count": self.segment_count,
             "live_count": self.live_count,
             "adds": len(self.adds),
@@ -161,44 +221,86 @@ def plan_batches(adds: tuple[str, ...], removes: tuple[str, ...], batch_size: in
     ]
 
 
+def _guard(name: str, tripped: bool, allowed: frozenset[str], detail: str) -> GuardResult:
+    override = next(g.override for g in GUARDS if g.name == name)
+    return GuardResult(name, tripped, override is not None and override in allowed, detail)
+
+
 def evaluate_guards(
     *,
     segment_count: int,
     live_count: int,
     removes: int,
+    adds: int = 0,
     max_remove_fraction: float,
+    max_add_fraction: float = DEFAULT_MAX_ADD_FRACTION,
     last_segment_count: int | None,
-    allow_large_removal: bool,
+    new_group: bool = False,
+    foreign: str | None = None,
+    allowed: frozenset[str] = frozenset(),
 ) -> tuple[GuardResult, ...]:
-    """The three guards of a push, with the numbers that decided them."""
+    """Every guard of :data:`GUARDS`, in that order, with the numbers that decided it.
+
+    ``foreign`` is the refusal text when the group is not the product's to write; ``new_group``
+    exempts the first push into a group the product created from the growth guard.
+    """
     empty = segment_count == 0 and live_count > 0
     limit = max_remove_fraction * live_count
     large = removes > 0 and removes > limit
     shrank = (
         last_segment_count is not None and last_segment_count > 0 and segment_count < SHRINK_LIMIT * last_segment_count
     )
-    return (
-        GuardResult(
-            "empty_segment",
-            empty,
-            allow_large_removal,
-            f"segment is empty while the group has {live_count} members",
+    add_limit = max_add_fraction * live_count
+    grows = not new_group and adds > 0 and adds > add_limit
+    verdicts = {
+        "foreign_group": _guard("foreign_group", foreign is not None, allowed, foreign or "the product owns the group"),
+        "empty_segment": _guard(
+            "empty_segment", empty, allowed, f"segment is empty while the group has {live_count} members"
         ),
-        GuardResult(
+        "max_remove_fraction": _guard(
             "max_remove_fraction",
             large,
-            allow_large_removal,
+            allowed,
             f"{removes} removals of {live_count} live members exceed max_remove_fraction "
             f"{max_remove_fraction:g} ({limit:g} allowed)",
         ),
-        GuardResult(
+        "segment_shrank": _guard(
             "segment_shrank",
             shrank,
-            allow_large_removal,
+            allowed,
             f"segment shrank from {last_segment_count} to {segment_count} since its last successful push "
             f"(more than {SHRINK_LIMIT:.0%})",
         ),
+        "max_add_fraction": _guard(
+            "max_add_fraction",
+            grows,
+            allowed,
+            f"{adds} additions to {live_count} live members exceed max_add_fraction "
+            f"{max_add_fraction:g} ({add_limit:g} allowed)",
+        ),
+    }
+    return tuple(verdicts[g.name] for g in GUARDS)
+
+
+def foreign_refusal(tenant_uid: str, target: PushTarget, history: PushHistory, exists: bool) -> str | None:
+    """Why the product may not write to this group, or None when it may.
+
+    A group the product did not create is written to only while the segment opts in with
+    ``adopt_existing``; an earlier adoption does not outlive the opt-in.
+    """
+    if not exists or history.ownership == "created" or target.adopt_existing != "refuse":
+        return None
+    how = "was adopted earlier but" if history.ownership == "adopted" else "exists and was not created by this product;"
+    return (
+        f"group {target.group_uid} of tenant {tenant_uid} {how} segment {target.segment} does not opt in: "
+        "set adopt_existing='add_only' (or 'mirror') on the segment to push into it, or choose another "
+        "push_to_group_uid (nothing was written)"
     )
+
+
+def adopted_mode(target: PushTarget) -> PushMode:
+    """An adopted group's mode: mirror only when both the segment and its adopt_existing say mirror."""
+    return "mirror" if target.mode == "mirror" and target.adopt_existing == "mirror" else "add_only"
 
 
 def plan_segment_push(
@@ -209,24 +311,22 @@ def plan_segment_push(
     live: LiveGroup,
     history: PushHistory,
     allow_large_removal: bool = False,
+    allow_large_addition: bool = False,
 ) -> SegmentPushPlan:
     """Decide the group action and the member diff for one tenant and segment."""
     exists = live.member_uids is not None
     live_uids = live.member_uids or frozenset()
+    adopted = exists and history.ownership != "created"
+    renames = not adopted or target.rename_adopted
     if not exists:
         action: GroupAction = "recreate" if history.ownership is not None else "create"
     elif history.ownership is None:
         action = "adopt"
-    elif live.name != target.group_name:
+    elif live.name != target.group_name and renames:
         action = "rename"
     else:
         action = "none"
-    mode: PushMode = target.mode
-    adopting = (history.ownership is None and exists) or (
-        history.ownership == "adopted" and not history.first_push_done
-    )
-    if adopting and target.adopt_existing == "add_only":
-        mode = "add_only"
+    mode: PushMode = adopted_mode(target) if adopted else target.mode
     adds = tuple(sorted(segment_uids - live_uids))
     extra = tuple(sorted(live_uids - segment_uids))
     removes = extra if mode == "mirror" else ()
@@ -236,13 +336,18 @@ def plan_segment_push(
     drift_removed = tuple(sorted(last - live_uids)) if last is not None and exists else ()
     joined = tuple(sorted(segment_uids - last)) if last is not None else tuple(sorted(segment_uids))
     left = tuple(sorted(last - segment_uids)) if last is not None else ()
+    allowed = {"allow_large_removal": allow_large_removal, "allow_large_addition": allow_large_addition}
     guards = evaluate_guards(
         segment_count=len(segment_uids),
         live_count=len(live_uids),
         removes=len(removes),
+        adds=len(adds),
         max_remove_fraction=target.max_remove_fraction,
+        max_add_fraction=target.max_add_fraction,
         last_segment_count=history.last_segment_count,
-        allow_large_removal=allow_large_removal,
+        new_group=not exists or (history.ownership == "created" and not history.first_push_done),
+        foreign=foreign_refusal(tenant_uid, target, history, exists),
+        allowed=frozenset(name for name, on in allowed.items() if on),
     )
     return SegmentPushPlan(
         tenant_uid=tenant_uid,
@@ -260,6 +365,7 @@ def plan_segment_push(
         segment_joined=joined,
         segment_left=left,
         guards=guards,
+        adopted=adopted,
     )
 
 
@@ -271,3 +377,10 @@ def is_verified(
     if plan.effective_mode == "mirror":
         return live_after == wanted
     return wanted <= live_after
+
+
+def override_hint(blocked_reasons: list[str]) -> str:
+    """How to push anyway, for the guards named in ``blocked_reasons`` ("name: detail" lines)."""
+    names = {reason.split(":", 1)[0] for reason in blocked_reasons}
+    flags = sorted({g.cli_flag for g in GUARDS if g.name in names and g.cli_flag})
+    return f" (rerun with {' and '.join(flags)} to push anyway)" if flags else ""

@@ -19,7 +19,7 @@ from pipelines.sql_models.errors import ModelConfigError
 Materialization = Literal["view", "table", "incremental"]
 TenantScope = Literal["tenant", "all"]
 PushMode = Literal["mirror", "add_only"]
-AdoptionMode = Literal["add_only", "mirror"]
+AdoptionMode = Literal["refuse", "add_only", "mirror"]
 
 MATERIALIZATIONS: tuple[Materialization, ...] = ("view", "table", "incremental")
 TENANT_SCOPES: tuple[TenantScope, ...] = ("tenant", "all")
@@ -29,16 +29,25 @@ TENANT_COLUMN = "tenant_uid"
 INCREMENTAL_STRATEGIES = ("delete+insert",)
 UNIQUE_KEYS = (TENANT_COLUMN,)
 PUSH_MODES: tuple[PushMode, ...] = ("mirror", "add_only")
-ADOPTION_MODES: tuple[AdoptionMode, ...] = ("add_only", "mirror")
+ADOPTION_MODES: tuple[AdoptionMode, ...] = ("refuse", "add_only", "mirror")
 
 # The push-back uses the uid in API paths and the segment_membership model quotes it into SQL text,
 # so it is restricted to characters that need no escaping in either place.
 GROUP_UID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,256}")
 
 DEFAULT_MAX_REMOVE_FRACTION = 0.2
+DEFAULT_MAX_ADD_FRACTION = 1.0
 
 MODEL_KEYS = ("materialized", "description", "tenant_scope", "incremental_strategy", "unique_key")
-PUSH_KEYS = ("push_to_group_uid", "push_group_name", "push_mode", "max_remove_fraction", "adopt_existing")
+PUSH_KEYS = (
+    "push_to_group_uid",
+    "push_group_name",
+    "push_mode",
+    "max_remove_fraction",
+    "adopt_existing",
+    "rename_adopted",
+    "max_add_fraction",
+)
 ALLOWED_KEYS = tuple(sorted(MODEL_KEYS + PUSH_KEYS))
 
 
@@ -48,15 +57,19 @@ class SegmentPushConfig:
 
     ``mode`` "mirror" adds and removes members, "add_only" never removes. ``max_remove_fraction``
     caps how much of the group one push may remove (a guard against an empty or broken segment
-    wiping a live group). ``adopt_existing`` says how a group that already exists in the POS but was
-    not created by the warehouse is treated on first push.
+    wiping a live group). ``adopt_existing`` says whether a group that exists in the POS but was not
+    created by the product may be written to at all ("refuse", the default) and in which mode for as
+    long as the segment keeps the opt-in; ``rename_adopted`` lets such a takeover rename the group.
+    ``max_add_fraction`` caps how much one push may grow a group, relative to its live size.
     """
 
     group_uid: str
     group_name: str
     mode: PushMode = "mirror"
     max_remove_fraction: float = DEFAULT_MAX_REMOVE_FRACTION
-    adopt_existing: AdoptionMode = "add_only"
+    adopt_existing: AdoptionMode = "refuse"
+    rename_adopted: bool = False
+    max_add_fraction: float = DEFAULT_MAX_ADD_FRACTION
 
 
 @dataclass(frozen=True)
@@ -109,6 +122,20 @@ def _max_remove_fraction(values: Mapping[str, object], label: str, path: Path) -
     return fraction
 
 
+def _max_add_fraction(values: Mapping[str, object], label: str, path: Path) -> float:
+    value = values.get("max_add_fraction", DEFAULT_MAX_ADD_FRACTION)
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value) or not 0 <= value < math.inf:
+        raise _invalid(label, path, "max_add_fraction", value, "must be a finite number of at least 0")
+    return float(value)
+
+
+def _flag(values: Mapping[str, object], key: str, label: str, path: Path) -> bool:
+    value = values.get(key, False)
+    if not isinstance(value, bool):
+        raise _invalid(label, path, key, value, "must be true or false")
+    return value
+
+
 def _push_config(values: Mapping[str, object], label: str, path: Path) -> SegmentPushConfig | None:
     group_uid = values.get("push_to_group_uid")
     if group_uid is None:
@@ -128,7 +155,9 @@ def _push_config(values: Mapping[str, object], label: str, path: Path) -> Segmen
         group_name=group_name,
         mode=cast(PushMode, _choice(values, "push_mode", PUSH_MODES, "mirror", label, path)),
         max_remove_fraction=_max_remove_fraction(values, label, path),
-        adopt_existing=cast(AdoptionMode, _choice(values, "adopt_existing", ADOPTION_MODES, "add_only", label, path)),
+        adopt_existing=cast(AdoptionMode, _choice(values, "adopt_existing", ADOPTION_MODES, "refuse", label, path)),
+        rename_adopted=_flag(values, "rename_adopted", label, path),
+        max_add_fraction=_max_add_fraction(values, label, path),
     )
 
 

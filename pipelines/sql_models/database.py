@@ -51,6 +51,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from pipelines.sql_models.built import record_built
 from pipelines.sql_models.config import TENANT_COLUMN
 from pipelines.sql_models.data_tests import DataTest
 from pipelines.sql_models.errors import DataTestError, ModelBuildError
@@ -558,6 +559,7 @@ def build_model(
             row_count = _count(conn, project.relation(model.name), None)
     else:
         row_count, recreated = _build_for_tenant(conn, model, project, tenant)
+    record_built(conn, project.target_schema, model.name, model.config.materialized)
     with conn.transaction():
         columns = relation_columns(conn, project.target_schema, model.name)
     return BuildResult(

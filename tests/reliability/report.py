@@ -33,6 +33,9 @@ AREA_TITLES = {
     "properties": "2d. Property tests (Hypothesis)",
     "secrets and transport": "3. Secrets and transport",
     "contract": "4. Contract fuzzing (Schemathesis)",
+    "ownership": "5a. Group ownership: foreign groups, 409 on create, growth guard",
+    "lifecycle": "5b. Group lifecycle: orphans, retirement, stale model relations",
+    "private state": "5c. Private local state",
 }
 
 HEADER = """# Reliability and security proof

@@ -153,7 +153,14 @@ def run_push(
     async def main() -> tuple[SegmentPushPlan, PushOutcome | None]:
         async with AsyncFlowRetailClient(client_config(**config), transport=asgi(state, app)) as client:
             plan = await plan_and_record(
-                client, conn, run_id, tenant or tenant_of(state), target, uids, allow_large_removal=allow
+                client,
+                conn,
+                run_id,
+                tenant or tenant_of(state),
+                target,
+                uids,
+                allow_large_removal=allow,
+                allow_large_addition=allow,
             )
             if plan.blocked:
                 return plan, None

@@ -12,6 +12,7 @@ import pytest
 
 from pipelines.flowretail.errors import AuthenticationError, NotFoundError, RetriesExhaustedError
 from pipelines.flowretail.simulator import SimulatorState
+from pipelines.segment_push.apply import ForeignGroupError
 from pipelines.segment_push.audit import ensure_push_tables
 from pipelines.segment_push.plan import PushTarget
 from tests.reliability.conftest import ScenarioRecord
@@ -149,19 +150,25 @@ def test_5xx_past_budget_between_batches(state: SimulatorState, conn: Any, scena
 @pytest.mark.reliability(
     area="push faults",
     injected="connection dropped after the server created the group (POST applied, answer lost)",
-    expected="retry meets 409, group adopted as created; verified; exactly one group",
+    expected="retry meets 409 = a group the product did not create: refused, no member written, not recorded "
+    "as created; with adopt_existing the rerun adopts it; verified; exactly one group",
 )
 def test_dropped_connection_after_create(state: SimulatorState, conn: Any, scenario: ScenarioRecord) -> None:
     segment = _segment(state)
     groups_before = len(state.groups(tenant_of(state)))
     state.script(["drop"], operation_id=CREATE_GROUP)
-    _, outcome = run_push(state, conn, TARGET, segment, run_id="run-1", batch_size=50)
+    with pytest.raises(ForeignGroupError, match=r"already exists \(409 on create\) and was not created by this"):
+        run_push(state, conn, TARGET, segment, run_id="run-1", batch_size=50)
+    assert [r.status for r in state.request_log if r.operation_id == CREATE_GROUP] == [0, 409]
+    assert _members(state) == set()
+    assert conn.execute("SELECT ownership FROM flowretail.segment_push_groups").fetchall() == []
+    adopt = PushTarget(TARGET.segment, GROUP, TARGET.group_name, adopt_existing="mirror")
+    _, outcome = run_push(state, conn, adopt, segment, run_id="run-2", batch_size=50, allow=True)
     assert outcome is not None and outcome.verified
     _check_verified(scenario, state, segment)
     assert len(state.groups(tenant_of(state))) == groups_before + 1
-    assert [r.status for r in state.request_log if r.operation_id == CREATE_GROUP] == [0, 409]
     owner = conn.execute("SELECT ownership FROM flowretail.segment_push_groups").fetchall()
-    assert owner == [("created",)]
+    assert owner == [("adopted",)]
 
 
 @pytest.mark.reliability(

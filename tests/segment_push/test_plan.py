@@ -36,6 +36,7 @@ def _plan(
         live=LiveGroup(name if live is not None else None, frozenset(live) if live is not None else None),
         history=history,
         allow_large_removal=allow,
+        allow_large_addition=allow,
     )
 
 
@@ -69,12 +70,41 @@ def test_add_only_never_removes_and_reports_what_it_withholds() -> None:
     assert plan.removes == () and plan.withheld_removes == ("x", "y")
 
 
-def test_adopting_an_existing_group_only_adds_on_its_first_push() -> None:
-    plan = _plan({"a", "b"}, {"b", "z"}, name="Someone else's", history=PushHistory())
+FOREIGN = (
+    "foreign_group: group seg-news of tenant t1 exists and was not created by this product; segment "
+    "newsletter_subscribers does not opt in: set adopt_existing='add_only' (or 'mirror') on the segment to push "
+    "into it, or choose another push_to_group_uid (nothing was written)"
+)
+
+
+def test_a_foreign_group_is_refused_by_default() -> None:
+    plan = _plan({"a", "b"}, {"b", "z"}, name="Someone else's", history=PushHistory(), allow=True)
     assert plan.group_action == "adopt"
+    assert plan.blocked_reasons == [FOREIGN]
+
+
+def test_an_adopted_group_is_refused_once_the_segment_no_longer_opts_in() -> None:
+    history = PushHistory(ownership="adopted", first_push_done=True)
+    plan = _plan({"a"}, {"a", "z"}, history=history)
+    assert plan.blocked_reasons == [FOREIGN.replace("exists and was not created by this product;", "was adopted earlier but")]
+
+
+ADOPT = PushTarget("newsletter_subscribers", "seg-news", "Newsletter (warehouse)", adopt_existing="add_only")
+
+
+def test_adopting_an_existing_group_only_adds_and_keeps_its_name() -> None:
+    plan = _plan({"a", "b"}, {"b", "z"}, name="Someone else's", history=PushHistory(), target=ADOPT)
+    assert plan.group_action == "adopt" and not plan.blocked
     assert plan.effective_mode == "add_only"
     assert (plan.adds, plan.removes, plan.withheld_removes) == (("a",), (), ("z",))
-    assert plan.needs_rename
+    assert not plan.needs_rename and plan.expected_name == "Someone else's"
+
+
+def test_an_adopted_group_is_renamed_only_when_the_config_asks() -> None:
+    target = PushTarget("s", "g", "G", adopt_existing="add_only", rename_adopted=True)
+    plan = _plan({"a"}, {"a"}, name="Theirs", history=PushHistory(ownership="adopted", first_push_done=True),
+                 target=target)
+    assert plan.group_action == "rename" and plan.needs_rename and plan.expected_name == "G"
 
 
 def test_adoption_in_mirror_mode_when_the_segment_says_so() -> None:
@@ -83,10 +113,27 @@ def test_adoption_in_mirror_mode_when_the_segment_says_so() -> None:
     assert plan.effective_mode == "mirror" and plan.removes == ("z",)
 
 
-def test_after_the_first_adoption_push_the_declared_mode_applies() -> None:
+def test_an_adopted_group_stays_add_only_after_its_first_push() -> None:
     history = PushHistory(ownership="adopted", first_push_done=True, last_pushed_uids=frozenset({"a", "z"}))
-    plan = _plan({"a"}, {"a", "z"}, history=history)
-    assert plan.effective_mode == "mirror" and plan.removes == ("z",)
+    plan = _plan({"a"}, {"a", "z"}, history=history, target=ADOPT)
+    assert plan.effective_mode == "add_only" and plan.removes == () and plan.withheld_removes == ("z",)
+    mirror = PushTarget("newsletter_subscribers", "seg-news", "Newsletter (warehouse)", adopt_existing="mirror")
+    assert _plan({"a"}, {"a", "z"}, history=history, target=mirror).removes == ("z",)
+
+
+def test_growth_past_max_add_fraction_is_blocked_except_into_a_new_group() -> None:
+    live = {f"c{i}" for i in range(10)}
+    grown = live | {f"n{i}" for i in range(11)}
+    assert _plan(grown, live).blocked_reasons == [
+        "max_add_fraction: 11 additions to 10 live members exceed max_add_fraction 1 (10 allowed)"
+    ]
+    assert not _plan(live | {f"n{i}" for i in range(10)}, live).blocked
+    assert not _plan(grown, live, allow=True).blocked
+    assert not _plan(grown, None, history=PushHistory()).blocked
+    unfinished = PushHistory(ownership="created", first_push_done=False)
+    assert not _plan(grown, live, history=unfinished).blocked
+    half = PushTarget("newsletter_subscribers", "seg-news", "Newsletter (warehouse)", max_add_fraction=0.5)
+    assert _plan(live | {"n1", "n2", "n3", "n4", "n5", "n6"}, live, target=half).blocked
 
 
 def test_drift_is_reported_apart_from_the_segments_own_changes() -> None:

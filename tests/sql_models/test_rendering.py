@@ -85,13 +85,13 @@ def test_the_shipped_segment_configs(shipped_project: Project) -> None:
 
     assert pushes == {
         "b2b_credit_customers": SegmentPushConfig(
-            "segment-b2b-credit-customers", "B2B credit customers (warehouse)", "mirror", 0.2, "add_only"
+            "segment-b2b-credit-customers", "B2B credit customers (warehouse)", "mirror", 0.2, "refuse"
         ),
         "credit_at_risk": SegmentPushConfig(
-            "segment-credit-at-risk", "Credit at risk (warehouse)", "add_only", 0.0, "add_only"
+            "segment-credit-at-risk", "Credit at risk (warehouse)", "add_only", 0.0, "refuse"
         ),
         "newsletter_subscribers": SegmentPushConfig(
-            "segment-newsletter-subscribers", "Newsletter subscribers (warehouse)", "mirror", 0.2, "add_only"
+            "segment-newsletter-subscribers", "Newsletter subscribers (warehouse)", "mirror", 0.2, "refuse"
         ),
     }
 
