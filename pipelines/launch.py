@@ -162,17 +162,19 @@ def launch(
     """Run ``load`` (warehouse_load), ``push`` (segment_push) or ``run`` (both) for each tenant."""
     import dagster as dg
 
-    from pipelines.definitions import defs
-    from pipelines.partitions import tenant_partitions
+    from pipelines.definitions import build_defs
+    from pipelines.partitions import sync_tenant_partitions
+    from pipelines.runtime import initialised_instance
 
-    known = tenant_partitions.get_partition_keys()
+    defs = build_defs()
+    with initialised_instance() as instance:
+        known = sync_tenant_partitions(instance).registered
     selected = list(tenants or known)
     unknown = [t for t in selected if t not in known]
     summary = RunSummary(env.masked_database_url, embedded_postgres=env.embedded_postgres)
     if unknown:
         summary.problems.append(f"unknown tenant(s) {', '.join(unknown)}; configured: {', '.join(known)}")
         return summary
-    instance = dg.DagsterInstance.get()
     quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL" if not verbose else "INFO"}}}}
     load_run_ids: list[str] = []
     push_run_ids: list[str] = []

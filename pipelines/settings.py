@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -27,6 +28,7 @@ class Settings(BaseSettings):
     base_url: str | None = None
     token: SecretStr | None = None
     tenant_uids: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    tenants_file: str | None = None
     page_size: int = Field(default=100, ge=1, le=10_000)
     page_base: int = Field(default=1, ge=0, le=1)
     groups_sort_by: str = "customerGroupUid"
@@ -85,6 +87,23 @@ class Settings(BaseSettings):
             raise ValueError(f"is not a known IANA time zone: {value!r}") from None
         return value
 
+    def configured_tenants(self) -> list[str]:
+        """FLOWRETAIL_TENANT_UIDS, then the uids of FLOWRETAIL_TENANTS_FILE (one a line, ``#`` comments),
+        read on every call so that editing the file adds or removes a tenant without a restart."""
+        uids = list(self.tenant_uids)
+        if self.tenants_file:
+            try:
+                lines = Path(self.tenants_file).read_text("utf-8").splitlines()
+            except OSError as exc:
+                raise ConfigError(f"FLOWRETAIL_TENANTS_FILE: cannot read {self.tenants_file}: {exc.strerror}") from None
+            from_file = [line.split("#", 1)[0].strip() for line in lines]
+            uids += [uid for uid in from_file if uid and uid not in uids]
+            try:
+                self._check_tenants(uids)
+            except ValueError as exc:
+                raise ConfigError(f"FLOWRETAIL_TENANTS_FILE: {exc}") from None
+        return uids
+
     @property
     def uses_simulator(self) -> bool:
         """No FLOWRETAIL_BASE_URL: the demo runs against the built-in simulator."""
@@ -138,6 +157,6 @@ def load_settings() -> Settings:
         settings = Settings()
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc)) from None
-    if settings.base_url and not settings.tenant_uids:
+    if settings.base_url and not settings.tenant_uids and not settings.tenants_file:
         raise ConfigError("FLOWRETAIL_TENANT_UIDS is not set: list the tenant uids to load, comma-separated")
     return settings

@@ -13,8 +13,9 @@ from pipelines.flowretail.simulator import SimulatorConfig, SimulatorState, buil
 
 
 def test_definitions_load_with_every_asset_job_schedule_and_check() -> None:
-    from pipelines.definitions import defs
+    from pipelines.definitions import build_defs
 
+    defs = build_defs()
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert {
@@ -60,11 +61,13 @@ def _resources(base_url: str, token: str, database_url: str) -> dict[str, Any]:
 
 
 def test_materialize_load_models_and_push_for_one_tenant(simulator: tuple[SimulatorState, str]) -> None:
-    from pipelines.definitions import defs
+    from pipelines.definitions import build_defs
 
+    defs = build_defs()
     state, database_url = simulator
     tenant = state.tenant_uids()[0]
     instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("tenants", [tenant])
     load = defs.resolve_job_def("warehouse_load").execute_in_process(partition_key=tenant, instance=instance)
     assert load.success
     checks = [e for e in load.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
@@ -89,11 +92,13 @@ def test_materialize_load_models_and_push_for_one_tenant(simulator: tuple[Simula
 
 
 def test_a_failing_data_test_fails_its_asset_check_and_blocks_downstream(simulator: tuple[SimulatorState, str]) -> None:
-    from pipelines.definitions import defs
+    from pipelines.definitions import build_defs
 
+    defs = build_defs()
     state, database_url = simulator
     tenant = state.tenant_uids()[0]
     instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("tenants", [tenant])
     assert defs.resolve_job_def("warehouse_load").execute_in_process(partition_key=tenant, instance=instance).success
     with psycopg.connect(database_url) as conn:
         uid = conn.execute("SELECT customer_uid FROM flowretail.customer_snapshots WHERE valid_to IS NULL "

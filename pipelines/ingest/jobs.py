@@ -1,4 +1,4 @@
-"""The scheduled warehouse load: one run per tenant partition."""
+"""The scheduled warehouse load: one run per registered tenant partition."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import dagster as dg
 
-from pipelines.partitions import tenant_partitions
-from pipelines.settings import load_settings
+from pipelines.partitions import TENANT_PARTITIONS_NAME, tenant_run_tags
+from pipelines.settings import Settings
 
 warehouse_load_job = dg.define_asset_job(
     "warehouse_load",
@@ -15,18 +15,25 @@ warehouse_load_job = dg.define_asset_job(
     description="Load one tenant's raw tables, then rebuild the SQL models on top of them.",
 )
 
-_settings = load_settings()
 
+def warehouse_load_schedule(settings: Settings) -> dg.ScheduleDefinition:
+    """The daily schedule; built when the definitions load (cron and time zone come from the settings)."""
 
-@dg.schedule(
-    name="warehouse_load_daily",
-    cron_schedule=_settings.schedule_cron,
-    execution_timezone=_settings.schedule_timezone,
-    job=warehouse_load_job,
-    description="Daily load of every configured tenant, one run (partition) per tenant.",
-)
-def warehouse_load_daily(context: dg.ScheduleEvaluationContext) -> Iterator[dg.RunRequest]:
-    """One run request per tenant so tenants load in parallel and fail independently."""
-    stamp = context.scheduled_execution_time.isoformat() if context.scheduled_execution_time else "manual"
-    for tenant_uid in tenant_partitions.get_partition_keys():
-        yield dg.RunRequest(run_key=f"{tenant_uid}:{stamp}", partition_key=tenant_uid)
+    @dg.schedule(
+        name="warehouse_load_daily",
+        cron_schedule=settings.schedule_cron,
+        execution_timezone=settings.schedule_timezone,
+        job=warehouse_load_job,
+        description="Daily load of every registered tenant, one run (partition) per tenant, queued "
+        "behind the instance's run limits.",
+    )
+    def warehouse_load_daily(context: dg.ScheduleEvaluationContext) -> Iterator[dg.RunRequest]:
+        """One run request per tenant registered at tick time (the instance's partitions, not the code's),
+        so tenants load in parallel, fail independently and can be added without a redeploy."""
+        stamp = context.scheduled_execution_time.isoformat() if context.scheduled_execution_time else "manual"
+        for tenant_uid in context.instance.get_dynamic_partitions(TENANT_PARTITIONS_NAME):
+            yield dg.RunRequest(
+                run_key=f"{tenant_uid}:{stamp}", partition_key=tenant_uid, tags=tenant_run_tags(tenant_uid)
+            )
+
+    return warehouse_load_daily
