@@ -6,13 +6,17 @@ from collections.abc import Iterator
 
 import dagster as dg
 
-from pipelines.partitions import TENANT_PARTITIONS_NAME, tenant_run_tags
+from pipelines.partitions import DEFAULT_TOKEN_NAME, TENANT_PARTITIONS_NAME, TOKEN_TAG, tenant_run_tags
 from pipelines.settings import Settings
 
 warehouse_load_job = dg.define_asset_job(
     "warehouse_load",
     selection=dg.AssetSelection.groups("ingest", "transform"),
     description="Load one tenant's raw tables, then rebuild the SQL models on top of them.",
+    tags={TOKEN_TAG: DEFAULT_TOKEN_NAME},
+    # One process per run, not one per step: the model steps take one advisory lock in turn anyway, and
+    # a step process costs an interpreter start (seconds, tens of seconds on a busy node) per model.
+    executor_def=dg.in_process_executor,
 )
 
 
