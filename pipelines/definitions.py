@@ -15,7 +15,7 @@ import dagster as dg
 @cache
 def build_defs() -> dg.Definitions:
     """Settings, SQL project and push targets are read here, once per process, not at import."""
-    from pipelines.ingest.assets import flowretail_raw_tables
+    from pipelines.ingest.assets import flowretail_raw_tables, raw_freshness_checks, raw_freshness_sensor
     from pipelines.ingest.jobs import warehouse_load_job, warehouse_load_schedule
     from pipelines.partitions import tenant_partitions_sync
     from pipelines.resources import FlowRetailResource, WarehouseResource
@@ -26,10 +26,10 @@ def build_defs() -> dg.Definitions:
     _settings = load_settings()
     return dg.Definitions(
         assets=[flowretail_raw_tables, *model_assets, *plan_assets, *push_assets],
-        asset_checks=model_checks,
+        asset_checks=[*model_checks, *raw_freshness_checks],
         jobs=[warehouse_load_job, segment_push_job],
         schedules=[warehouse_load_schedule(_settings)],
-        sensors=[push_after_warehouse_load, tenant_partitions_sync],
+        sensors=[push_after_warehouse_load, raw_freshness_sensor, tenant_partitions_sync],
         resources={
             "flowretail": FlowRetailResource(
                 base_url=dg.EnvVar("FLOWRETAIL_BASE_URL"),

@@ -131,3 +131,38 @@ def test_the_push_follows_each_successful_load_of_the_same_tenant() -> None:
         sensor_name="push_after_warehouse_load", dagster_instance=instance, dagster_run=finished, dagster_event=event)
     requests = list(push_after_warehouse_load(context))
     assert [(r.partition_key, r.run_key) for r in requests] == [("tenant-2", "push-after-r-123")]
+
+
+def _freshness_outcomes(instance: dg.DagsterInstance) -> dict[str, bool]:
+    from pipelines.ingest.assets import RAW_TABLES, raw_freshness_checks, raw_key
+
+    job = dg.define_asset_job("raw_freshness", selection=dg.AssetSelection.all_asset_checks())
+    specs = [dg.AssetSpec(raw_key(table)) for table in RAW_TABLES]
+    defs = dg.Definitions(assets=specs, asset_checks=raw_freshness_checks, jobs=[job])
+    result = defs.resolve_job_def("raw_freshness").execute_in_process(instance=instance)
+    return {
+        e.event_specific_data.asset_key.to_user_string(): e.event_specific_data.passed
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
+
+
+def test_raw_table_freshness_fails_when_loads_stop() -> None:
+    """The daemon's freshness sensor evaluates these checks on its own, so they fail when no load ran."""
+    from datetime import UTC, datetime, timedelta
+
+    from dagster._core.test_utils import freeze_time
+
+    from pipelines.definitions import build_defs
+    from pipelines.ingest.assets import FRESHNESS_WINDOW, RAW_TABLES, raw_freshness_sensor, raw_key
+
+    assert build_defs().resolve_sensor_def("raw_tables_freshness") is not None
+    assert raw_freshness_sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    tables = {raw_key(t).to_user_string() for t in RAW_TABLES}
+    instance = dg.DagsterInstance.ephemeral()
+    assert _freshness_outcomes(instance) == dict.fromkeys(tables, False)
+    for table in RAW_TABLES:
+        instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=raw_key(table), partition="tenant-1"))
+    assert _freshness_outcomes(instance) == dict.fromkeys(tables, True)
+    with freeze_time(datetime.now(UTC) + FRESHNESS_WINDOW + timedelta(minutes=5)):
+        assert _freshness_outcomes(instance) == dict.fromkeys(tables, False)
