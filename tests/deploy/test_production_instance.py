@@ -107,7 +107,10 @@ def _run_tick(
     launch_backfill(deployment, "warehouse_load", uids)
     watch = wait_for_runs(deployment, {"warehouse_load": len(uids), "segment_push": len(uids)}, timeout)
     limits = queue_limits()
-    statuses = sorted((r["jobName"], r["tags"]["dagster/partition"], r["status"]) for r in watch.runs)
+    tenant_runs = [r for r in watch.runs if r["jobName"] in ("warehouse_load", "segment_push")]
+    # The daemon's freshness sensor adds check-only runs of its own; they too must not fail.
+    assert [r["jobName"] for r in watch.runs if r not in tenant_runs and r["status"] != "SUCCESS"] == []
+    statuses = sorted((r["jobName"], r["tags"]["dagster/partition"], r["status"]) for r in tenant_runs)
     assert statuses == sorted(
         (job, uid, "SUCCESS") for job in ("warehouse_load", "segment_push") for uid in uids
     )
@@ -117,12 +120,12 @@ def _run_tick(
     assert [(r.method, r.path, r.at.isoformat()) for r in state.request_log if r.status == 429] == []
     rate = _api_bound_rate(state, uids)
     assert rate >= 0.85 * BUDGET, f"{rate:.1f} requests/s while API-bound, budget {BUDGET}"
-    _only_own_tenant(warehouse_url, watch.runs)
+    _only_own_tenant(warehouse_url, tenant_runs)
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(1200)
 def test_two_tenants_load_and_push_through_the_daemon_queue(pg_server_url: str, tmp_path: Path) -> None:
-    _prove(pg_server_url, tmp_path, tenants=2, timeout=480)
+    _prove(pg_server_url, tmp_path, tenants=2, timeout=900)
 
 
 @pytest.mark.slow
