@@ -48,7 +48,9 @@ def connection_sampler(server_url: str, interval: float = 0.5) -> Iterator[dict[
     def sample() -> None:
         with psycopg.connect(server_url, autocommit=True) as conn:
             while not stop.is_set():
-                row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'").fetchone()
+                row = conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
+                ).fetchone()
                 seen["peak"] = max(seen["peak"], int(row[0]) if row else 0)
                 stop.wait(interval)
 

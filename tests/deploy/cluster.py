@@ -206,7 +206,10 @@ def start_sensor(deployment: Deployment, name: str) -> None:
 def launch_backfill(deployment: Deployment, job: str, partitions: list[str]) -> str:
     """A job backfill over ``partitions``: the daemon turns it into queued runs, one per partition."""
     params = {
-        "selector": {"partitionSetName": f"{job}_partition_set", "repositorySelector": deployment.repository_selector()},
+        "selector": {
+            "partitionSetName": f"{job}_partition_set",
+            "repositorySelector": deployment.repository_selector(),
+        },
         "partitionNames": partitions,
         "fromFailure": False,
     }

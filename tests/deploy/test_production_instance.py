@@ -76,9 +76,7 @@ def _only_own_tenant(database_url: str, runs: list[dict[str, object]]) -> None:
 
 
 def _prove(pg_server_url: str, tmp_path: Path, tenants: int, timeout: float) -> None:
-    state = build_state(
-        SimulatorConfig(tenants=tenants, customers=400, groups=6), FaultConfig(rate_limit_rps=BUDGET)
-    )
+    state = build_state(SimulatorConfig(tenants=tenants, customers=400, groups=6), FaultConfig(rate_limit_rps=BUDGET))
     uids = state.tenant_uids()
     with (
         running_simulator(state) as base_url,
@@ -111,9 +109,7 @@ def _run_tick(
     # The daemon's freshness sensor adds check-only runs of its own; they too must not fail.
     assert [r["jobName"] for r in watch.runs if r not in tenant_runs and r["status"] != "SUCCESS"] == []
     statuses = sorted((r["jobName"], r["tags"]["dagster/partition"], r["status"]) for r in tenant_runs)
-    assert statuses == sorted(
-        (job, uid, "SUCCESS") for job in ("warehouse_load", "segment_push") for uid in uids
-    )
+    assert statuses == sorted((job, uid, "SUCCESS") for job in ("warehouse_load", "segment_push") for uid in uids)
     assert 1 <= watch.peak_in_progress <= limits["max_concurrent_runs"]
     token_limit = next(t["limit"] for t in limits["tag_concurrency_limits"] if t["key"] == "flowretail/token")
     assert watch.peak_per_token <= token_limit
