@@ -11,8 +11,6 @@ under the simulator's), so the test keeps its meaning; the headroom can then shr
 
 from __future__ import annotations
 
-from collections import defaultdict
-from datetime import datetime
 from pathlib import Path
 
 import psycopg
@@ -40,22 +38,22 @@ two 429s at 100 %). 10 % headroom absorbs that until runs share one budget per t
 PAGE_SIZE = 20
 
 
-def _api_bound_rate(state: SimulatorState, tenants: list[str]) -> float:
-    """Requests per second over the spans in which a tenant's load was paging (its GETs before any write)."""
-    spans: dict[str, list[datetime]] = defaultdict(list)
-    for record in state.request_log:
-        parts = record.path.split("/")
-        if record.method == "GET" and len(parts) > 3 and parts[3] in tenants:
-            spans[parts[3]].append(record.at)
-    writes = {r.path.split("/")[3] for r in state.request_log if r.method != "GET"}
-    assert writes <= set(tenants)
+def _api_bound_rate(state: SimulatorState, database_url: str) -> float:
+    """Requests per second while the loads paged: each tenant's GETs inside its load's recorded window
+    (``load_runs``), after the limiter's opening burst (its bucket starts full)."""
+    with psycopg.connect(database_url) as conn:
+        windows = conn.execute("SELECT tenant_uid, started_at, finished_at FROM flowretail.load_runs").fetchall()
     requests = seconds = 0.0
-    for stamps in spans.values():
-        first_burst = int(BUDGET)  # the bucket starts full: the first second's burst is not a rate
-        load = sorted(stamps)[first_burst:]
-        if len(load) > 1:
-            requests += len(load) - 1
-            seconds += (load[-1] - load[0]).total_seconds()
+    for tenant_uid, started, finished in windows:
+        prefix = f"/v2/tenants/{tenant_uid}/"
+        stamps = sorted(
+            r.at
+            for r in state.request_log
+            if r.method == "GET" and r.path.startswith(prefix) and started <= r.at <= finished
+        )[int(CLIENT_RATE) :]
+        if len(stamps) > 1:
+            requests += len(stamps) - 1
+            seconds += (stamps[-1] - stamps[0]).total_seconds()
     assert seconds > 0, "no API-bound span long enough to measure"
     return requests / seconds
 
@@ -114,7 +112,7 @@ def _run_tick(
     token_limit = next(t["limit"] for t in limits["tag_concurrency_limits"] if t["key"] == "flowretail/token")
     assert watch.peak_per_token <= token_limit
     assert [(r.method, r.path, r.at.isoformat()) for r in state.request_log if r.status == 429] == []
-    rate = _api_bound_rate(state, uids)
+    rate = _api_bound_rate(state, warehouse_url)
     assert rate >= 0.85 * BUDGET, f"{rate:.1f} requests/s while API-bound, budget {BUDGET}"
     _only_own_tenant(warehouse_url, tenant_runs)
 
