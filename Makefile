@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-all lint ui psql clean
+.PHONY: run test test-all lint ui psql clean bench
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,11 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest
+
+# the commands a user runs, timed on the embedded PostgreSQL 18 and the machine's PostgreSQL 15 (see BENCHMARKS.md)
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python benchmarks/command.py
 
 psql: $(STAMP)
 	$(BIN)/flowretail psql

@@ -13,6 +13,12 @@ Phase 1: the group does not exist; the segment is the first ``--segment`` custom
 and half joining (adds). The fewest member-update calls are ``ceil(changes / batch size)``; phase 1
 also needs its one create call. Reads (the live group before planning, the read-back after) are
 counted apart: they page through the whole group either way.
+
+Phase 3 (``--unknown-limit``, 120): issue 12's three segments (798, 323 and 735 customers) pushed
+into a simulator that refuses calls above that many uids, without saying so beforehand: the first
+push learns the limit (binary search, kept in ``segment_push_batch_limits``), the second push of
+the same segments, each shifted by 100 customers, starts from what was learned. Printed: member-update
+calls against ``ceil(changes / limit)``, and how many of them the server refused.
 """
 
 from __future__ import annotations
@@ -103,6 +109,55 @@ async def run_phase(
     }
 
 
+UNKNOWN_LIMIT_SEGMENTS = (("seg_a", 798), ("seg_b", 323), ("seg_c", 735))
+
+
+async def push_segments(
+    client: AsyncFlowRetailClient, conn: psycopg.Connection[Any], run: str, everyone: list[str], shift: int,
+    batch_size: int,
+) -> tuple[int, bool]:
+    """Push the three segments one after another; (changes, all verified)."""
+    changes, verified = 0, True
+    for n, (name, size) in enumerate(UNKNOWN_LIMIT_SEGMENTS):
+        target = PushTarget(name, f"grp-{name}", name)
+        segment = frozenset(everyone[n * 1000 + shift : n * 1000 + shift + size])
+        plan = await plan_and_record(client, conn, f"{run}-{name}", TENANT, target, segment, allow_large_removal=True)
+        outcome = await execute_plan(client, conn, f"{run}-{name}", plan, segment, batch_size)
+        changes += len(plan.adds) + len(plan.removes)
+        verified = verified and outcome.verified
+    return changes, verified
+
+
+def run_unknown_limit(database_url: str, limit: int, batch_size: int) -> list[dict[str, Any]]:
+    """Phase 3: the same three segments pushed twice into a server with an unannounced per-call limit."""
+    factory = CustomerFactory(42, 0, 3000, hostile=True)
+    everyone = [factory.uid(i) for i in range(3000)]
+    results = []
+    with benchlib.simulator_process(customers=3000, groups=3, max_uids_per_update=limit) as sim:
+        config = ClientConfig(base_url=sim.base_url, token=SecretStr(sim.token), rate_limit_per_second=None)
+
+        async def both() -> None:
+            with psycopg.connect(database_url, autocommit=True) as conn:
+                async with AsyncFlowRetailClient(config) as client:
+                    for run, shift in (("limit-1", 0), ("limit-2", 100)):
+                        sim.reset()
+                        changes, verified = await push_segments(client, conn, run, everyone, shift, batch_size)
+                        server = sim.stats()
+                        results.append({
+                            "run": run,
+                            "changes": changes,
+                            "member_update_calls": server["by_operation"].get("PUT put-customer-groups-customers", 0),
+                            "refused": server["by_status"].get("400", 0),
+                            "fewest": sum(
+                                math.ceil(size / limit) for _, size in UNKNOWN_LIMIT_SEGMENTS
+                            ) if shift == 0 else 3 * math.ceil(2 * shift / limit),
+                            "verified": verified,
+                        })
+
+        asyncio.run(both())
+    return results
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--customers", type=int, default=120_000, help="customers of the simulated tenant")
@@ -112,6 +167,7 @@ def main() -> int:
     parser.add_argument("--max-uids-per-update", type=int, default=1000, help="simulator's per-call limit")
     parser.add_argument("--page-size", type=int, default=1000, help="pageSize of the reads = simulator cap")
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--unknown-limit", type=int, default=120, help="phase 3: the simulator's unannounced limit")
     args = parser.parse_args()
     if args.segment + int(args.segment * args.change) > args.customers:
         parser.error("--customers must leave room for the customers that join in phase 2")
@@ -157,6 +213,8 @@ def main() -> int:
 
         print(f"pushing {args.segment:,} customers, then a {args.change:.0%} change ...", flush=True)
         first_push, change_push = asyncio.run(both())
+    print(f"pushing 798, 323 and 735 customers twice into a server taking at most {args.unknown_limit} ...", flush=True)
+    unknown = run_unknown_limit(database_url, args.unknown_limit, args.batch_size)
     pg.drop_database(database_url)
     facts["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2)
 
@@ -186,9 +244,35 @@ def main() -> int:
         ]
         for name, r in (("fill", first_push), ("1% change", change_push))
     ]
+    benchlib.print_table(
+        f"Unknown limit: the simulator refuses calls above {args.unknown_limit} uids (batch size {args.batch_size})",
+        [
+            [r["run"], r["changes"], r["member_update_calls"], r["fewest"],
+             benchlib.ratio(r["member_update_calls"], r["fewest"]), r["refused"], r["verified"]]
+            for r in unknown
+        ],
+        ["push", "changes", "member-update calls", "fewest", "calls / fewest", "refused (400)", "verified"],
+    )  # fmt: skip
+    first_learning, second_learning = unknown
+    targets.append([
+        "unknown limit, first push: calls <= fewest + refusals + 1",
+        f"{first_learning['member_update_calls']} vs {first_learning['fewest']} + {first_learning['refused']}",
+        benchlib.verdict(
+            first_learning["member_update_calls"] <= first_learning["fewest"] + first_learning["refused"] + 1
+            and first_learning["verified"]
+        ),
+    ])
+    targets.append([
+        "unknown limit, next push: calls = fewest, none refused",
+        f"{second_learning['member_update_calls']} vs {second_learning['fewest']}, {second_learning['refused']} refused",
+        benchlib.verdict(
+            second_learning["member_update_calls"] == second_learning["fewest"] and second_learning["refused"] == 0
+        ),
+    ])
     benchlib.print_table("Targets", targets, ["target", "measured", "verdict"])
     path = benchlib.save_results(
-        "push", {"facts": facts, "args": vars(args), "first_push": first_push, "change_push": change_push}
+        "push",
+        {"facts": facts, "args": vars(args), "first_push": first_push, "change_push": change_push, "unknown_limit": unknown},
     )
     print(f"results saved to {path}")
     return 0

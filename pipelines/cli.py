@@ -172,10 +172,13 @@ def _psql(args: argparse.Namespace) -> int:
     import subprocess
 
     from pipelines.runtime import embedded_environment
-    from pipelines.warehouse.embedded import bundled_psql
+    from pipelines.warehouse.embedded import psql_invocation
 
-    with embedded_environment(start_simulator=False) as env:
-        return subprocess.call([str(bundled_psql()), env.database_url, *args.psql_args])
+    with embedded_environment(start_simulator=False) as env, psql_invocation(env.database_url, args.psql_args) as (
+        argv,
+        psql_env,
+    ):
+        return subprocess.call(argv, env=psql_env)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

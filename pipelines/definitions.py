@@ -16,7 +16,12 @@ import dagster as dg
 def build_defs() -> dg.Definitions:
     """Settings, SQL project and push targets are read here, once per process, not at import."""
     from pipelines.ingest.assets import flowretail_raw_tables, raw_freshness_checks, raw_freshness_sensor
-    from pipelines.ingest.jobs import warehouse_load_job, warehouse_load_schedule
+    from pipelines.ingest.jobs import (
+        cross_tenant_jobs,
+        cross_tenant_sensors,
+        warehouse_load_job,
+        warehouse_load_schedule,
+    )
     from pipelines.partitions import tenant_partitions_sync
     from pipelines.resources import FlowRetailResource, WarehouseResource
     from pipelines.reverse_etl.assets import plan_assets, push_after_warehouse_load, push_assets, segment_push_job
@@ -27,9 +32,9 @@ def build_defs() -> dg.Definitions:
     return dg.Definitions(
         assets=[flowretail_raw_tables, *model_assets, *plan_assets, *push_assets],
         asset_checks=[*model_checks, *raw_freshness_checks],
-        jobs=[warehouse_load_job, segment_push_job],
+        jobs=[warehouse_load_job, segment_push_job, *cross_tenant_jobs],
         schedules=[warehouse_load_schedule(_settings)],
-        sensors=[push_after_warehouse_load, raw_freshness_sensor, tenant_partitions_sync],
+        sensors=[push_after_warehouse_load, raw_freshness_sensor, *cross_tenant_sensors, tenant_partitions_sync],
         resources={
             "flowretail": FlowRetailResource(
                 base_url=dg.EnvVar("FLOWRETAIL_BASE_URL"),

@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from pipelines.flowretail.config import ClientConfig, check_base_url, check_uid
 from pipelines.flowretail.errors import UnsafeIdentifierError
+from pipelines.flowretail.secrets import clean_token
 
 _ENV_PREFIX = "FLOWRETAIL_"
 _CRON_FIELD = re.compile(r"^[\d*/,\-A-Za-z]+$")
@@ -23,7 +24,9 @@ class ConfigError(ValueError):
 class Settings(BaseSettings):
     """Every environment variable the product reads (see `.env.example`)."""
 
-    model_config = SettingsConfigDict(env_prefix=_ENV_PREFIX, extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(
+        env_prefix=_ENV_PREFIX, extra="ignore", populate_by_name=True, hide_input_in_errors=True
+    )
 
     base_url: str | None = None
     token: SecretStr | None = None
@@ -39,9 +42,11 @@ class Settings(BaseSettings):
     read_timeout: float = Field(default=30.0, gt=0)
     max_attempts: int = Field(default=6, ge=1, le=50)
     ca_bundle: str | None = None
+    trust_env: bool = False
     schedule_cron: str = "0 3 * * *"
     schedule_timezone: str = "UTC"
     push_batch_size: int = Field(default=500, ge=1, le=10_000)
+    strict_spec: bool = False
     database_url: SecretStr | None = Field(default=None, validation_alias="DATABASE_URL")
 
     @field_validator("tenant_uids", mode="before")
@@ -62,6 +67,11 @@ class Settings(BaseSettings):
         if len(set(value)) != len(value):
             raise ValueError("lists a tenant twice")
         return value
+
+    @field_validator("token")
+    @classmethod
+    def _check_token(cls, value: SecretStr | None) -> SecretStr | None:
+        return SecretStr(clean_token(value.get_secret_value())) if value is not None else None
 
     @field_validator("base_url")
     @classmethod
@@ -132,6 +142,8 @@ class Settings(BaseSettings):
             read_timeout=self.read_timeout,
             max_attempts=self.max_attempts,
             ca_bundle=self.ca_bundle,
+            trust_env=self.trust_env,
+            strict_spec=self.strict_spec,
         )
 
 

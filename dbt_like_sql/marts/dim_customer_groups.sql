@@ -1,5 +1,5 @@
 {{ config(
-    materialized='table',
+    materialized='incremental',
     description='Every current customer group with its current member count (0 for empty groups).'
 ) }}
 

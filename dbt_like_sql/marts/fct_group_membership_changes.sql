@@ -1,5 +1,5 @@
 {{ config(
-    materialized='table',
+    materialized='incremental',
     description='One row per customer joining or leaving a group, from the membership history.'
 ) }}
 
@@ -10,7 +10,7 @@ select
     customer_uid,
     'joined'::text as change,
     valid_from as changed_at
-from {{ source('flowretail', 'customer_group_membership_history') }}
+from {{ source('flowretail', 'customer_group_membership_history') }} as history
 
 union all
 
@@ -20,5 +20,5 @@ select
     customer_uid,
     'left'::text as change,
     valid_to as changed_at
-from {{ source('flowretail', 'customer_group_membership_history') }}
+from {{ source('flowretail', 'customer_group_membership_history') }} as history
 where valid_to is not null

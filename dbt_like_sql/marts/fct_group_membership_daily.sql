@@ -1,5 +1,5 @@
 {{ config(
-    materialized='table',
+    materialized='incremental',
     description="Members per group per UTC day, from the group's first membership day to the day of the build."
 ) }}
 
@@ -8,7 +8,7 @@
 -- midnight and had not ended before it.
 with periods as (
     select tenant_uid, customer_group_uid, customer_uid, valid_from, valid_to
-    from {{ source('flowretail', 'customer_group_membership_history') }}
+    from {{ source('flowretail', 'customer_group_membership_history') }} as history
 ),
 
 group_first_days as (

@@ -9,7 +9,10 @@
     project macro named segments() returning the same list from graph.nodes plays that role.
     Quoting the values is safe: model names are [a-z0-9_] and push_to_group_uid is validated
     against ^[A-Za-z0-9_-]+$ when the project loads.
+    dbt fills graph.nodes only when it executes, so for dbt the line below names the segments this
+    model depends on (a new segment must be added there; the dbt test in make test-all checks it).
 -#}
+-- depends_on: {{ ref('b2b_credit_customers') }}, {{ ref('credit_at_risk') }}, {{ ref('newsletter_subscribers') }}
 {%- for segment in segments() %}
 {%- if not loop.first %}
 

@@ -1,5 +1,5 @@
 {{ config(
-    materialized='table',
+    materialized='incremental',
     description='Companies and B2B customers with a positive credit limit.',
     push_to_group_uid='segment-b2b-credit-customers',
     push_group_name='B2B credit customers (warehouse)',
@@ -11,6 +11,6 @@
 select
     tenant_uid,
     customer_uid
-from {{ ref('stg_customers') }}
+from {{ ref('stg_customers') }} as customers
 where customer_type in ('COMPANY', 'B2B')
   and credit_limit > 0

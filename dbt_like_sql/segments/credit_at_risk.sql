@@ -1,5 +1,5 @@
 {{ config(
-    materialized='table',
+    materialized='incremental',
     description='Customers whose credit balance is above 80% of their (positive) credit limit.',
     push_to_group_uid='segment-credit-at-risk',
     push_group_name='Credit at risk (warehouse)',
@@ -12,6 +12,6 @@
 select
     tenant_uid,
     customer_uid
-from {{ ref('stg_customers') }}
+from {{ ref('stg_customers') }} as customers
 where credit_limit > 0
   and credit_balance * 5 > credit_limit * 4

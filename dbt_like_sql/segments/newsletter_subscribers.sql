@@ -1,5 +1,5 @@
 {{ config(
-    materialized='table',
+    materialized='incremental',
     description='Customers whose latest newsletter consent is granted.',
     push_to_group_uid='segment-newsletter-subscribers',
     push_group_name='Newsletter subscribers (warehouse)',
@@ -11,5 +11,5 @@
 select
     tenant_uid,
     customer_uid
-from {{ ref('stg_customers') }}
+from {{ ref('stg_customers') }} as customers
 where has_newsletter_consent

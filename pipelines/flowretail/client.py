@@ -15,7 +15,7 @@ import logging
 import ssl
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -32,11 +32,20 @@ from tenacity import (
 )
 
 from pipelines.flowretail.config import ClientConfig, check_uid
+from pipelines.flowretail.content_coding import (
+    ACCEPT_ENCODING,
+    ContentCodingError,
+    CutOffError,
+    DecodedTooLarge,
+    decode_body,
+)
+from pipelines.flowretail.deviations import NUL_ESCAPE, deviation_record, remove_nul
 from pipelines.flowretail.errors import (
     ApiStatusError,
     AuthenticationError,
     BadRequestError,
     ConflictError,
+    FlowRetailError,
     NotFoundError,
     PagingInconsistentError,
     RetriesExhaustedError,
@@ -49,7 +58,8 @@ from pipelines.flowretail.paging import (
     parse_paging,
     remaining_page_numbers,
 )
-from pipelines.flowretail.schemas import validator_for
+from pipelines.flowretail.schemas import ResponseValidator, validator_for
+from pipelines.flowretail.secrets import redact
 from pipelines.flowretail.stats import ClientStats
 
 logger = logging.getLogger(__name__)
@@ -66,6 +76,7 @@ UPDATE_MEMBERS = "put-customer-groups-customers"
 
 _RETRYABLE_STATUS = frozenset({500, 502, 503, 504})
 _USER_AGENT = "flowretail-pipelines/0.1"
+_ERROR_TEXT_LIMIT = 300
 
 
 class BearerAuth(httpx.Auth):
@@ -93,15 +104,19 @@ class _Retryable(Exception):
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date."""
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date, else None (absent).
+
+    Only ASCII digits count as seconds: ``str.isdigit`` also accepts ``²`` or Arabic-Indic digits,
+    which ``float`` then refuses.
+    """
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
@@ -120,6 +135,7 @@ class ScanPage:
     page_number: int
     attempt: int
     total_count: int
+    deviations: dict[str, dict[str, str]] = field(default_factory=dict)  # item key -> field path -> case
 
 
 class PageBudget:
@@ -163,8 +179,10 @@ class AsyncFlowRetailClient:
             transport=transport,
             timeout=httpx.Timeout(config.read_timeout, connect=config.connect_timeout),
             limits=httpx.Limits(max_connections=config.concurrency, max_keepalive_connections=config.concurrency),
-            headers={"User-Agent": _USER_AGENT, "Accept": "application/json"},
+            headers={"User-Agent": _USER_AGENT, "Accept": "application/json", "Accept-Encoding": ACCEPT_ENCODING},
             verify=ssl.create_default_context(cafile=config.ca_bundle) if config.ca_bundle else True,
+            # No proxy or CA settings from the environment unless FLOWRETAIL_TRUST_ENV=1 says so.
+            trust_env=config.trust_env,
         )
 
     def __repr__(self) -> str:
@@ -306,7 +324,7 @@ class AsyncFlowRetailClient:
                     yield page
                     del page  # not kept alive while the next page is awaited
         except SpecViolationError as exc:
-            raise exc.in_context(what) from None
+            raise self._redact_error(exc.in_context(what)) from None
 
     async def _scan_attempts(
         self, operation: str, path: str, *, key_field: str, sort_by: str, what: str, budget: PageBudget | None
@@ -336,10 +354,11 @@ class AsyncFlowRetailClient:
                         contradiction = exc
                         break
                     fresh = ledger.admit(body["items"], info.total_count)
+                    deviations = _page_deviations(body, fresh, key_field)
                     # Drop references to a yielded page before waiting for the next, or every scan
                     # keeps one or two decoded pages alive beyond the budget.
                     del body
-                    yield ScanPage(fresh, number, attempt, info.total_count)
+                    yield ScanPage(fresh, number, attempt, info.total_count, deviations)
                     del fresh
             if contradiction is None and ledger.is_consistent():
                 return
@@ -378,16 +397,19 @@ class AsyncFlowRetailClient:
         Stops early, without asking for later pages, when a page comes back empty: the list shrank.
         With a budget, each page takes a slot before its request; a yielded page hands its slot on.
         """
-        numbers = list(reversed(remaining_page_numbers(first, self.config.page_base)))
+        numbers = remaining_page_numbers(first, self.config.page_base)  # a range: O(1) whatever the total
+        position = 0
         pending: dict[asyncio.Task[dict[str, Any]], int] = {}
 
         async def refill() -> None:
-            while numbers and len(pending) < self.config.concurrency:
+            nonlocal position
+            while position < len(numbers) and len(pending) < self.config.concurrency:
                 if budget is not None:
                     if pending and budget.exhausted():
                         return
                     await budget.take()
-                number = numbers.pop()
+                number = numbers[position]
+                position += 1
                 pending[asyncio.ensure_future(self._list_page(operation, path, number, sort_by))] = number
 
         try:
@@ -409,7 +431,7 @@ class AsyncFlowRetailClient:
                     finally:
                         del task
                     if not body["items"]:
-                        numbers.clear()
+                        position = len(numbers)
                     yield number, body, info
                     del body
                 await refill()
@@ -479,9 +501,11 @@ class AsyncFlowRetailClient:
                     attempts += 1
                     return await self._attempt(operation, method, path, params, json, page)
         except _Retryable as exc:
-            raise RetriesExhaustedError(
-                operation + (f" page {page}" if page is not None else ""), attempts, exc.detail
+            raise self._redact_error(
+                RetriesExhaustedError(operation + (f" page {page}" if page is not None else ""), attempts, exc.detail)
             ) from None
+        except FlowRetailError as exc:
+            raise self._redact_error(exc)  # noqa: B904 - the same error, its texts redacted
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _wait(self, state: RetryCallState) -> float:
@@ -530,6 +554,7 @@ class AsyncFlowRetailClient:
         return self._interpret(operation, response, raw, page)
 
     async def _read_capped(self, response: httpx.Response, operation: str, page: int | None) -> bytes:
+        """The body as sent (still compressed), refused past the size limit before it is all read."""
         limit = self.config.max_response_bytes
         declared = response.headers.get("Content-Length")
         if declared and declared.isdigit() and int(declared) > limit:
@@ -554,6 +579,7 @@ class AsyncFlowRetailClient:
             )
         if status in _RETRYABLE_STATUS:
             raise _Retryable(str(status), f"HTTP {status}")
+        raw = self._decode(response, raw, operation, page)
         if status >= 400:
             raise self._status_error(operation, status, raw, page)
         validator = validator_for(operation)
@@ -578,11 +604,21 @@ class AsyncFlowRetailClient:
             except UnicodeDecodeError as exc:
                 raise SpecViolationError(operation, "(body)", f"not valid UTF-8 (byte {exc.start})", page) from None
             raise _Retryable("invalid_json", f"HTTP {status} with a truncated or malformed JSON body") from None
-        validator.validate(body, page)
-        return body
+        return _with_deviations(operation, validator, body, raw, page, strict=self.config.strict_spec)
+
+    def _decode(self, response: httpx.Response, raw: bytes, operation: str, page: int | None) -> bytes:
+        """Undo the Content-Encoding; the size limit applies to the decoded body too (decompression bombs)."""
+        try:
+            return decode_body(raw, response.headers.get("Content-Encoding"), self.config.max_response_bytes)
+        except CutOffError as exc:
+            raise _Retryable("truncated", f"HTTP {response.status_code} with a cut-off compressed body ({exc})") from None
+        except DecodedTooLarge as exc:
+            raise SpecViolationError(operation, "(body)", str(exc), page) from None
+        except ContentCodingError as exc:
+            raise SpecViolationError(operation, "(body)", str(exc), page) from None
 
     def _status_error(self, operation: str, status: int, raw: bytes, page: int | None) -> ApiStatusError:
-        detail = self._redact(_error_message(raw))
+        detail = self._redact(_error_message(raw), _ERROR_TEXT_LIMIT)
         if status in (401, 403):
             return AuthenticationError(
                 operation,
@@ -601,8 +637,54 @@ class AsyncFlowRetailClient:
             return error
         return ApiStatusError(operation, status, detail, page)
 
-    def _redact(self, text: str) -> str:
-        return text.replace(self._token, "<redacted>") if self._token else text
+    def _redact(self, text: str, limit: int | None = None) -> str:
+        return redact(text, (self._token,), limit)
+
+    def _redact_error(self, exc: FlowRetailError) -> FlowRetailError:
+        """Schema violations quote response values, which may echo the token; every error leaves redacted."""
+        return exc.redacted(self._redact)
+
+
+class DeviatingBody(dict[str, Any]):
+    """A list response whose items break the spec only in data fields, which the load keeps as they
+    come (see ``deviations``): the body, plus per item position what broke."""
+
+    deviations: dict[int, dict[str, str]]
+
+
+def _with_deviations(
+    operation: str, validator: ResponseValidator, body: Any, raw: bytes, page: int | None, *, strict: bool
+) -> Any:
+    """The validated body; a list page whose items deviate comes back as a ``DeviatingBody``.
+
+    Tolerant, NULs go first, so that a key freed of one is validated as the key it is meant to be;
+    strict, the first violation fails as it always did, and a NUL after that.
+    """
+    nul = validator.is_list and NUL_ESCAPE in raw and isinstance(body, dict) and isinstance(body.get("items"), list)
+    if strict:
+        validator.validate(body, page)
+        if nul:
+            remove_nul(operation, body["items"], page, strict=True)
+        return body
+    found = remove_nul(operation, body["items"], page, strict=False) if nul else []
+    found = validator.check(body, page) + found
+    if not found:
+        return body
+    tolerant = DeviatingBody(body)
+    tolerant.deviations = deviation_record(found)
+    return tolerant
+
+
+def _page_deviations(body: dict[str, Any], fresh: list[dict[str, Any]], key_field: str) -> dict[str, dict[str, str]]:
+    """Key of each fresh item -> its deviations (field path -> case); empty for a page true to the spec."""
+    if not isinstance(body, DeviatingBody):
+        return {}
+    kept = {id(item) for item in fresh}
+    return {
+        item[key_field]: record
+        for position, record in body.deviations.items()
+        if id(item := body["items"][position]) in kept
+    }
 
 
 def _json_or_none(raw: bytes) -> Any:
@@ -613,12 +695,12 @@ def _json_or_none(raw: bytes) -> Any:
 
 
 def _error_message(raw: bytes) -> str:
+    """The API's ``message`` (or the start of the body), uncut: the caller redacts, then cuts."""
     body = _json_or_none(raw)
     if isinstance(body, dict) and isinstance(body.get("message"), str):
         message: str = body["message"]
-    else:
-        message = raw[:300].decode("utf-8", "replace").strip() or "no message"
-    return message[:300]
+        return message
+    return raw[: 4 * _ERROR_TEXT_LIMIT].decode("utf-8", "replace").strip() or "no message"
 
 
 def _release(budget: PageBudget | None, pages: int = 1) -> None:

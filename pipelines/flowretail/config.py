@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from pipelines.flowretail.errors import UnsafeIdentifierError
+from pipelines.flowretail.secrets import clean_token
 
 PRODUCTION_BASE_URL = "https://api.flowretail.com/v2"
 STAGE_BASE_URL = "https://api.stage.flowretail.com/v2"
@@ -49,7 +50,7 @@ def check_base_url(url: str) -> str:
 class ClientConfig(BaseModel):
     """Everything a client needs; the token is a SecretStr so it never shows in a repr or a log."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, hide_input_in_errors=True)
 
     base_url: str
     token: SecretStr
@@ -68,6 +69,8 @@ class ClientConfig(BaseModel):
     backoff_max: float = Field(default=30.0, ge=0)
     max_response_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     ca_bundle: str | None = None
+    trust_env: bool = False
+    strict_spec: bool = False  # True: any spec violation fails the load (see deviations.py)
 
     @field_validator("base_url")
     @classmethod
@@ -77,6 +80,4 @@ class ClientConfig(BaseModel):
     @field_validator("token")
     @classmethod
     def _token(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value().strip():
-            raise ValueError("must not be empty")
-        return value
+        return SecretStr(clean_token(value.get_secret_value()))

@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Self
+
 
 class FlowRetailError(Exception):
     """Base class for everything the client raises on purpose."""
+
+    def redacted(self, scrub: Callable[[str], str]) -> Self:
+        """This error with ``scrub`` applied to its message and every text attribute (``detail``, ...).
+
+        Messages quote what the server sent (error bodies, schema-violating values), which may echo
+        the token; the client passes every error it raises through here.
+        """
+        self.args = tuple(scrub(arg) if isinstance(arg, str) else arg for arg in self.args)
+        for name, value in vars(self).items():
+            if isinstance(value, str):
+                setattr(self, name, scrub(value))
+        return self
 
 
 class UnsafeIdentifierError(FlowRetailError, ValueError):

@@ -15,6 +15,11 @@ from typing import Any
 
 from pipelines.flowretail.errors import SpecViolationError
 
+# A list larger than this is taken for a broken or hostile server, not data: with totalCount = 10^12
+# and pages of one item, trusting it would mean 10^12 requests. Both bounds are documented in README.
+MAX_TOTAL_COUNT = 10_000_000
+MAX_PAGES = 1_000_000
+
 
 @dataclass(frozen=True)
 class PagingInfo:
@@ -40,6 +45,22 @@ def parse_paging(body: dict[str, Any], operation: str, page: int, requested_size
         raise SpecViolationError(operation, "items", f"{len(items)} items on a page of size {info.page_size}", page)
     if info.total_count < 0:
         raise SpecViolationError(operation, "paging.totalCount", f"negative: {info.total_count}", page)
+    if info.total_count > MAX_TOTAL_COUNT:
+        raise SpecViolationError(
+            operation,
+            "paging.totalCount",
+            f"{info.total_count} items is more than the {MAX_TOTAL_COUNT} a list may hold",
+            page,
+        )
+    pages = page_count(info.total_count, info.page_size)
+    if pages > MAX_PAGES:
+        raise SpecViolationError(
+            operation,
+            "paging.pageSize",
+            f"totalCount {info.total_count} in pages of {info.page_size} makes {pages} pages, "
+            f"more than the {MAX_PAGES} a scan may take",
+            page,
+        )
     return info
 
 
@@ -69,9 +90,12 @@ def page_count(total_count: int, page_size: int) -> int:
     return math.ceil(total_count / page_size) if total_count > 0 else 0
 
 
-def remaining_page_numbers(first: PagingInfo, page_base: int) -> list[int]:
-    """Page numbers still to fetch after the first page, from what the first page reported."""
-    return list(range(page_base + 1, page_base + page_count(first.total_count, first.page_size)))
+def remaining_page_numbers(first: PagingInfo, page_base: int) -> range:
+    """Page numbers still to fetch after the first page, from what the first page reported.
+
+    A range, never a list: its size does not grow with the total a server claims.
+    """
+    return range(page_base + 1, page_base + page_count(first.total_count, first.page_size))
 
 
 @dataclass

@@ -13,6 +13,7 @@ from typing import Any
 
 import jsonschema_rs
 
+from pipelines.flowretail.deviations import Deviation, tolerable
 from pipelines.flowretail.errors import SpecViolationError
 from pipelines.flowretail.spec import load_spec, operations
 
@@ -90,16 +91,41 @@ class ResponseValidator:
         self.operation_id = operation_id
         self.success_status, schema = response_json_schema(operation_id)
         self._validator = jsonschema_rs.Draft4Validator(schema, validate_formats=True) if schema is not None else None
+        items = (schema or {}).get("properties", {}).get("items", {})
+        self.is_list = isinstance(items, dict) and items.get("type") == "array"
 
     def validate(self, body: Any, page: int | None = None) -> None:
         """Raise SpecViolationError naming the first offending field."""
         if self._validator is None:
             return
         for error in self._validator.iter_errors(body):
-            path = list(error.instance_path)
-            if isinstance(error.kind, jsonschema_rs.ValidationErrorKind.Required):
-                path.append(str(error.kind.property))
-            raise SpecViolationError(self.operation_id, _field_path(path), error.message, page)
+            raise self._violation(error, page)
+
+    def check(self, body: Any, page: int | None = None) -> list[Deviation]:
+        """Like ``validate``, but a list item's data field that breaks the spec is returned, not raised.
+
+        The whole body is checked first; only a body that fails is walked error by error. Paging,
+        the list's shape and item keys stay strict (see ``deviations``).
+        """
+        if self._validator is None or self._validator.is_valid(body):
+            return []
+        found: list[Deviation] = []
+        for error in self._validator.iter_errors(body):
+            kind = error.kind
+            required = str(kind.property) if isinstance(kind, jsonschema_rs.ValidationErrorKind.Required) else None
+            deviation = None
+            if self.is_list:
+                deviation = tolerable(list(error.instance_path), type(kind).__name__, required, error.instance)
+            if deviation is None:
+                raise self._violation(error, page)
+            found.append(deviation)
+        return found
+
+    def _violation(self, error: jsonschema_rs.ValidationError, page: int | None) -> SpecViolationError:
+        path = list(error.instance_path)
+        if isinstance(error.kind, jsonschema_rs.ValidationErrorKind.Required):
+            path.append(str(error.kind.property))
+        return SpecViolationError(self.operation_id, _field_path(path), error.message, page)
 
 
 @cache

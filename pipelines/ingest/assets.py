@@ -61,7 +61,14 @@ MEMBER_COUNTS_MATCH_API = RawTableCheck(
 GROUP_COUNT_MATCHES_API = RawTableCheck(
     "customer_groups", "counts_match_api", "Groups loaded equal the totalCount the API reported."
 )
+TRUE_TO_SPEC = RawTableCheck(
+    "customer_snapshots",
+    "true_to_spec",
+    "No loaded value broke the API spec (null, type, enum, format, U+0000); counts per field and case.",
+)
 CHECKS = (REFERENCES_LOADED_ROWS, MEMBER_COUNTS_MATCH_API, GROUP_COUNT_MATCHES_API)
+WARNING_CHECKS = (TRUE_TO_SPEC,)
+"""Shown, not guarding: data that broke the spec was loaded as it came (see flowretail/deviations.py)."""
 """Uniqueness of keys and of the current customer version is not re-tested here: the primary keys and
 the unique index ``customer_snapshots_current`` make a violating load fail before it commits."""
 
@@ -97,8 +104,14 @@ with warnings.catch_warnings():
         for table, description in RAW_TABLES.items()
     ],
     check_specs=[
-        dg.AssetCheckSpec(check.name, asset=raw_key(check.table), description=check.description, blocking=True)
-        for check in CHECKS
+        *(
+            dg.AssetCheckSpec(check.name, asset=raw_key(check.table), description=check.description, blocking=True)
+            for check in CHECKS
+        ),
+        *(
+            dg.AssetCheckSpec(check.name, asset=raw_key(check.table), description=check.description, blocking=False)
+            for check in WARNING_CHECKS
+        ),
     ],
     partitions_def=tenant_partitions,
     can_subset=False,
@@ -173,6 +186,7 @@ def _materializations(conn: psycopg.Connection[Any], result: TenantLoadResult) -
             "versions_opened": result.customer_versions_opened,
             "versions_closed": result.customer_versions_closed,
             "new_columns": ", ".join(result.new_columns) or "none",
+            "spec_deviations": dg.MetadataValue.json(result.spec_deviations),
         },
         "load_runs": {"status": "succeeded"},
     }
@@ -234,5 +248,15 @@ def _checks(conn: psycopg.Connection[Any], result: TenantLoadResult) -> Any:
             "api_total_count": result.api_group_total,
             "deleted_during_load": len(result.groups_deleted_during_load),
             "loaded": result.groups_rows,
+        },
+    )
+    yield dg.AssetCheckResult(
+        asset_key=raw_key(TRUE_TO_SPEC.table),
+        check_name=TRUE_TO_SPEC.name,
+        passed=not result.spec_deviations,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "deviating_values": sum(n for cases in result.spec_deviations.values() for n in cases.values()),
+            "by_field": dg.MetadataValue.json(result.spec_deviations),
         },
     )

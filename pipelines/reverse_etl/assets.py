@@ -37,6 +37,9 @@ OWNERS = ["team:crm"]
 # Segments are pushed in parallel step processes; each gets this share of the client's rate limit
 # and concurrency, so together they stay within FLOWRETAIL_RATE_LIMIT and FLOWRETAIL_CONCURRENCY.
 PUSH_PARALLELISM = 3
+# Set on a run whose steps run one at a time in one process (the CLI's ``execute_in_process``): each
+# step then has the whole budget to itself.
+STEPS_IN_PROCESS_TAG = "flowretail/steps_in_process"
 GUARDS = {
     "empty_segment": "Blocks a push of an empty segment into a group that has members.",
     "max_remove_fraction": "Blocks a push whose removals exceed the segment's max_remove_fraction of live members.",
@@ -71,6 +74,11 @@ def push_targets() -> list[tuple[Model, PushTarget]]:
             )
         )
     return out
+
+
+def client_share(context: AssetExecutionContext) -> int:
+    """How many push steps share the client budget at once: the executor's parallelism, or 1 in process."""
+    return 1 if context.run.tags.get(STEPS_IN_PROCESS_TAG) == "true" else PUSH_PARALLELISM
 
 
 def plan_key(segment: str) -> dg.AssetKey:
@@ -128,7 +136,7 @@ def _plan_asset(model: Model, target: PushTarget) -> dg.AssetsDefinition:
             segment_uids = read_segment_uids(conn, project.target_schema, model.name, tenant_uid)
 
             async def make_plan() -> SegmentPushPlan:
-                async with flowretail.make_client(share=PUSH_PARALLELISM) as client:
+                async with flowretail.make_client(share=client_share(context)) as client:
                     return await plan_and_record(
                         client,
                         conn,
@@ -208,7 +216,7 @@ def _push_asset(model: Model, target: PushTarget) -> dg.AssetsDefinition:
             segment_uids = read_segment_uids(conn, project.target_schema, model.name, tenant_uid)
 
             async def apply() -> PushOutcome:
-                async with flowretail.make_client(share=PUSH_PARALLELISM) as client:
+                async with flowretail.make_client(share=client_share(context)) as client:
                     return await execute_plan(
                         client, conn, context.run.run_id, plan, segment_uids, flowretail.push_batch_size
                     )

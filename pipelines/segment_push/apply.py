@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -17,11 +18,14 @@ from pipelines.segment_push.audit import (
     claim_group,
     finish_call,
     log_call,
+    read_batch_limit,
     read_history,
+    record_batch_limit,
     record_outcome,
     record_plan,
     register_group,
 )
+from pipelines.segment_push.batching import BatchSizer
 from pipelines.segment_push.plan import (
     LiveGroup,
     PushTarget,
@@ -137,8 +141,35 @@ class _Pusher:
             f"group {target.group_uid} was named {current_name!r}; renamed back to {target.group_name!r}"
         )
 
-    async def send(self, add: tuple[str, ...], remove: tuple[str, ...], batch: int) -> None:
-        """One add/remove call; a 400 is narrowed down until the refused uids are isolated."""
+    async def send_all(self, sizer: BatchSizer) -> None:
+        """Send the plan's adds, then its removes, in calls of the size ``sizer`` says the server takes.
+
+        A call refused for its size goes back to the front of the queue and is resent smaller.
+        """
+        pending = deque([(uid, True) for uid in self.plan.adds] + [(uid, False) for uid in self.plan.removes])
+        number = 0
+        while pending:
+            part = [pending.popleft() for _ in range(sizer.next_size(len(pending)))]
+            number += 1
+            pending.extendleft(reversed(await self.send(*_split(part), number, sizer)))
+            progress_logger.info(
+                "%s / %s: batch %d sent, %d added, %d removed, %d uids to go",
+                self.plan.tenant_uid,
+                self.plan.target.segment,
+                number,
+                self.outcome.applied_adds,
+                self.outcome.applied_removes,
+                len(pending),
+            )
+
+    async def send(
+        self, add: tuple[str, ...], remove: tuple[str, ...], batch: int, sizer: BatchSizer
+    ) -> list[tuple[str, bool]]:
+        """One add/remove call; returns the uids to resend in smaller calls (refused for its size).
+
+        A 400 naming uids drops them; one naming none is the size's fault when it may be (see
+        ``BatchSizer``), otherwise the batch is split until the refused uid is isolated.
+        """
         try:
             await self.call(
                 "add_remove",
@@ -154,24 +185,30 @@ class _Pusher:
             named = _named_invalid_uids(exc)
             everything = set(add) | set(remove)
             refused = named & everything
+            uids = [(u, True) for u in add] + [(u, False) for u in remove]
             if refused:
                 for uid in refused:
                     self.outcome.rejected[uid] = exc.detail
-                rest_add = tuple(u for u in add if u not in refused)
-                rest_remove = tuple(u for u in remove if u not in refused)
-                if rest_add or rest_remove:
-                    await self.send(rest_add, rest_remove, batch)
-                return
+                rest = [(u, is_add) for u, is_add in uids if u not in refused]
+                if rest:
+                    return await self.send(*_split(rest), batch, sizer)
+                return []
+            if sizer.may_be_too_big(len(uids)):
+                sizer.too_big(len(uids))
+                return uids
             if len(everything) == 1:
                 self.outcome.rejected[next(iter(everything))] = exc.detail
-                return
-            uids = [(u, True) for u in add] + [(u, False) for u in remove]
+                sizer.uid_refused()
+                return []
             half = len(uids) // 2
+            again = []
             for part in (uids[:half], uids[half:]):
-                await self.send(tuple(u for u, a in part if a), tuple(u for u, a in part if not a), batch)
-            return
+                again += await self.send(*_split(part), batch, sizer)
+            return again
+        sizer.took(len(add) + len(remove))
         self.outcome.applied_adds += len(add)
         self.outcome.applied_removes += len(remove)
+        return []
 
     async def read_back(self) -> tuple[str | None, frozenset[str]]:
         """The group's name and members after the writes (a logged read)."""
@@ -215,6 +252,29 @@ async def plan_and_record(
     return plan
 
 
+def _split(uids: list[tuple[str, bool]]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(adds, removes) of (uid, is_add) pairs."""
+    return tuple(u for u, is_add in uids if is_add), tuple(u for u, is_add in uids if not is_add)
+
+
+async def _send_learning(pusher: _Pusher, batch_size: int) -> None:
+    """Send the member changes at the size the server showed it takes, and keep what was learned."""
+    base_url, tenant = pusher.client.config.base_url, pusher.plan.tenant_uid
+    stored = read_batch_limit(pusher.conn, base_url, tenant)
+    sizer = BatchSizer(batch_size, *stored)
+    try:
+        await pusher.send_all(sizer)
+    finally:
+        # Only what this push found out is written, so a limit that merely held ages out and is probed again.
+        if sizer.refused is not None and (sizer.accepted, sizer.refused) != stored:
+            record_batch_limit(pusher.conn, base_url, tenant, sizer.accepted, sizer.refused)
+        if sizer.refusals and sizer.refused is not None:
+            pusher.outcome.notes.append(
+                f"the API refused {sizer.refusals} calls for their size; it takes {sizer.accepted} uids "
+                f"per call and refuses {sizer.refused}"
+            )
+
+
 def _named_invalid_uids(exc: BadRequestError) -> set[str]:
     body = getattr(exc, "body", None)
     if isinstance(body, dict) and isinstance(body.get("invalidCustomerUids"), list):
@@ -249,18 +309,7 @@ async def _execute_claimed(
     live_after: frozenset[str] = frozenset()
     try:
         await pusher.ensure_group()
-        batches = plan.batches(batch_size)
-        for number, batch in enumerate(batches, start=1):
-            await pusher.send(batch.add, batch.remove, number)
-            progress_logger.info(
-                "%s / %s: batch %d/%d sent, %d added, %d removed",
-                plan.tenant_uid,
-                plan.target.segment,
-                number,
-                len(batches),
-                outcome.applied_adds,
-                outcome.applied_removes,
-            )
+        await _send_learning(pusher, batch_size)
         name_after, live_after = await pusher.read_back()
         outcome.live_after_count = len(live_after)
         outcome.verified = is_verified(plan, live_after, segment_uids, frozenset(outcome.rejected))

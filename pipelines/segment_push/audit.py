@@ -97,7 +97,47 @@ PUSH_TABLES_SQL: list[sql.Composed] = [
     PRIMARY KEY (tenant_uid, segment, customer_group_uid, customer_uid)
 )"""
     ).format(_S),
+    # What add/remove call sizes one API installation took and refused for a tenant (see batching.py),
+    # keyed by the base URL (which never carries credentials), never by anything secret.
+    sql.SQL(
+        """CREATE TABLE IF NOT EXISTS {}.segment_push_batch_limits (
+    api_base_url text NOT NULL,
+    tenant_uid text NOT NULL,
+    accepted integer NOT NULL,
+    refused integer,
+    learned_at timestamptz NOT NULL,
+    PRIMARY KEY (api_base_url, tenant_uid)
+)"""
+    ).format(_S),
 ]
+
+BATCH_LIMIT_MAX_AGE_DAYS = 7  # a server may raise its limit: after this, the next push probes again
+
+
+def read_batch_limit(conn: psycopg.Connection[Any], api_base_url: str, tenant_uid: str) -> tuple[int, int | None]:
+    """(largest call size accepted, smallest refused) as a recent push left them, or (0, None)."""
+    row = conn.execute(
+        sql.SQL(
+            "SELECT accepted, refused FROM {}.segment_push_batch_limits WHERE api_base_url = %s AND tenant_uid = %s "
+            "AND learned_at > now() - make_interval(days => %s)"
+        ).format(_S),
+        (api_base_url, tenant_uid, BATCH_LIMIT_MAX_AGE_DAYS),
+    ).fetchone()
+    return (int(row[0]), row[1]) if row else (0, None)
+
+
+def record_batch_limit(
+    conn: psycopg.Connection[Any], api_base_url: str, tenant_uid: str, accepted: int, refused: int
+) -> None:
+    """Keep what this push learned about the server's size limit for the next push."""
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {}.segment_push_batch_limits (api_base_url, tenant_uid, accepted, refused, learned_at) "
+            "VALUES (%s, %s, %s, %s, now()) ON CONFLICT (api_base_url, tenant_uid) DO UPDATE SET "
+            "accepted = EXCLUDED.accepted, refused = EXCLUDED.refused, learned_at = EXCLUDED.learned_at"
+        ).format(_S),
+        (api_base_url, tenant_uid, accepted, refused),
+    )
 
 
 def ensure_push_tables(conn: psycopg.Connection[Any]) -> None:

@@ -16,11 +16,18 @@ from typing import Literal, cast
 
 from pipelines.sql_models.errors import ModelConfigError
 
-Materialization = Literal["view", "table"]
+Materialization = Literal["view", "table", "incremental"]
+TenantScope = Literal["tenant", "all"]
 PushMode = Literal["mirror", "add_only"]
 AdoptionMode = Literal["add_only", "mirror"]
 
-MATERIALIZATIONS: tuple[Materialization, ...] = ("view", "table")
+MATERIALIZATIONS: tuple[Materialization, ...] = ("view", "table", "incremental")
+TENANT_SCOPES: tuple[TenantScope, ...] = ("tenant", "all")
+# The one incremental strategy and key the runner implements: replace a tenant's slice (dbt's
+# ``delete+insert`` keyed on the tenant column), so a model keeps building the same way under dbt.
+TENANT_COLUMN = "tenant_uid"
+INCREMENTAL_STRATEGIES = ("delete+insert",)
+UNIQUE_KEYS = (TENANT_COLUMN,)
 PUSH_MODES: tuple[PushMode, ...] = ("mirror", "add_only")
 ADOPTION_MODES: tuple[AdoptionMode, ...] = ("add_only", "mirror")
 
@@ -30,7 +37,7 @@ GROUP_UID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,256}")
 
 DEFAULT_MAX_REMOVE_FRACTION = 0.2
 
-MODEL_KEYS = ("materialized", "description")
+MODEL_KEYS = ("materialized", "description", "tenant_scope", "incremental_strategy", "unique_key")
 PUSH_KEYS = ("push_to_group_uid", "push_group_name", "push_mode", "max_remove_fraction", "adopt_existing")
 ALLOWED_KEYS = tuple(sorted(MODEL_KEYS + PUSH_KEYS))
 
@@ -54,11 +61,27 @@ class SegmentPushConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """A model's validated configuration; ``push`` is set only for segments that are pushed back."""
+    """A model's validated configuration; ``push`` is set only for segments that are pushed back.
+
+    ``tenant_scope`` "tenant" (the default) means the model's rows for a tenant depend only on that
+    tenant's data: a table is then built one tenant slice at a time, from that tenant's load alone.
+    "all" declares a model that really spans tenants; it is rebuilt whole, once per tick.
+    """
 
     materialized: Materialization = "view"
     description: str | None = None
     push: SegmentPushConfig | None = None
+    tenant_scope: TenantScope = "tenant"
+
+    @property
+    def is_table(self) -> bool:
+        """Rows are stored (``table`` or ``incremental``), as opposed to a view."""
+        return self.materialized != "view"
+
+    @property
+    def tenant_sliced(self) -> bool:
+        """Built per tenant: one tenant's slice is replaced at a time (dbt: incremental delete+insert)."""
+        return self.is_table and self.tenant_scope == "tenant"
 
 
 def _invalid(label: str, path: Path, key: str, value: object, reason: str) -> ModelConfigError:
@@ -126,8 +149,19 @@ def parse_model_config(values: Mapping[str, object], *, path: Path, label: str, 
     description = values.get("description")
     if description is not None and not isinstance(description, str):
         raise _invalid(label, path, "description", description, "must be a string")
+    materialized = cast(Materialization, _choice(values, "materialized", MATERIALIZATIONS, "view", label, path))
+    tenant_scope = cast(TenantScope, _choice(values, "tenant_scope", TENANT_SCOPES, "tenant", label, path))
+    _choice(values, "incremental_strategy", INCREMENTAL_STRATEGIES, INCREMENTAL_STRATEGIES[0], label, path)
+    _choice(values, "unique_key", UNIQUE_KEYS, UNIQUE_KEYS[0], label, path)
+    if materialized == "incremental" and tenant_scope == "all":
+        raise _invalid(
+            label, path, "tenant_scope", tenant_scope, "an incremental model replaces one tenant's slice at a time"
+        )
+    if is_segment and tenant_scope == "all":
+        raise _invalid(label, path, "tenant_scope", tenant_scope, "a segment is pushed per tenant")
     return ModelConfig(
-        materialized=cast(Materialization, _choice(values, "materialized", MATERIALIZATIONS, "view", label, path)),
+        materialized=materialized,
         description=description,
         push=_push_config(values, label, path),
+        tenant_scope=tenant_scope,
     )

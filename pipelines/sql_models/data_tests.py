@@ -3,6 +3,11 @@
 As in dbt, a test passes when its query returns no row, so the same query both decides the outcome
 and shows what is wrong. Identifiers go through ``psycopg.sql.Identifier``; accepted values through
 ``psycopg.sql.Literal`` because the compiled text is stored and shown, not sent with parameters.
+
+Tenants. A test of a tenant-scoped model runs on one tenant's slice (``sql_for(tenant)``): a tenant's
+run checks exactly the rows it built, whatever other tenants' runs are doing at the same moment. A
+relationships test between two tenant relations matches on ``(tenant_uid, key)``, so a key that only
+exists in another tenant fails it even when the test runs over all tenants.
 """
 
 from __future__ import annotations
@@ -12,8 +17,11 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
+from pipelines.sql_models.config import TENANT_COLUMN
 from pipelines.sql_models.schema_file import DataTestKind, DeclaredTest, RelationRef
 
+# A relation a test reads (the class below has a field named ``sql``, which hides the module there).
+Relation = sql.Identifier
 _PLAIN_COLUMN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _NAME_NOISE = re.compile(r"[^a-z0-9]+")
 
@@ -35,6 +43,19 @@ class DataTest:
     sql: str
     defined_in: str
     references: RelationRef | None = None
+    declared: DeclaredTest | None = None
+    relation: Relation | None = None
+    target_relation: Relation | None = None
+    tenant_scoped: bool = False
+    tenant_keyed: bool = False
+
+    def sql_for(self, tenant: str | None) -> str:
+        """The test over one tenant's rows, or over all rows (``None``, or an unscoped test)."""
+        if tenant is None or not self.tenant_scoped or self.declared is None or self.relation is None:
+            return self.sql
+        return compile_test_sql(
+            self.declared, self.relation, self.target_relation, tenant_keyed=self.tenant_keyed, tenant=tenant
+        )
 
 
 def column_sql(column: str) -> sql.Composable:
@@ -60,9 +81,52 @@ def data_test_name(model: str, declared: DeclaredTest, target_name: str | None) 
     return name
 
 
-def compile_test_sql(declared: DeclaredTest, relation: sql.Composable, target_relation: sql.Composable | None) -> str:
-    """SQL returning the rows that make ``declared`` fail on ``relation``."""
+def _tenant_slice(relation: sql.Composable, tenant: str | None, alias: str) -> sql.Composable:
+    if tenant is None:
+        return relation
+    return sql.SQL("(SELECT * FROM {} WHERE {} = {}) AS {}").format(
+        relation, sql.Identifier(TENANT_COLUMN), sql.Literal(tenant), sql.Identifier(alias)
+    )
+
+
+def _relationships_sql(
+    declared: DeclaredTest, relation: sql.Composable, target: sql.Composable, tenant_keyed: bool
+) -> sql.Composable:
+    tenant = sql.Identifier(TENANT_COLUMN)
+    child_tenant = sql.SQL("{}, ").format(tenant) if tenant_keyed else sql.SQL("")
+    same_tenant = sql.SQL("child.{t} = parent.{t} AND ").format(t=tenant) if tenant_keyed else sql.SQL("")
+    return sql.SQL(
+        "WITH child AS (\n    SELECT {child_tenant}{column} AS from_field FROM {relation} WHERE {column} IS NOT NULL\n),\n"
+        "parent AS (\n    SELECT {child_tenant}{field} AS to_field FROM {target}\n)\n"
+        "SELECT {selected}child.from_field\nFROM child\n"
+        "LEFT JOIN parent ON {same_tenant}child.from_field = parent.to_field\n"
+        "WHERE parent.to_field IS NULL"
+    ).format(
+        child_tenant=child_tenant,
+        selected=sql.SQL("child.{}, ").format(tenant) if tenant_keyed else sql.SQL(""),
+        same_tenant=same_tenant,
+        column=column_sql(declared.column),
+        relation=relation,
+        field=column_sql(declared.field or ""),
+        target=target,
+    )
+
+
+def compile_test_sql(
+    declared: DeclaredTest,
+    relation: sql.Composable,
+    target_relation: sql.Composable | None,
+    *,
+    tenant_keyed: bool = False,
+    tenant: str | None = None,
+) -> str:
+    """SQL returning the rows that make ``declared`` fail on ``relation``.
+
+    ``tenant`` restricts both relations to that tenant's rows; ``tenant_keyed`` makes a relationships
+    test match on ``(tenant_uid, key)`` instead of the key alone.
+    """
     column = column_sql(declared.column)
+    relation = _tenant_slice(relation, tenant, "tested")
     query: sql.Composable
     if declared.kind == "unique":
         query = sql.SQL(
@@ -80,10 +144,6 @@ def compile_test_sql(declared: DeclaredTest, relation: sql.Composable, target_re
     else:
         if target_relation is None or declared.field is None:
             raise ValueError(f"relationships test on {declared.column!r} needs a target relation and field")
-        query = sql.SQL(
-            "WITH child AS (\n    SELECT {column} AS from_field FROM {relation} WHERE {column} IS NOT NULL\n),\n"
-            "parent AS (\n    SELECT {field} AS to_field FROM {target}\n)\n"
-            "SELECT child.from_field\nFROM child\nLEFT JOIN parent ON child.from_field = parent.to_field\n"
-            "WHERE parent.to_field IS NULL"
-        ).format(column=column, relation=relation, field=column_sql(declared.field), target=target_relation)
+        target = _tenant_slice(target_relation, tenant, "referenced")
+        query = _relationships_sql(declared, relation, target, tenant_keyed)
     return query.as_string(None)

@@ -20,11 +20,26 @@ model would drop each other's ``__new`` relation.
 
 Connections. Both autocommit and non-autocommit connections work; inside a transaction opened by
 the caller, the steps become savepoints and nothing is visible to readers before the caller commits.
+
+Tenant slices. ``build_model(..., tenant=T)`` builds what one tenant's run needs, in work that grows
+with that tenant's data only:
+- a table model (``tenant_scope='tenant'``) computes T's rows with every ref and source filtered on
+  ``tenant_uid = T``, then deletes T's old rows and inserts the new ones in ONE transaction (dbt's
+  incremental ``delete+insert``): readers see the old slice or the new one, and a failing model
+  leaves the old slice. Other tenants' runs write their own slices of the same table at the same
+  time; they share the model's advisory lock, which a whole rebuild (first build, or the model's
+  columns changed) takes exclusively;
+- a view is not rebuilt per tenant: it is created or replaced only when its SQL changed (the SQL's
+  hash is kept in the view's comment), under the model's lock;
+- a model declared ``tenant_scope='all'`` is never built for a tenant.
+Every table a build writes is analysed in the transaction that writes it, so the next query (a data
+test, a downstream model) is planned with statistics of the rows it reads, even on a new database.
 """
 
 from __future__ import annotations
 
 import datetime
+import hashlib
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -34,12 +49,21 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from pipelines.sql_models.config import TENANT_COLUMN
 from pipelines.sql_models.data_tests import DataTest
 from pipelines.sql_models.errors import DataTestError, ModelBuildError
 from pipelines.sql_models.project import BUILD_SUFFIX, Model, Project, render
+from pipelines.warehouse.postgres import advisory_lock_key
 
 # The push-back reads segments by these columns; anything else would be silently ignored or fail there.
 SEGMENT_COLUMNS = ("tenant_uid", "customer_uid")
+
+# Namespace of the per-model advisory locks: tenant slice writers share a model's lock, a whole
+# rebuild or a view replacement holds it alone.
+_MODEL_LOCK_NAMESPACE = 0x464C524D  # "FLRM"
+# The comment of a view built by the runner: the hash of the SQL it was built from.
+_VIEW_COMMENT_PREFIX = "flowretail sql model, sha256 of its SQL: "
+_SLICE_TABLE = "__model_slice"
 
 _RELATION_KIND_SQL = {"v": "VIEW", "r": "TABLE", "m": "MATERIALIZED VIEW", "p": "TABLE"}
 
@@ -88,6 +112,35 @@ JOIN pg_catalog.pg_class AS c ON c.oid = a.attrelid
 JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
 WHERE n.nspname = %(schema)s AND c.relname = %(name)s AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum
+"""
+
+
+_COLUMNS_BY_RELATION_QUERY = """
+SELECT a.attname AS name, pg_catalog.format_type(a.atttypid, a.atttypmod) AS data_type
+FROM pg_catalog.pg_attribute AS a
+WHERE a.attrelid = %(relation)s::regclass AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum
+"""
+
+_VIEW_COMMENT_QUERY = """
+SELECT pg_catalog.obj_description(c.oid, 'pg_class')
+FROM pg_catalog.pg_class AS c
+JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+WHERE n.nspname = %(schema)s AND c.relname = %(name)s AND c.relkind = 'v'
+"""
+
+
+# Source tables whose statistics miss most of their rows (never analysed, or changed by more than
+# autovacuum's default threshold since): a model build analyses them before reading them. The loader
+# analyses what it writes, so this normally finds nothing; it keeps a brand-new database (or a loader
+# that does not) from planning a tenant's queries on empty statistics, where a filter on one tenant
+# is estimated at a handful of rows and a nested loop over a view takes minutes.
+_STALE_SOURCES_QUERY = """
+SELECT schemaname, relname
+FROM pg_catalog.pg_stat_user_tables
+WHERE schemaname = ANY(%(schemas)s) AND relname = ANY(%(names)s)
+  AND (n_mod_since_analyze > 50 + 0.1 * n_live_tup
+       OR (last_analyze IS NULL AND last_autoanalyze IS NULL AND n_live_tup > 0))
 """
 
 
@@ -185,40 +238,68 @@ def _database_message(error: psycopg.Error) -> str:
     return str(error).strip() or type(error).__name__
 
 
+def _relation_columns(conn: psycopg.Connection[Any], relation: sql.Identifier) -> tuple[RelationColumn, ...]:
+    rows = conn.execute(_COLUMNS_BY_RELATION_QUERY, {"relation": relation.as_string(conn)}).fetchall()
+    return tuple(RelationColumn(str(row[0]), str(row[1])) for row in rows)
+
+
+def _check_segment(conn: psycopg.Connection[Any], model: Model, relation: sql.Identifier) -> None:
+    """A segment returns exactly ``tenant_uid, customer_uid``, one row per customer."""
+    columns = tuple(column.name for column in _relation_columns(conn, relation))
+    if columns != SEGMENT_COLUMNS:
+        raise ModelBuildError(
+            f"{model.label}: a segment must return exactly the columns {', '.join(SEGMENT_COLUMNS)}; "
+            f"it returns {', '.join(columns)}",
+            (model.path,),
+        )
+    duplicated = conn.execute(
+        sql.SQL(
+            "SELECT count(*) FROM (SELECT 1 FROM {} GROUP BY tenant_uid, customer_uid HAVING count(*) > 1) AS d"
+        ).format(relation)
+    ).fetchone()
+    if duplicated and duplicated[0]:
+        raise ModelBuildError(
+            f"{model.label}: a segment must return one row per customer; "
+            f"{duplicated[0]} (tenant_uid, customer_uid) pairs appear more than once",
+            (model.path,),
+        )
+
+
+def _view_comment(body: str) -> str:
+    return _VIEW_COMMENT_PREFIX + hashlib.sha256(body.encode("utf-8")).hexdigest()
+
+
+def _finish_table(conn: psycopg.Connection[Any], model: Model, relation: sql.Identifier) -> None:
+    """Index the tenant column of a sliced table (each tenant's delete finds its rows without a scan
+    of the others') and analyse the table before anything reads it.
+
+    A table without the column still builds whole; building it for a tenant then fails, naming it.
+    """
+    columns = {column.name for column in _relation_columns(conn, relation)}
+    if model.config.tenant_sliced and TENANT_COLUMN in columns:
+        conn.execute(sql.SQL("CREATE INDEX ON {} ({})").format(relation, sql.Identifier(TENANT_COLUMN)))
+    conn.execute(sql.SQL("ANALYZE {}").format(relation))
+
+
 def _create_new_relation(conn: psycopg.Connection[Any], model: Model, project: Project, body: str) -> None:
     schema = project.target_schema
     new_name = model.name + BUILD_SUFFIX
-    kind = "r" if model.config.materialized == "table" else "v"
+    new_relation = sql.Identifier(schema, new_name)
+    kind = "r" if model.config.is_table else "v"
     try:
         with conn.transaction():
             conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
             leftover = _relation_kind(conn, schema, new_name)
             if leftover is not None:
                 _require_replaceable(model, schema, new_name, leftover[1])
-                conn.execute(
-                    sql.SQL("DROP {} {} CASCADE").format(_kind_sql(leftover[1]), sql.Identifier(schema, new_name))
-                )
-            conn.execute(_create_sql(kind, sql.Identifier(schema, new_name), body))
+                conn.execute(sql.SQL("DROP {} {} CASCADE").format(_kind_sql(leftover[1]), new_relation))
+            conn.execute(_create_sql(kind, new_relation, body))
             if model.is_segment:
-                columns = tuple(column.name for column in relation_columns(conn, schema, new_name))
-                if columns != SEGMENT_COLUMNS:
-                    raise ModelBuildError(
-                        f"{model.label}: a segment must return exactly the columns {', '.join(SEGMENT_COLUMNS)}; "
-                        f"it returns {', '.join(columns)}",
-                        (model.path,),
-                    )
-                duplicated = conn.execute(
-                    sql.SQL(
-                        "SELECT count(*) FROM (SELECT 1 FROM {} GROUP BY tenant_uid, customer_uid "
-                        "HAVING count(*) > 1) AS d"
-                    ).format(sql.Identifier(schema, new_name))
-                ).fetchone()
-                if duplicated and duplicated[0]:
-                    raise ModelBuildError(
-                        f"{model.label}: a segment must return one row per customer; "
-                        f"{duplicated[0]} (tenant_uid, customer_uid) pairs appear more than once",
-                        (model.path,),
-                    )
+                _check_segment(conn, model, new_relation)
+            if kind == "r":
+                _finish_table(conn, model, new_relation)
+            else:
+                conn.execute(sql.SQL("COMMENT ON VIEW {} IS {}").format(new_relation, sql.Literal(_view_comment(body))))
     except psycopg.Error as error:
         raise ModelBuildError(f"{model.label}: {_database_message(error)}", (model.path,)) from error
 
@@ -252,7 +333,7 @@ def _swap_into_place(conn: psycopg.Connection[Any], model: Model, project: Proje
     """Replace the live relation by ``<name>__new`` in one transaction; return re-created views."""
     schema = project.target_schema
     live = sql.Identifier(schema, model.name)
-    new_kind = "TABLE" if model.config.materialized == "table" else "VIEW"
+    new_kind = "TABLE" if model.config.is_table else "VIEW"
     recreated: list[str] = []
     try:
         with conn.transaction():
@@ -293,25 +374,191 @@ def relation_columns(conn: psycopg.Connection[Any], schema: str, name: str) -> t
     return tuple(RelationColumn(str(row[0]), str(row[1])) for row in rows)
 
 
-def build_model(conn: psycopg.Connection[Any], model: Model, project: Project) -> BuildResult:
+def _refresh_source_statistics(conn: psycopg.Connection[Any], model: Model, project: Project) -> None:
+    """Analyse the sources a model reads whose statistics are missing or stale (see the query)."""
+    wanted = {
+        (project.sources[s.source_name].schema, s.table_name) for s in model.sources if s.source_name in project.sources
+    }
+    if not wanted:
+        return
+    with conn.transaction():
+        rows = conn.execute(
+            _STALE_SOURCES_QUERY,
+            {"schemas": sorted({schema for schema, _ in wanted}), "names": sorted({name for _, name in wanted})},
+        ).fetchall()
+    for schema, name in rows:
+        if (schema, name) in wanted:
+            with conn.transaction():
+                conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(schema, name)))
+
+
+def _model_lock(project: Project, model: Model) -> tuple[int, int]:
+    return (_MODEL_LOCK_NAMESPACE, advisory_lock_key(project.target_schema, model.name))
+
+
+def _replace_whole(conn: psycopg.Connection[Any], model: Model, project: Project, body: str) -> tuple[str, ...]:
+    _create_new_relation(conn, model, project, body)
+    return _swap_into_place(conn, model, project)
+
+
+def _count(conn: psycopg.Connection[Any], relation: sql.Composable, tenant: str | None) -> int:
+    query = sql.SQL("SELECT count(*) FROM {}").format(relation)
+    if tenant is not None:
+        query = sql.SQL("{} WHERE {} = %s").format(query, sql.Identifier(TENANT_COLUMN))
+    row = conn.execute(query, (tenant,) if tenant is not None else None).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _current_view_comment(conn: psycopg.Connection[Any], schema: str, name: str) -> str | None:
+    row = conn.execute(_VIEW_COMMENT_QUERY, {"schema": schema, "name": name}).fetchone()
+    return str(row[0]) if row and row[0] is not None else None
+
+
+def _ensure_view(conn: psycopg.Connection[Any], model: Model, project: Project) -> tuple[str, ...]:
+    """Replace the view only when its SQL changed; concurrent tenant runs then issue no DDL at all."""
+    body = render(model, project)
+    wanted = _view_comment(body)
+    if _current_view_comment(conn, project.target_schema, model.name) == wanted:
+        return ()
+    lock = _model_lock(project, model)
+    conn.execute("SELECT pg_advisory_lock(%s, %s)", lock)
+    try:
+        if _current_view_comment(conn, project.target_schema, model.name) == wanted:
+            return ()
+        return _replace_whole(conn, model, project, body)
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s, %s)", lock)
+
+
+def _live_table_fits(conn: psycopg.Connection[Any], project: Project, model: Model, columns: object) -> bool:
+    existing = _relation_kind(conn, project.target_schema, model.name)
+    if existing is None or existing[1] not in ("r", "p"):
+        return False
+    return relation_columns(conn, project.target_schema, model.name) == columns
+
+
+def _write_slice(conn: psycopg.Connection[Any], model: Model, project: Project, tenant: str) -> int | None:
+    """Replace ``tenant``'s rows in one transaction; ``None`` when the live table is missing or its
+    columns differ from the model's (a whole rebuild must come first)."""
+    live = project.relation(model.name)
+    staged = sql.Identifier("pg_temp", _SLICE_TABLE)
+    try:
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock_shared(%s, %s)", _model_lock(project, model))
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(staged))
+            conn.execute(
+                sql.SQL("CREATE TEMPORARY TABLE {} ON COMMIT DROP AS\n{}").format(
+                    sql.Identifier(_SLICE_TABLE), sql.SQL(render(model, project, tenant))
+                )
+            )
+            if model.is_segment:
+                _check_segment(conn, model, staged)
+            _require_only_tenant(conn, model, staged, tenant)
+            if not _live_table_fits(conn, project, model, _relation_columns(conn, staged)):
+                return None
+            conn.execute(sql.SQL("DELETE FROM {} WHERE {} = %s").format(live, sql.Identifier(TENANT_COLUMN)), (tenant,))
+            inserted = conn.execute(sql.SQL("INSERT INTO {} SELECT * FROM {}").format(live, staged)).rowcount
+            conn.execute(sql.SQL("ANALYZE {}").format(live))
+    except ModelBuildError:
+        raise
+    except psycopg.Error as error:
+        raise ModelBuildError(f"{model.label}: {_database_message(error)}", (model.path,)) from error
+    return inserted
+
+
+def _require_only_tenant(conn: psycopg.Connection[Any], model: Model, staged: sql.Identifier, tenant: str) -> None:
+    """Rows of another tenant would escape every later delete of this tenant's slice."""
+    if TENANT_COLUMN not in {column.name for column in _relation_columns(conn, staged)}:
+        raise ModelBuildError(
+            f"{model.label}: a table built per tenant must return a {TENANT_COLUMN} column "
+            "(declare tenant_scope='all' in its config if it really spans tenants)",
+            (model.path,),
+        )
+    row = conn.execute(
+        sql.SQL("SELECT count(*) FROM {} WHERE {} IS DISTINCT FROM %s").format(staged, sql.Identifier(TENANT_COLUMN)),
+        (tenant,),
+    ).fetchone()
+    if row and row[0]:
+        raise ModelBuildError(
+            f"{model.label}: built for tenant {tenant!r}, it returned {row[0]} row(s) of another tenant "
+            f"(or a NULL {TENANT_COLUMN})",
+            (model.path,),
+        )
+
+
+def _rebuild_whole_table(conn: psycopg.Connection[Any], model: Model, project: Project) -> tuple[str, ...]:
+    """Build the table over all tenants, alone on the model's lock; skipped when another run just did."""
+    lock = _model_lock(project, model)
+    conn.execute("SELECT pg_advisory_lock(%s, %s)", lock)
+    try:
+        body = render(model, project)
+        with conn.transaction():
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier("pg_temp", _SLICE_TABLE)))
+            conn.execute(
+                sql.SQL("CREATE TEMPORARY TABLE {} AS\n{}\nWITH NO DATA").format(
+                    sql.Identifier(_SLICE_TABLE), sql.SQL(body)
+                )
+            )
+            fits = _live_table_fits(
+                conn, project, model, _relation_columns(conn, sql.Identifier("pg_temp", _SLICE_TABLE))
+            )
+            conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier("pg_temp", _SLICE_TABLE)))
+        return () if fits else _replace_whole(conn, model, project, body)
+    except psycopg.Error as error:
+        raise ModelBuildError(f"{model.label}: {_database_message(error)}", (model.path,)) from error
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s, %s)", lock)
+
+
+def _build_for_tenant(
+    conn: psycopg.Connection[Any], model: Model, project: Project, tenant: str
+) -> tuple[int, tuple[str, ...]]:
+    if model.config.tenant_scope == "all":
+        raise ModelBuildError(
+            f"{model.label}: declared tenant_scope='all', so it is built over all tenants, not for tenant {tenant!r}",
+            (model.path,),
+        )
+    if not model.config.is_table:
+        recreated = _ensure_view(conn, model, project)
+        with conn.transaction():
+            return _count(conn, project.relation(model.name), tenant), recreated
+    inserted = _write_slice(conn, model, project, tenant)
+    if inserted is not None:
+        return inserted, ()
+    recreated = _rebuild_whole_table(conn, model, project)
+    inserted = _write_slice(conn, model, project, tenant)
+    if inserted is None:
+        raise ModelBuildError(
+            f"{model.label}: its table changed again while tenant {tenant!r} was built", (model.path,)
+        )
+    return inserted, recreated
+
+
+def build_model(
+    conn: psycopg.Connection[Any], model: Model, project: Project, tenant: str | None = None
+) -> BuildResult:
     """Build one model into the project's target schema, replacing the live relation atomically.
 
-    Raises ``ModelBuildError`` naming the model file and quoting the database message when the SQL
-    fails; the previously built relation and its rows are then left as they were.
+    Without ``tenant``, the whole relation is rebuilt; with one, only what that tenant's run needs
+    (see the module docstring), and ``row_count`` counts that tenant's rows. Raises
+    ``ModelBuildError`` naming the model file and quoting the database message when the SQL fails;
+    the previously built relation (or slice) and its rows are then left as they were.
     """
     started = time.monotonic()
-    body = render(model, project)
-    _create_new_relation(conn, model, project, body)
-    recreated = _swap_into_place(conn, model, project)
-    live = project.relation(model.name)
+    _refresh_source_statistics(conn, model, project)
+    if tenant is None:
+        recreated = _replace_whole(conn, model, project, render(model, project))
+        with conn.transaction():
+            row_count = _count(conn, project.relation(model.name), None)
+    else:
+        row_count, recreated = _build_for_tenant(conn, model, project, tenant)
     with conn.transaction():
-        count_row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(live)).fetchone()
         columns = relation_columns(conn, project.target_schema, model.name)
     return BuildResult(
         model=model.name,
         schema=project.target_schema,
         materialized=model.config.materialized,
-        row_count=int(count_row[0]) if count_row else 0,
+        row_count=row_count,
         columns=columns,
         duration_seconds=time.monotonic() - started,
         recreated_dependents=recreated,
@@ -319,23 +566,32 @@ def build_model(conn: psycopg.Connection[Any], model: Model, project: Project) -
 
 
 def build_project(
-    conn: psycopg.Connection[Any], project: Project, selection: Iterable[str] | None = None
+    conn: psycopg.Connection[Any],
+    project: Project,
+    selection: Iterable[str] | None = None,
+    tenant: str | None = None,
 ) -> list[BuildResult]:
     """Build the selected models (all by default) in dependency order; stop at the first failure.
 
     A failure leaves that model and everything not yet built as they were, so downstream relations
-    never mix old and new upstream logic more than a normal partial run would.
+    never mix old and new upstream logic more than a normal partial run would. With a ``tenant``,
+    models declared ``tenant_scope='all'`` are left out (they are built without a tenant).
     """
-    return [build_model(conn, model, project) for model in project.build_order(selection)]
+    models = project.build_order(selection)
+    if tenant is not None:
+        models = [model for model in models if model.config.tenant_scope == "tenant"]
+    return [build_model(conn, model, project, tenant) for model in models]
 
 
-def run_data_test(conn: psycopg.Connection[Any], test: DataTest, sample_size: int = 5) -> DataTestResult:
+def run_data_test(
+    conn: psycopg.Connection[Any], test: DataTest, sample_size: int = 5, tenant: str | None = None
+) -> DataTestResult:
     """Run one data test: count its failing rows and fetch up to ``sample_size`` of them.
 
-    The sample comes from a server-side cursor so a test failing on millions of rows transfers
-    only the rows shown.
+    With a ``tenant``, a test of a per-tenant model checks that tenant's rows only. The sample comes
+    from a server-side cursor so a test failing on millions of rows transfers only the rows shown.
     """
-    query = sql.SQL(test.sql)
+    query = sql.SQL(test.sql_for(tenant))
     try:
         with conn.transaction():
             count_row = conn.execute(sql.SQL("SELECT count(*) FROM (\n{}\n) AS failing_rows").format(query)).fetchone()
@@ -353,8 +609,17 @@ def run_data_test(conn: psycopg.Connection[Any], test: DataTest, sample_size: in
 
 
 def run_data_tests(
-    conn: psycopg.Connection[Any], project: Project, selection: Iterable[str] | None = None, sample_size: int = 5
+    conn: psycopg.Connection[Any],
+    project: Project,
+    selection: Iterable[str] | None = None,
+    sample_size: int = 5,
+    tenant: str | None = None,
 ) -> dict[str, DataTestResult]:
-    """Run the data tests of the selected models (all by default), keyed by test name."""
+    """Run the data tests of the selected models (all by default), keyed by test name; with a
+    ``tenant``, on that tenant's slice (tests of ``tenant_scope='all'`` models are left out)."""
     models = {model.name for model in project.build_order(selection)}
-    return {test.name: run_data_test(conn, test, sample_size) for test in project.tests if test.model in models}
+    return {
+        test.name: run_data_test(conn, test, sample_size, tenant)
+        for test in project.tests
+        if test.model in models and (tenant is None or test.tenant_scoped)
+    }

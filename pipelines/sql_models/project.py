@@ -1,7 +1,8 @@
 """A folder of dbt-style SQL models loaded into a checked, ordered ``Project``, without a database.
 
 Layout: ``<root>/<layer>/[any/sub/folders/]<model_name>.sql`` with layers ``staging``, ``marts`` and
-``segments``, plus an optional ``<root>/schema.yml``. Loading discovers the files, renders each
+``segments``, plus an optional ``<root>/schema.yml``; ``<root>/macros/`` holds dbt macros (read by dbt
+only: the runner provides the same functions itself). Loading discovers the files, renders each
 template with recording ``ref``/``source``/``config`` functions, validates what they recorded and
 orders the models so that every model comes after the models it refs. Every problem is reported
 as an error naming the file(s) involved; loading either yields a fully consistent project or fails.
@@ -19,7 +20,7 @@ from typing import Literal, cast
 
 from psycopg import sql
 
-from pipelines.sql_models.config import ModelConfig, parse_model_config
+from pipelines.sql_models.config import TENANT_COLUMN, ModelConfig, parse_model_config
 from pipelines.sql_models.data_tests import DataTest, compile_test_sql, data_test_name
 from pipelines.sql_models.errors import (
     DependencyCycleError,
@@ -48,6 +49,10 @@ LAYERS: tuple[Layer, ...] = ("staging", "marts", "segments")
 SEGMENT_LAYER: Layer = "segments"
 DEFAULT_TARGET_SCHEMA = "analytics"
 SCHEMA_FILE_NAME = "schema.yml"
+# dbt's macro-paths: the dbt versions of what the runner provides (segments(), tenant slicing).
+MACRO_FOLDERS = ("macros",)
+# A model built for one tenant reads each ref/source through a CTE holding only that tenant's rows.
+SLICE_PREFIX = "__tenant_slice_"
 # Builds create "<name>__new" first; PostgreSQL truncates identifiers beyond 63 bytes, which would
 # make the temporary name collide with another model's.
 BUILD_SUFFIX = "__new"
@@ -131,6 +136,14 @@ class Project:
         """The segment models (everything in ``segments/``), by name."""
         return sorted((model for model in self.models.values() if model.is_segment), key=lambda m: m.name)
 
+    def tenant_models(self) -> list[Model]:
+        """Models built for one tenant at a time, in build order (``tenant_scope='tenant'``)."""
+        return [model for model in self.models.values() if model.config.tenant_scope == "tenant"]
+
+    def cross_tenant_models(self) -> list[Model]:
+        """Models declared ``tenant_scope='all'``: rebuilt whole, once per tick, after the loads."""
+        return [model for model in self.models.values() if model.config.tenant_scope == "all"]
+
     def tests_for(self, model_name: str) -> list[DataTest]:
         """The data tests declared on one model."""
         return [test for test in self.tests if test.model == model_name]
@@ -153,6 +166,8 @@ def discover_model_files(root: Path) -> list[ModelFile]:
     for path in sorted(root.rglob("*.sql")):
         relative = path.relative_to(root)
         if any(part.startswith(".") for part in relative.parts) or not path.is_file():
+            continue
+        if relative.parts[0] in MACRO_FOLDERS:
             continue
         label = _label(root, path)
         if len(relative.parts) < 2 or relative.parts[0] not in LAYERS:
@@ -185,21 +200,52 @@ def discover_model_files(root: Path) -> list[ModelFile]:
 
 
 class _Resolver:
-    """Turns ``ref``/``source`` calls into quoted relation names for one target schema."""
+    """Turns ``ref``/``source`` calls into quoted relation names for one target schema.
 
-    def __init__(self, target_schema: str, sources: Mapping[str, Source]) -> None:
+    With a ``tenant``, every relation becomes the name of a CTE that selects only that tenant's rows
+    (``slice_ctes``), so the model's own SQL stays unchanged whether it is built for one tenant or all.
+    """
+
+    def __init__(self, target_schema: str, sources: Mapping[str, Source], tenant: str | None = None) -> None:
         self.target_schema = target_schema
         self.sources = sources
+        self.tenant = tenant
+        self.slices: dict[str, str] = {}
+
+    def _relation(self, relation: sql.Identifier) -> str:
+        text = relation.as_string(None)
+        if self.tenant is None:
+            return text
+        cte = self.slices.setdefault(text, f"{SLICE_PREFIX}{len(self.slices) + 1}")
+        return sql.Identifier(cte).as_string(None)
 
     def ref(self, model_name: str) -> str:
-        return sql.Identifier(self.target_schema, model_name).as_string(None)
+        return self._relation(sql.Identifier(self.target_schema, model_name))
 
     def source(self, source_name: str, table_name: str) -> str:
         # An undeclared source still renders (as "<source>"."<table>") so that loading can finish
         # the template and then report every undeclared source with the file that uses it.
         declared = self.sources.get(source_name)
         schema = declared.schema if declared else source_name
-        return sql.Identifier(schema, table_name).as_string(None)
+        return self._relation(sql.Identifier(schema, table_name))
+
+    def wrap(self, body: str) -> str:
+        """``body`` behind the tenant CTEs its relations were renamed to (unchanged without a tenant).
+
+        ``NOT MATERIALIZED`` lets PostgreSQL push the tenant filter into each read (and its indexes)
+        even where a model reads one relation twice.
+        """
+        if self.tenant is None or not self.slices:
+            return body
+        tenant = sql.Literal(self.tenant).as_string(None)
+        column = sql.Identifier(TENANT_COLUMN).as_string(None)
+        ctes = ",\n".join(
+            f"{sql.Identifier(cte).as_string(None)} AS NOT MATERIALIZED (SELECT * FROM {relation} "
+            f"WHERE {column} = {tenant})"
+            for relation, cte in self.slices.items()
+        )
+        alias = sql.Identifier(f"{SLICE_PREFIX}model").as_string(None)
+        return f"WITH {ctes}\nSELECT * FROM (\n{body}\n) AS {alias}"
 
 
 def _segment_declarations(models: Iterable[tuple[ModelFile, ModelConfig]]) -> list[SegmentDeclaration]:
@@ -272,9 +318,11 @@ def _compile_tests(
         if model.docs is None:
             continue
         relation = sql.Identifier(resolver.target_schema, model.name)
+        tenant_scoped = model.config.tenant_scope == "tenant"
         for declared in model.docs.all_tests:
-            target_relation: sql.Composable | None = None
+            target_relation: sql.Identifier | None = None
             target_name: str | None = None
+            target_per_tenant = True
             if isinstance(declared.to, ModelRef):
                 if declared.to.name not in models:
                     raise SchemaFileError(
@@ -284,6 +332,7 @@ def _compile_tests(
                     )
                 target_name = declared.to.name
                 target_relation = sql.Identifier(resolver.target_schema, declared.to.name)
+                target_per_tenant = models[declared.to.name].config.tenant_scope == "tenant"
             elif isinstance(declared.to, SourceRef):
                 source = schema_file.sources.get(declared.to.source_name)
                 if source is None or declared.to.table_name not in source.tables:
@@ -297,14 +346,20 @@ def _compile_tests(
             name = data_test_name(model.name, declared, target_name)
             if name in tests:
                 raise SchemaFileError(f"{schema_label}: test {name} is declared twice", (path,))
+            tenant_keyed = tenant_scoped and target_per_tenant
             tests[name] = DataTest(
                 name=name,
                 model=model.name,
                 column=declared.column,
                 kind=declared.kind,
-                sql=compile_test_sql(declared, relation, target_relation),
+                sql=compile_test_sql(declared, relation, target_relation, tenant_keyed=tenant_keyed),
                 defined_in=schema_label,
                 references=declared.to,
+                declared=declared,
+                relation=relation,
+                target_relation=target_relation,
+                tenant_scoped=tenant_scoped,
+                tenant_keyed=tenant_keyed,
             )
     return tuple(tests.values())
 
@@ -383,6 +438,7 @@ def load_project(root: Path, *, target_schema: str = DEFAULT_TARGET_SCHEMA) -> P
             docs=schema_file.models.get(name),
             uses_segments=calls.uses_segments,
         )
+    _check_tenant_scopes(models)
     return Project(
         root=root,
         models=models,
@@ -391,6 +447,22 @@ def load_project(root: Path, *, target_schema: str = DEFAULT_TARGET_SCHEMA) -> P
         target_schema=target_schema,
         schema_file=schema_file,
     )
+
+
+def _check_tenant_scopes(models: Mapping[str, Model]) -> None:
+    """A per-tenant model reading a cross-tenant one would depend on every tenant's load."""
+    for model in models.values():
+        if model.config.tenant_scope != "tenant":
+            continue
+        for ref in model.refs:
+            other = models[ref]
+            if other.config.tenant_scope == "all":
+                raise ModelConfigError(
+                    f"{model.label}: ref({ref!r}) reads a model declared tenant_scope='all' ({other.label}); "
+                    "a per-tenant model may only read per-tenant models and sources (declare "
+                    f"tenant_scope='all' on {model.name} too)",
+                    (model.path, other.path),
+                )
 
 
 def _check_unique_push_targets(model_files: Mapping[str, ModelFile], configs: Mapping[str, ModelConfig]) -> None:
@@ -410,13 +482,14 @@ def _check_unique_push_targets(model_files: Mapping[str, ModelFile], configs: Ma
         owners[push.group_uid] = name
 
 
-def render(model: Model, project: Project) -> str:
+def render(model: Model, project: Project, tenant: str | None = None) -> str:
     """The SQL that builds ``model``: refs and sources replaced by quoted relation names.
 
     ``ref('x')`` becomes ``"<target_schema>"."x"``, ``source('s', 't')`` becomes
     ``"<schema of s>"."t"``; a trailing ``;`` is dropped so the text can follow ``CREATE VIEW ... AS``.
+    With a ``tenant``, each of them reads only that tenant's rows (see ``_Resolver.wrap``).
     """
-    resolver = _Resolver(project.target_schema, project.sources)
+    resolver = _Resolver(project.target_schema, project.sources, tenant)
     segments = (
         []
         if model.is_segment
@@ -433,7 +506,7 @@ def render(model: Model, project: Project) -> str:
     model_file = _model_file(model)
     _check_refs(model_file, calls, set(project.models))
     _check_sources(model_file, calls, project.sources, _label(project.root, project.root / SCHEMA_FILE_NAME))
-    return single_select_body(sql_text, path=model.path, label=model.label)
+    return resolver.wrap(single_select_body(sql_text, path=model.path, label=model.label))
 
 
 def _model_file(model: Model) -> ModelFile:

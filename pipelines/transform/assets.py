@@ -1,5 +1,12 @@
 """Transform stage: one Dagster asset per dbt-like SQL model, with its data tests as asset checks.
 
+Per-tenant models (the default ``tenant_scope='tenant'``) are partitioned by tenant like the raw
+tables they read: a tenant's run builds that tenant's slice of each table and runs the data tests on
+that slice, so it depends on that tenant's load only and never waits for another tenant's run (no
+global lock; see ``pipelines.sql_models.database``). Models declared ``tenant_scope='all'`` are
+unpartitioned assets in the group ``transform_all_tenants``, built whole once per tick after the
+loads (``pipelines.ingest.jobs``).
+
 No ``from __future__ import annotations`` here: Dagster inspects the ``context`` annotation at
 definition time and needs the real class, not a string.
 """
@@ -12,6 +19,7 @@ import dagster as dg
 import psycopg
 from dagster import AssetExecutionContext
 
+from pipelines.partitions import tenant_partitions
 from pipelines.resources import WarehouseResource
 from pipelines.sql_models.data_tests import DataTest
 from pipelines.sql_models.database import build_model, run_data_test
@@ -20,7 +28,8 @@ from pipelines.sql_models.schema_file import ModelRef, SourceRef
 
 SQL_ROOT = Path(__file__).resolve().parents[2] / "dbt_like_sql"
 OWNERS = ["team:analytics-engineering"]
-_MODEL_BUILD_LOCK = 0x464C524D  # "FLRM": one model builder at a time (parallel tenant runs share the models)
+TENANT_GROUP = "transform"
+ALL_TENANTS_GROUP = "transform_all_tenants"
 
 project: Project = load_project(SQL_ROOT)
 
@@ -44,10 +53,14 @@ def _reads_other_relation(test: DataTest) -> bool:
     return test.references is not None and relation_key(test.references) != model_key(test.model)
 
 
+def _per_tenant(model: Model) -> bool:
+    return model.config.tenant_scope == "tenant"
+
+
 def _check_result(
-    conn: psycopg.Connection[Any], test: DataTest, asset_key: dg.AssetKey | None = None
+    conn: psycopg.Connection[Any], test: DataTest, tenant: str | None, asset_key: dg.AssetKey | None = None
 ) -> dg.AssetCheckResult:
-    outcome = run_data_test(conn, test)
+    outcome = run_data_test(conn, test, tenant=tenant)
     return dg.AssetCheckResult(
         asset_key=asset_key,
         check_name=test.name,
@@ -58,9 +71,10 @@ def _check_result(
 
 def _static_metadata(model: Model) -> dict[str, Any]:
     metadata: dict[str, Any] = {
-        "file": dg.MetadataValue.path(str(model.path.relative_to(SQL_ROOT.parent))),
+        "file": dg.MetadataValue.path(model.label),
         "layer": model.layer,
         "materialized": model.config.materialized,
+        "tenant_scope": model.config.tenant_scope,
     }
     if model.docs and model.docs.columns:
         metadata["dagster/column_schema"] = dg.TableSchema(
@@ -80,15 +94,24 @@ def _static_metadata(model: Model) -> dict[str, Any]:
     return metadata
 
 
-def _model_asset(model: Model) -> dg.AssetsDefinition:
+def _column_schema(model: Model, columns: Any) -> dg.TableSchema:
+    described = {d.name: d.description for d in (model.docs.columns if model.docs else ())}
+    return dg.TableSchema(
+        columns=[dg.TableColumn(c.name, c.data_type, description=described.get(c.name)) for c in columns]
+    )
+
+
+def _model_asset(project: Project, model: Model) -> dg.AssetsDefinition:
     key = model_key(model.name)
     tests = [test for test in project.tests_for(model.name) if not _reads_other_relation(test)]
+    per_tenant = _per_tenant(model)
 
     @dg.asset(
         key=key,
         deps=_deps(model),
         description=model.description or f"SQL model {model.label}",
-        group_name="transform",
+        group_name=TENANT_GROUP if per_tenant else ALL_TENANTS_GROUP,
+        partitions_def=tenant_partitions if per_tenant else None,
         owners=OWNERS,
         kinds={"postgres", "sql"},
         metadata=_static_metadata(model),
@@ -100,43 +123,25 @@ def _model_asset(model: Model) -> dg.AssetsDefinition:
         ],
     )
     def build(context: AssetExecutionContext, warehouse: WarehouseResource) -> Iterator[Any]:
+        tenant = context.partition_key if per_tenant else None
         with warehouse.connect(autocommit=True) as conn:
-            conn.execute("SELECT pg_advisory_lock(%s)", (_MODEL_BUILD_LOCK,))
-            try:
-                result = build_model(conn, model, project)
-            finally:
-                conn.execute("SELECT pg_advisory_unlock(%s)", (_MODEL_BUILD_LOCK,))
-            context.log.info(f"built {project.target_schema}.{model.name}: {result.row_count} rows")
+            result = build_model(conn, model, project, tenant)
+            scope = f" for tenant {tenant}" if tenant else ""
+            context.log.info(f"built {project.target_schema}.{model.name}{scope}: {result.row_count} rows")
             yield dg.MaterializeResult(
                 metadata={
                     "dagster/row_count": result.row_count,
                     "duration_seconds": round(result.duration_seconds, 3),
-                    "dagster/column_schema": dg.TableSchema(
-                        columns=[
-                            dg.TableColumn(
-                                c.name,
-                                c.data_type,
-                                description=next(
-                                    (
-                                        d.description
-                                        for d in (model.docs.columns if model.docs else ())
-                                        if d.name == c.name
-                                    ),
-                                    None,
-                                ),
-                            )
-                            for c in result.columns
-                        ]
-                    ),
+                    "dagster/column_schema": _column_schema(model, result.columns),
                 }
             )
             for test in tests:
-                yield _check_result(conn, test)
+                yield _check_result(conn, test, tenant)
 
     return build
 
 
-def _upstream_models(name: str) -> set[str]:
+def _upstream_models(project: Project, name: str) -> set[str]:
     seen: set[str] = set()
     stack = list(project.models[name].refs)
     while stack:
@@ -147,12 +152,13 @@ def _upstream_models(name: str) -> set[str]:
     return seen
 
 
-def _relationship_check(test: DataTest) -> dg.AssetChecksDefinition:
+def _relationship_check(project: Project, test: DataTest) -> dg.AssetChecksDefinition:
     """Its own check, run once both relations exist; blocking unless the other relation is built from
-    this model (blocking would then wait on itself)."""
+    this model (blocking would then wait on itself). Per tenant, like its model."""
     assert test.references is not None
     other = test.references
-    built_from_this = isinstance(other, ModelRef) and test.model in _upstream_models(other.name)
+    built_from_this = isinstance(other, ModelRef) and test.model in _upstream_models(project, other.name)
+    per_tenant = _per_tenant(project.models[test.model])
 
     @dg.asset_check(
         asset=model_key(test.model),
@@ -160,15 +166,20 @@ def _relationship_check(test: DataTest) -> dg.AssetChecksDefinition:
         additional_deps=[relation_key(other)],
         blocking=not built_from_this,
         description=f"{test.kind} on {test.column} ({test.defined_in})",
+        partitions_def=tenant_partitions if per_tenant else None,
     )
-    def check(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    def check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
         with warehouse.connect(autocommit=True) as conn:
-            return _check_result(conn, test)
+            return _check_result(conn, test, context.partition_key if per_tenant else None)
 
     return check
 
 
-model_assets: list[dg.AssetsDefinition] = [_model_asset(model) for model in project.build_order()]
-model_checks: list[dg.AssetChecksDefinition] = [
-    _relationship_check(test) for test in project.tests if _reads_other_relation(test)
-]
+def model_definitions(project: Project) -> tuple[list[dg.AssetsDefinition], list[dg.AssetChecksDefinition]]:
+    """The assets and the separate relationships checks of a model project."""
+    assets = [_model_asset(project, model) for model in project.build_order()]
+    checks = [_relationship_check(project, test) for test in project.tests if _reads_other_relation(test)]
+    return assets, checks
+
+
+model_assets, model_checks = model_definitions(project)

@@ -14,7 +14,9 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from pipelines.flowretail.deviations import NO_VALUE_CASES
 from pipelines.warehouse.schema import (
+    DEVIATIONS_COLUMN,
     GROUP_FIELD_COLUMNS,
     Column,
     customer_field_columns,
@@ -46,16 +48,54 @@ def _cell(value: Any, kind: int) -> Any:
     return orjson.dumps(value).decode("utf-8")
 
 
-GROUP_FRAME_COLUMNS = ["customer_group_uid", *(c.name for c in GROUP_FIELD_COLUMNS)]
+GROUP_FRAME_COLUMNS = ["customer_group_uid", *(c.name for c in GROUP_FIELD_COLUMNS), DEVIATIONS_COLUMN.name]
 _GROUP_FIELDS = [(c.api_field or "", _kind(c)) for c in GROUP_FIELD_COLUMNS]
+_GROUP_INDEX = pd.Index(GROUP_FRAME_COLUMNS)
+_GROUP_PLAIN_AT = {field: i for i, (field, kind) in enumerate(_GROUP_FIELDS, start=1) if kind == _PLAIN}
 
 
-def groups_frame(items: list[dict[str, Any]]) -> pd.DataFrame:
-    """Groups of one page: customer_group_uid, name, created_by, ..."""
-    rows = [
-        [item["customerGroupUid"], *(_cell(item.get(field), kind) for field, kind in _GROUP_FIELDS)] for item in items
+def groups_frame(items: list[dict[str, Any]], deviations: dict[str, dict[str, str]] | None = None) -> pd.DataFrame:
+    """Groups of one page: customer_group_uid, name, created_by, ..., _spec_deviations."""
+    width = len(GROUP_FRAME_COLUMNS)
+    cells = [
+        cell
+        for item in items
+        for cell in (item["customerGroupUid"], *(_cell(item.get(field), kind) for field, kind in _GROUP_FIELDS), None)
     ]
-    return pd.DataFrame(rows, columns=GROUP_FRAME_COLUMNS, dtype=object)
+    if deviations:
+        _record_deviations(cells, items, deviations, "customerGroupUid", _GROUP_PLAIN_AT, width)
+    values = np.fromiter(cells, dtype=object, count=len(cells)).reshape(len(items), width)
+    return _object_frame(values, _GROUP_INDEX)
+
+
+def _record_deviations(
+    cells: list[Any],
+    items: list[dict[str, Any]],
+    deviations: dict[str, dict[str, str]],
+    key_field: str,
+    plain_at: dict[str, int],
+    width: int,
+) -> None:
+    """Fill the last cell of each deviating item's row (``DEVIATIONS_COLUMN``), in the flat cell list.
+
+    A value whose column is typed (timestamptz, bigint, numeric, boolean) but not of that type
+    cannot go there: its column gets NULL and the value itself is kept in the record, so nothing
+    is lost. Text columns already hold any value as JSON text and jsonb columns hold any JSON.
+    """
+    for row, item in enumerate(items):
+        record = deviations.get(item[key_field])
+        if record is None:
+            continue
+        start = row * width
+        entry: dict[str, dict[str, Any]] = {}
+        for path, case in record.items():
+            at = plain_at.get(path)
+            if at is None or case in NO_VALUE_CASES:
+                entry[path] = {"case": case}
+            else:
+                entry[path] = {"case": case, "value": item[path]}
+                cells[start + at] = None
+        cells[start + width - 1] = orjson.dumps(entry).decode("utf-8")
 
 
 _MEMBERSHIP_INDEX = pd.Index(["customer_group_uid", "customer_uid"])
@@ -95,6 +135,7 @@ class CustomerColumns:
         self.field_names = [c.api_field or "" for c in self.columns]
         self.json_positions = [i for i, kind in enumerate(kinds, start=1) if kind == _JSON]
         self.text_positions = [i for i, kind in enumerate(kinds, start=1) if kind == _TEXT]
+        self.plain_at = {self.field_names[i - 1]: i for i, kind in enumerate(kinds, start=1) if kind == _PLAIN}
         self.index = pd.Index(self.names)
 
     def discover(self, items: list[dict[str, Any]]) -> list[Column]:
@@ -123,20 +164,23 @@ class CustomerColumns:
 
     @property
     def names(self) -> list[str]:
-        return ["customer_uid", *(c.name for c in self.columns), "row_hash"]
+        return ["customer_uid", *(c.name for c in self.columns), "row_hash", DEVIATIONS_COLUMN.name]
 
 
-def customers_frame(items: list[dict[str, Any]], columns: CustomerColumns) -> pd.DataFrame:
-    """Customers of one page, one column per field plus the content hash.
+def customers_frame(
+    items: list[dict[str, Any]], columns: CustomerColumns, deviations: dict[str, dict[str, str]] | None = None
+) -> pd.DataFrame:
+    """Customers of one page, one column per field plus the content hash and the spec deviations.
 
     The same values as ``_cell`` per value, converted by position instead: this runs for every
     customer of every page, and a call per value was a fifth of the loader's CPU at small pages.
+    Deviations (only on a page that broke the spec) are filled in afterwards, outside this loop.
     """
     fields, json_at, text_at = columns.field_names, columns.json_positions, columns.text_positions
     cells: list[Any] = []
     for item in items:
         get = item.get
-        row = [item["customerUid"], *[get(name) for name in fields], row_hash(item)]
+        row = [item["customerUid"], *[get(name) for name in fields], row_hash(item), None]
         for i in json_at:
             if row[i] is not None:
                 row[i] = orjson.dumps(row[i]).decode("utf-8")
@@ -145,6 +189,9 @@ def customers_frame(items: list[dict[str, Any]], columns: CustomerColumns) -> pd
             if value is not None and value.__class__ is not str:
                 row[i] = orjson.dumps(value).decode("utf-8")
         cells.extend(row)
+    width = len(columns.index)
+    if deviations:
+        _record_deviations(cells, items, deviations, "customerUid", columns.plain_at, width)
     # fromiter takes each value as one object, even a list a mistyped field might carry.
-    values = np.fromiter(cells, dtype=object, count=len(cells)).reshape(len(items), len(columns.index))
+    values = np.fromiter(cells, dtype=object, count=len(cells)).reshape(len(items), width)
     return _object_frame(values, columns.index)

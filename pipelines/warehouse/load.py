@@ -27,6 +27,7 @@ from typing import Any, Literal
 import pandas as pd
 import psycopg
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from pipelines.flowretail.client import AsyncFlowRetailClient, PageBudget
 from pipelines.flowretail.errors import NotFoundError
@@ -39,13 +40,14 @@ from pipelines.warehouse.frames import (
     memberships_frame,
 )
 from pipelines.warehouse.postgres import advisory_lock_key, ensure_warehouse_schema, mask_url
-from pipelines.warehouse.schema import SCHEMA, Column
+from pipelines.warehouse.schema import DEVIATIONS_COLUMN, SCHEMA, Column
 
 logger = logging.getLogger(__name__)
 
 _LOCK_NAMESPACE = 0x464C5257  # "FLRW": advisory-lock class id of tenant loads
 _WRITE_BATCH_PAGES = 32  # pages already queued are written together, in one transaction
 _BUDGET_CUSTOMERS_PER_CONNECTION = 1000  # see page_budget
+_DEVIATIONS = sql.Identifier(DEVIATIONS_COLUMN.name)
 _COLLECT_EVERY_ROWS = 50_000  # staged member rows between the writer's own young-generation collections
 
 
@@ -111,6 +113,9 @@ class TenantLoadResult:
     rate_limited: int = 0
     new_columns: list[str] = field(default_factory=list)
     groups_preview: pd.DataFrame | None = None
+    # Per field and case, values that broke the spec and were loaded as they came (groups' fields as
+    # "group.<field>"): {"email": {"null": 3}}. Counted over the loaded rows, so once per customer.
+    spec_deviations: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def duration_seconds(self) -> float:
@@ -136,6 +141,7 @@ class _Stager:
     conn: psycopg.AsyncConnection[Any]
     customer_columns: CustomerColumns
     new_columns: list[Column] = field(default_factory=list)
+    saw_deviations: bool = False  # some staged row broke the spec (see TenantLoadResult.spec_deviations)
 
     async def create(self) -> None:
         # Staging commits touch only this session's TEMP tables, which no crash can leave useful:
@@ -146,16 +152,18 @@ class _Stager:
         )
         async with self.conn.transaction():
             await self.conn.execute(
-                "CREATE TEMP TABLE stg_groups (customer_group_uid text, name text, created_by text, "
-                "created_at timestamptz, last_modified_by text, last_modified_at timestamptz)"
+                sql.SQL(
+                    "CREATE TEMP TABLE stg_groups (customer_group_uid text, name text, created_by text, "
+                    "created_at timestamptz, last_modified_by text, last_modified_at timestamptz, {} jsonb)"
+                ).format(_DEVIATIONS)
             )
             await self.conn.execute("CREATE TEMP TABLE stg_memberships (customer_group_uid text, customer_uid text)")
             await self.conn.execute(
                 # _seq numbers rows in the order they are staged, so the latest copy of a customer
                 # seen twice wins; PostgreSQL fills it, the COPY rows do not carry it.
-                sql.SQL("CREATE TEMP TABLE stg_customers (customer_uid text, {}, row_hash text, _seq bigserial)").format(
-                    customer_cols
-                )
+                sql.SQL(
+                    "CREATE TEMP TABLE stg_customers (customer_uid text, {}, row_hash text, {} jsonb, _seq bigserial)"
+                ).format(customer_cols, _DEVIATIONS)
             )
 
     async def copy(self, table: str, frames: list[pd.DataFrame]) -> None:
@@ -241,7 +249,8 @@ async def _extract(
             group_uids.clear()
             preview.clear()
             await stager.conn.execute("TRUNCATE stg_groups")
-        frame = groups_frame(page.items)
+        frame = groups_frame(page.items, page.deviations)
+        stager.saw_deviations |= bool(page.deviations)
         group_uids.extend(frame["customer_group_uid"])
         if len(preview) < 1:
             preview.append(frame.head(10))
@@ -268,8 +277,9 @@ async def _extract(
                     new_columns = stager.customer_columns.discover(page.items)
                     frames = [
                         ("stg_memberships", memberships_frame(group_uid, page.items)),
-                        ("stg_customers", customers_frame(page.items, stager.customer_columns)),
+                        ("stg_customers", customers_frame(page.items, stager.customer_columns, page.deviations)),
                     ]
+                    stager.saw_deviations |= bool(page.deviations)
                     result.api_member_totals[group_uid] = page.total_count
                     await queue.put(_PageBatch("page", group_uid, frames, new_columns, holds_page_slot=True))
                     del page, frames
@@ -432,12 +442,13 @@ def _merge_statements(customer_columns: list[Column]) -> list[tuple[str | None, 
         (
             "customer_versions_opened",
             sql.SQL(
-                "INSERT INTO {s}.customer_snapshots (tenant_uid, customer_uid, {cc}, valid_from, valid_to, row_hash, _run_id) "
-                "SELECT %(tenant)s, c.customer_uid, {xcc}, %(ts)s, NULL::timestamptz, c.row_hash, %(run)s "
+                "INSERT INTO {s}.customer_snapshots "
+                "(tenant_uid, customer_uid, {cc}, valid_from, valid_to, row_hash, {d}, _run_id) "
+                "SELECT %(tenant)s, c.customer_uid, {xcc}, %(ts)s, NULL::timestamptz, c.row_hash, c.{d}, %(run)s "
                 "FROM cur_customers k JOIN stg_customers c ON c.customer_uid = k.customer_uid AND c._seq = k._seq "
                 "WHERE NOT EXISTS (SELECT 1 FROM {s}.customer_snapshots v "
                 "WHERE v.tenant_uid = %(tenant)s AND v.customer_uid = k.customer_uid AND v.valid_to IS NULL)"
-            ).format(s=s, cc=cols(cust_cols), xcc=cols(sql.SQL("c.{}").format(c) for c in cust_cols)),
+            ).format(s=s, cc=cols(cust_cols), xcc=cols(sql.SQL("c.{}").format(c) for c in cust_cols), d=_DEVIATIONS),
         ),
     ]
 
@@ -480,8 +491,34 @@ async def _merge(
         ).fetchone()
         assert counts is not None
         result.groups_rows, result.memberships_rows, result.customers_rows = (int(c) for c in counts)
+        if stager.saw_deviations:
+            result.spec_deviations = await _count_deviations(conn, result.tenant_uid)
         result.finished_at = datetime.now(UTC)
         await _record_run(conn, result, "succeeded", None)
+
+
+async def _count_deviations(conn: psycopg.AsyncConnection[Any], tenant_uid: str) -> dict[str, dict[str, int]]:
+    """Per field and case, the tenant's current rows that broke the spec (all of them from this load:
+    an unchanged row has the same content, so the same deviations)."""
+    per_table = [
+        sql.SQL(
+            "SELECT {prefix} || d.key, d.value ->> 'case', count(*) FROM {s}.{t} x "
+            "CROSS JOIN LATERAL jsonb_each(x.{d}) d WHERE x.tenant_uid = %(tenant)s AND x.{d} IS NOT NULL{current} "
+            "GROUP BY 1, 2"
+        ).format(
+            prefix=sql.Literal(prefix), s=sql.Identifier(SCHEMA), t=sql.Identifier(table), d=_DEVIATIONS,
+            current=sql.SQL(current),
+        )
+        for table, prefix, current in (
+            ("customer_snapshots", "", " AND x.valid_to IS NULL"),
+            ("customer_groups", "group.", ""),
+        )
+    ]
+    cur = await conn.execute(sql.SQL(" UNION ALL ").join(per_table) + sql.SQL(" ORDER BY 1, 2"), {"tenant": tenant_uid})
+    counts: dict[str, dict[str, int]] = {}
+    for path, case, n in await cur.fetchall():
+        counts.setdefault(path, {})[case] = int(n)
+    return counts
 
 
 async def _snapshot_columns(conn: psycopg.AsyncConnection[Any]) -> set[str]:
@@ -499,11 +536,12 @@ async def _record_run(
         sql.SQL(
             "INSERT INTO {}.load_runs (run_id, tenant_uid, started_at, finished_at, status, groups_rows, "
             "memberships_rows, customers_rows, membership_periods_opened, membership_periods_closed, "
-            "customer_versions_opened, customer_versions_closed, pages, requests, retries, rate_limited, error) "
+            "customer_versions_opened, customer_versions_closed, pages, requests, retries, rate_limited, error, "
+            "spec_deviations) "
             "VALUES (%(run_id)s, %(tenant_uid)s, %(started_at)s, %(finished_at)s, %(status)s, %(groups_rows)s, "
             "%(memberships_rows)s, %(customers_rows)s, %(membership_periods_opened)s, %(membership_periods_closed)s, "
             "%(customer_versions_opened)s, %(customer_versions_closed)s, %(pages)s, %(requests)s, %(retries)s, "
-            "%(rate_limited)s, %(error)s) "
+            "%(rate_limited)s, %(error)s, %(spec_deviations)s) "
             "ON CONFLICT (run_id, tenant_uid) DO UPDATE SET finished_at = EXCLUDED.finished_at, "
             "status = EXCLUDED.status, groups_rows = EXCLUDED.groups_rows, memberships_rows = EXCLUDED.memberships_rows, "
             "customers_rows = EXCLUDED.customers_rows, membership_periods_opened = EXCLUDED.membership_periods_opened, "
@@ -511,7 +549,7 @@ async def _record_run(
             "customer_versions_opened = EXCLUDED.customer_versions_opened, "
             "customer_versions_closed = EXCLUDED.customer_versions_closed, pages = EXCLUDED.pages, "
             "requests = EXCLUDED.requests, retries = EXCLUDED.retries, rate_limited = EXCLUDED.rate_limited, "
-            "error = EXCLUDED.error"
+            "error = EXCLUDED.error, spec_deviations = EXCLUDED.spec_deviations"
         ).format(sql.Identifier(SCHEMA)),
         {
             "run_id": result.run_id,
@@ -531,6 +569,7 @@ async def _record_run(
             "retries": result.retries,
             "rate_limited": result.rate_limited,
             "error": error,
+            "spec_deviations": Jsonb(result.spec_deviations),
         },
     )
 

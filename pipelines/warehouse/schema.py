@@ -78,6 +78,11 @@ def infer_column_type(value: Any) -> str:
     return "jsonb"
 
 
+# Per row, the fields that broke the spec and how (``{"email": {"case": "null"}}``), with the value
+# itself where its column's type could not hold it (``{"paymentTerms": {"case": "type", "value": "30"}}``);
+# NULL for a row true to the spec. See pipelines/flowretail/deviations.py.
+DEVIATIONS_COLUMN = Column("_spec_deviations", "jsonb")
+
 GROUP_FIELD_COLUMNS: list[Column] = [
     Column("name", "text", "name"),
     Column("created_by", "text", "createdBy"),
@@ -172,4 +177,12 @@ def create_tables_sql() -> list[sql.Composed]:
     PRIMARY KEY (run_id, tenant_uid)
 )"""
         ).format(s),
+        *(
+            sql.SQL("ALTER TABLE {}.{} ADD COLUMN IF NOT EXISTS {} jsonb").format(
+                s, sql.Identifier(table), sql.Identifier(DEVIATIONS_COLUMN.name)
+            )
+            for table in ("customer_snapshots", "customer_groups")
+        ),
+        # Per field and case, how many values of the load broke the spec: {"email": {"null": 3}}.
+        sql.SQL("ALTER TABLE {}.load_runs ADD COLUMN IF NOT EXISTS spec_deviations jsonb").format(s),
     ]

@@ -12,7 +12,13 @@ import orjson
 import pytest
 from pydantic import SecretStr
 
-from pipelines.flowretail.client import AsyncFlowRetailClient, FlowRetailClient, PageBudget, parse_retry_after
+from pipelines.flowretail.client import (
+    AsyncFlowRetailClient,
+    FlowRetailClient,
+    PageBudget,
+    ScanPage,
+    parse_retry_after,
+)
 from pipelines.flowretail.config import ClientConfig
 from pipelines.flowretail.errors import (
     AuthenticationError,
@@ -267,18 +273,96 @@ def test_responses_that_break_the_spec_name_operation_page_and_field(
     tenant = _tenant(state)
     state.script([outcome], operation_id="get-customer-groups")
     with pytest.raises(SpecViolationError) as err:
-        run(state, lambda c: c.fetch_customer_groups(tenant))
+        # A data field breaking the spec fails only in strict mode; paging and the body always do.
+        run(state, lambda c: c.fetch_customer_groups(tenant), strict_spec=True)
     assert str(err.value).startswith("get-customer-groups page 1: response breaks the spec at field")
     assert err.value.field.startswith(field)
 
 
-def test_unknown_enum_value_is_a_spec_violation(state: SimulatorState) -> None:
+def test_unknown_enum_value_is_a_spec_violation_in_strict_mode(state: SimulatorState) -> None:
     tenant = _tenant(state)
     group = _group_with(state, lambda n: n > 0)
     state.script(["bad_enum"], operation_id="get-customer-groups-customers")
     with pytest.raises(SpecViolationError) as err:
-        run(state, lambda c: c.fetch_group_members(tenant, group))
-    assert err.value.field == "items[0].customerType"
+        run(state, lambda c: c.fetch_group_members(tenant, group), strict_spec=True)
+    assert str(err.value) == (
+        f"get-customer-groups-customers page 1: response breaks the spec at field 'items[0].customerType': "
+        f'"ALIEN" is not one of "COMPANY", "PERSON" or "B2B" (reading customers of group {group} of tenant {tenant})'
+    )
+
+
+def _first_page(state: SimulatorState, group: str, **config: Any) -> ScanPage:
+    tenant = _tenant(state)
+
+    async def first(client: AsyncFlowRetailClient) -> ScanPage:
+        async for page in client.iter_group_members(tenant, group):
+            return page
+        raise AssertionError("no page")
+
+    return run(state, first, **config)
+
+
+@pytest.mark.parametrize(
+    ("outcome", "deviations"),
+    [
+        ("bad_enum", {"customerType": "enum"}),
+        ("wrong_type", {"paymentTerms": "type"}),
+        ("missing_field", {"email": "missing"}),
+    ],
+)
+def test_a_data_field_breaking_the_spec_comes_with_the_page(
+    state: SimulatorState, outcome: str, deviations: dict[str, str]
+) -> None:
+    group = _group_with(state, lambda n: n > 1)
+    state.script([outcome], operation_id="get-customer-groups-customers")
+    page = _first_page(state, group)
+    first = page.items[0]["customerUid"]
+    assert page.deviations == {first: deviations}
+    assert page.items[0]["customerType"] == ("ALIEN" if outcome == "bad_enum" else page.items[0]["customerType"])
+
+
+def test_keys_and_paging_stay_strict(state: SimulatorState) -> None:
+    group = _group_with(state, lambda n: n > 1)
+    original = state.list_members
+
+    def broken(tenant: str, group_uid: str, page: Any) -> dict[str, Any]:
+        body = original(tenant, group_uid, page)
+        body["items"][1]["customerUid"] = None
+        return body
+
+    state.list_members = broken  # type: ignore[method-assign]
+    with pytest.raises(SpecViolationError) as err:
+        _first_page(state, group)
+    assert err.value.field == "items[1].customerUid" and err.value.problem == 'null is not of type "string"'
+
+
+def test_nul_is_removed_from_data_and_refused_in_keys_and_in_strict_mode(state: SimulatorState) -> None:
+    group = _group_with(state, lambda n: n > 1)
+    original = state.list_members
+    key = {"value": False}
+
+    def with_nul(tenant: str, group_uid: str, page: Any) -> dict[str, Any]:
+        body = original(tenant, group_uid, page)
+        body["items"][0]["firstname"] = "Ka\x00ri"
+        body["items"][0]["credit"] = {"limit\x00": 5, "balance": 0, "note": ["a\x00b"]}
+        if key["value"]:
+            body["items"][1]["customerUid"] += "\x00"
+        return body
+
+    state.list_members = with_nul  # type: ignore[method-assign]
+    page = _first_page(state, group)
+    item = page.items[0]
+    assert (item["firstname"], item["credit"]) == ("Kari", {"limit": 5, "balance": 0, "note": ["ab"]})
+    assert page.deviations == {item["customerUid"]: {
+        "firstname": "nul_removed", "credit.limit": "nul_removed", "credit.note": "nul_removed"}}
+    with pytest.raises(SpecViolationError) as err:
+        _first_page(state, group, strict_spec=True)
+    assert err.value.field == "items[0].firstname"
+    assert err.value.problem == "contains U+0000, which PostgreSQL cannot store"
+    key["value"] = True
+    with pytest.raises(SpecViolationError) as err:
+        _first_page(state, group)
+    assert err.value.field == "items[1].customerUid"
 
 
 def test_a_page_larger_than_asked_is_refused(state: SimulatorState) -> None:

@@ -25,9 +25,9 @@ def test_page_count(total: int, size: int, pages: int) -> None:
 @pytest.mark.parametrize("base", [0, 1])
 def test_remaining_pages_follow_the_first_page_and_stop_at_the_last(base: int) -> None:
     first = PagingInfo(page_number=base, page_size=100, total_count=250)
-    assert remaining_page_numbers(first, base) == [base + 1, base + 2]
-    assert remaining_page_numbers(PagingInfo(base, 100, 100), base) == []
-    assert remaining_page_numbers(PagingInfo(base, 100, 0), base) == []
+    assert list(remaining_page_numbers(first, base)) == [base + 1, base + 2]
+    assert not remaining_page_numbers(PagingInfo(base, 100, 100), base)
+    assert not remaining_page_numbers(PagingInfo(base, 100, 0), base)
 
 
 def _body(n: int, size: int, total: int, number: int = 1) -> dict[str, object]:

@@ -26,6 +26,7 @@ from pydantic import SecretStr
 
 from pipelines.flowretail.client import AsyncFlowRetailClient
 from pipelines.flowretail.config import ClientConfig
+from pipelines.flowretail.deviations import remove_nul
 from pipelines.flowretail.simulator import SimulatorConfig, SimulatorState, build_state, create_app
 from pipelines.segment_push.apply import PushOutcome, execute_plan, plan_and_record
 from pipelines.segment_push.plan import PushTarget, SegmentPushPlan
@@ -249,13 +250,20 @@ class Current:
         )
 
 
+def as_loaded(customer: dict[str, Any]) -> dict[str, Any]:
+    """A served customer as the load keeps it: U+0000 removed (PostgreSQL cannot store it)."""
+    items = [customer]
+    remove_nul("", items, None, strict=False)
+    return items[0]
+
+
 def expected_current(state: SimulatorState, tenant: str | None = None) -> Current:
     tenant = tenant or tenant_of(state)
     groups = state.groups(tenant)
     memberships = {
         (g["customerGroupUid"], uid) for g in groups for uid in state.member_uids(tenant, g["customerGroupUid"])
     }
-    customers = {(uid, row_hash(state.customer(tenant, uid))) for uid in {u for _, u in memberships}}
+    customers = {(uid, row_hash(as_loaded(state.customer(tenant, uid)))) for uid in {u for _, u in memberships}}
     return Current(
         frozenset(
             (

@@ -237,7 +237,7 @@ def test_hostile_tenant_uid_in_configuration(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], scenario: ScenarioRecord, tenant: str
 ) -> None:
     monkeypatch.setenv("FLOWRETAIL_BASE_URL", "http://127.0.0.1:9/v2")
-    monkeypatch.setenv("FLOWRETAIL_TOKEN", "unused")
+    monkeypatch.setenv("FLOWRETAIL_TOKEN", "unused-token")
     monkeypatch.setenv("FLOWRETAIL_TENANT_UIDS", f"tenant-1,{tenant}")
     monkeypatch.setenv("DATABASE_URL", "postgresql://nobody@127.0.0.1:9/none")
     line = f"FLOWRETAIL_TENANT_UIDS: tenant uid {_shown(tenant)} is not a valid UID {ALLOWED}"

@@ -10,11 +10,13 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, quote_plus, urlsplit, urlunsplit
 
+import httpx
+import orjson
 import psycopg
 import pytest
 import uvicorn
@@ -24,13 +26,13 @@ from pydantic import SecretStr
 from pipelines.cli import main
 from pipelines.flowretail.client import AsyncFlowRetailClient
 from pipelines.flowretail.config import ClientConfig, check_base_url
-from pipelines.flowretail.errors import RetriesExhaustedError
+from pipelines.flowretail.errors import RetriesExhaustedError, SpecViolationError
 from pipelines.flowretail.simulator import SimulatorConfig, build_state, create_app, running_simulator
 from pipelines.settings import ConfigError, Settings, load_settings
 from pipelines.warehouse.load import load_tenant
 from pipelines.warehouse.postgres import mask_url
 from tests.reliability.conftest import ScenarioRecord
-from tests.reliability.support import asgi, client_config, make_state, tenant_of
+from tests.reliability.support import LIST_GROUPS, asgi, client_config, make_state, run_load, tenant_of
 
 DISTINCT_TOKEN = "tok_DISTINCT_7f3a9c"
 PASSWORD = "Sup3r-S3cret-pw"
@@ -427,3 +429,278 @@ def test_database_password_never_printed_by_the_cli(
     scenario.tokens(0)
     scenario.note(f"password occurrences: {hits}; the problem takes two lines (libpq's hint)")
     assert hits == 0
+
+
+# ------------------------------------------------------------------ token hygiene (issue 12)
+
+
+def _load_runs(database_url: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(database_url) as conn:
+        return conn.execute("SELECT tenant_uid, status, error FROM flowretail.load_runs ORDER BY started_at").fetchall()
+
+
+@pytest.mark.slow
+@pytest.mark.reliability(
+    area="secrets and transport",
+    injected="`flowretail load` with FLOWRETAIL_TOKEN ending in a newline (a secret mounted from a file), "
+    "then the same token revoked",
+    expected="the newline is stripped and the load succeeds (exit 0); the revoked run exits 1 with one error "
+    "line; the token in no output and no load_runs.error",
+)
+def test_a_token_with_a_trailing_newline_is_stripped_end_to_end(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    database_url: str,
+    capfd: pytest.CaptureFixture[str],
+    scenario: ScenarioRecord,
+) -> None:
+    state = make_state(customers=60, groups=3)
+    state.token = DISTINCT_TOKEN
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    with running_simulator(state) as base_url:
+        monkeypatch.setenv("FLOWRETAIL_BASE_URL", base_url)
+        monkeypatch.setenv("FLOWRETAIL_TOKEN", DISTINCT_TOKEN + "\n")
+        monkeypatch.setenv("FLOWRETAIL_TENANT_UIDS", "tenant-1")
+        monkeypatch.setenv("DATABASE_URL", database_url)
+        assert main(["load"]) == 0
+        ok = capfd.readouterr()
+        state.faults.revoke_token_after = 0
+        assert main(["load"]) == 1
+        failed = capfd.readouterr()
+    assert {r.status for r in state.request_log} == {200, 401}
+    runs = _load_runs(database_url)
+    assert [(tenant, status) for tenant, status, _ in runs] == [("tenant-1", "succeeded"), ("tenant-1", "failed")]
+    assert runs[0][2] is None
+    assert runs[1][2].startswith("AuthenticationError: get-customer-groups page 1: HTTP 401: ")
+    errors = [line for line in failed.err.splitlines() if line.startswith("error: ")]
+    error = runs[1][2]
+    assert errors == [f"error: load of tenant tenant-1 failed: flowretail_raw_tables: pipelines.flowretail.errors.{error}"]
+    assert "check FLOWRETAIL_TOKEN" in errors[0]
+    texts = [ok.out, ok.err, failed.out, failed.err, *(str(r) for r in runs)]
+    hits = sum(_hits(t, DISTINCT_TOKEN) + _hits(t, DISTINCT_TOKEN[:8]) for t in texts)
+    scenario.tokens(hits)
+    assert hits == 0
+
+
+BAD_TOKENS = {
+    "inner newline": (f"{DISTINCT_TOKEN[:6]}\n{DISTINCT_TOKEN[6:]}", "is not a valid bearer token: character 7 of 20"),
+    "header injection": (
+        f"{DISTINCT_TOKEN}\r\nX-Evil: 1",
+        f"is not a valid bearer token: character {len(DISTINCT_TOKEN) + 1} of {len(DISTINCT_TOKEN) + 11}",
+    ),
+    "space inside": (f"{DISTINCT_TOKEN[:5]} {DISTINCT_TOKEN[5:]}", "is not a valid bearer token: character 6 of 20"),
+    "quoted": (f'"{DISTINCT_TOKEN}"', "is not a valid bearer token: character 1 of 21"),
+    "too short": ("Zq8x7Wp", "is 7 characters long; a bearer token has at least 8"),
+    "only whitespace": (" \n\t", "is empty"),
+}
+_ALLOWED_CHARS = " is not allowed (RFC 6750 allows letters, digits, - . _ ~ + / and trailing =)"
+
+
+@pytest.mark.parametrize("case", list(BAD_TOKENS))
+@pytest.mark.reliability(
+    area="secrets and transport",
+    injected="FLOWRETAIL_TOKEN with a character a bearer token cannot hold, or shorter than 8 characters",
+    expected="exit 2 at start with one line naming FLOWRETAIL_TOKEN, never the token; no request, nothing written",
+)
+def test_a_bad_or_short_token_stops_the_program_at_start(
+    monkeypatch: pytest.MonkeyPatch,
+    database_url: str,
+    capsys: pytest.CaptureFixture[str],
+    scenario: ScenarioRecord,
+    case: str,
+) -> None:
+    token, problem = BAD_TOKENS[case]
+    line = f"FLOWRETAIL_TOKEN: {problem}" + (_ALLOWED_CHARS if problem.startswith("is not a valid") else "")
+    state = make_state(customers=20, groups=1)
+    with running_simulator(state) as base_url:
+        monkeypatch.setenv("FLOWRETAIL_BASE_URL", base_url)
+        monkeypatch.setenv("FLOWRETAIL_TOKEN", token)
+        monkeypatch.setenv("FLOWRETAIL_TENANT_UIDS", "tenant-1")
+        monkeypatch.setenv("DATABASE_URL", database_url)
+        with pytest.raises(ConfigError) as err:
+            load_settings()
+        assert main(["load"]) == 2
+    assert str(err.value) == line
+    captured = capsys.readouterr()
+    assert (captured.out, captured.err) == ("", f"configuration error: {line}\n")
+    assert state.request_log == []
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'flowretail'").fetchone() == (0,)
+    parts = [p for p in re.split(r"\s+", token) if len(p) >= 4]
+    hits = sum(_hits(captured.err + str(err.value), p) for p in parts)
+    scenario.tokens(hits)
+    assert hits == 0
+
+
+def _fixed_app(status: int, payload: Any) -> Any:
+    """A one-answer HTTP server (ASGI): what a hostile or broken API could send back."""
+    body = orjson.dumps(payload)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+def _escaped_forms(token: str) -> list[str]:
+    return [
+        token,
+        repr(token + "\n")[1:-1],
+        str((token + "\n").encode()),
+        orjson.dumps(token).decode().replace("/", "\\/"),
+        quote(token, safe=""),
+        quote(token, safe="").lower(),
+        quote_plus(token),
+    ]
+
+
+@pytest.mark.reliability(
+    area="secrets and transport",
+    injected="API answers echoing the token: a 400 message with it in 7 escaped forms, the first straddling "
+    "the 300-character cut; a schema-violating value; a duplicated key equal to the token",
+    expected="every error text (message, detail, load_runs row) redacted before cutting; no form of the token left",
+)
+def test_every_client_error_is_redacted_before_it_is_cut(database_url: str, scenario: ScenarioRecord) -> None:
+    token = "tok/DISTINCT+7f3a9c=="
+    forms = _escaped_forms(token)
+    message = "x" * 290 + " " + " | ".join(forms)
+    config = client_config(token=SecretStr(token))
+    texts: list[str] = []
+
+    def call(app: Any, operation: Callable[[AsyncFlowRetailClient], Awaitable[Any]]) -> str:
+        async def go() -> str:
+            async with AsyncFlowRetailClient(config, transport=httpx.ASGITransport(app=app)) as client:
+                try:
+                    await operation(client)
+                except Exception as exc:
+                    texts.extend([str(exc), repr(exc), *(v for v in vars(exc).values() if isinstance(v, str))])
+                    return str(exc)
+            raise AssertionError("no error raised")
+
+        return asyncio.run(go())
+
+    refused = call(_fixed_app(400, {"message": message}), lambda c: c.get_customer_group("tenant-1", "g1"))
+    assert refused == "get-customer-groups-by-uid: HTTP 400: " + "x" * 290 + " <redacted"
+    page = {
+        "items": [{"customerGroupUid": "g1", "name": {"echo": token}}],
+        "paging": {"pageNumber": 1, "pageSize": 100, "totalCount": 1},
+    }
+    violation = call(_fixed_app(200, page), lambda c: c.fetch_customer_groups("tenant-1"))
+    assert violation.startswith("get-customer-groups page 1: response breaks the spec at field 'items[0].name': ")
+    assert "<redacted>" in violation
+    uid_token = "A_tok_DISTINCT_uid_7f3a9c"  # a token that is also a valid uid, listed first
+    state = make_state(customers=30, groups=2)
+    state.token = uid_token
+    state.create_group(tenant_of(state), "echo", uid_token)
+    state.script(["duplicate_items"] * 3, operation_id=LIST_GROUPS)  # on every scan attempt
+    with pytest.raises(SpecViolationError) as err:
+        run_load(state, database_url, "run-1", token=SecretStr(uid_token))
+    texts.extend([str(err.value), *(str(r) for r in _load_runs(database_url))])
+    assert "'<redacted>' appears twice on the page" in str(err.value)
+    assert uid_token[:8] not in str(err.value)
+    hits = sum(_hits(t, form) for t in texts for form in [*forms, token[:8], uid_token])
+    scenario.tokens(hits)
+    assert hits == 0
+
+
+@pytest.mark.reliability(
+    area="secrets and transport",
+    injected="`flowretail psql` with a password in DATABASE_URL; psql prints its own command line and passfile",
+    expected="the password is not on psql's command line; it reaches psql through a private PGPASSFILE, removed after",
+)
+def test_psql_gets_the_password_through_the_environment(
+    monkeypatch: pytest.MonkeyPatch, database_url: str, capfd: pytest.CaptureFixture[str], scenario: ScenarioRecord
+) -> None:
+    parts = urlsplit(database_url)
+    host = parts.netloc.rpartition("@")[2]
+    with_password = urlunsplit(parts._replace(netloc=f"{parts.username or 'postgres'}:{PASSWORD}@{host}"))
+    monkeypatch.setenv("DATABASE_URL", with_password)
+    monkeypatch.setenv("PGPASSWORD", "inherited-and-dropped")
+    show = "\\! tr '\\0' ' ' < /proc/$PPID/cmdline; echo; cat \"$PGPASSFILE\"; echo \"$PGPASSFILE\"; echo \"pw=$PGPASSWORD\""
+    assert main(["psql", "-X", "-A", "-t", "-c", "select 41 + 1", "-c", show]) == 0
+    out = capfd.readouterr().out.splitlines()
+    assert out[0] == "42"
+    cmdline, passfile_line, passfile, inherited = out[1:5]
+    assert "dbname=" in cmdline and "select 41 + 1" in cmdline
+    assert PASSWORD not in cmdline
+    assert passfile_line == f"*:*:*:*:{PASSWORD}"
+    assert inherited == "pw="
+    assert not Path(passfile).exists()
+    scenario.tokens(0)
+    scenario.note("the password was read from the passfile and absent from argv")
+
+
+@pytest.mark.reliability(
+    area="secrets and transport",
+    injected="embedded PostgreSQL started with FLOWRETAIL_TOKEN, DATABASE_URL, PGPASSWORD and a cloud key in the environment",
+    expected="the running postmaster's environment holds only PATH/HOME/USER/locale/TZ-like names and none of the secrets",
+)
+def test_the_embedded_server_starts_with_a_scrubbed_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, scenario: ScenarioRecord
+) -> None:
+    from pipelines.warehouse.embedded import start_embedded_postgres, stop_embedded_postgres
+
+    secrets = {
+        "FLOWRETAIL_TOKEN": DISTINCT_TOKEN,
+        "DATABASE_URL": f"postgresql://flow:{PASSWORD}@db.example/warehouse",
+        "PGPASSWORD": PASSWORD,
+        "AWS_SECRET_ACCESS_KEY": "aws-secret-value-123",
+    }
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    data = tmp_path / "pg"
+    url = start_embedded_postgres(data)
+    try:
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        postmaster = int((data / "postmaster.pid").read_text().split()[0])
+        environ = Path(f"/proc/{postmaster}/environ").read_bytes()
+    finally:
+        stop_embedded_postgres(data)
+    names = {entry.split(b"=", 1)[0].decode() for entry in environ.split(b"\0") if entry}
+    # pg_ctl and its shell add PGDATA, PGSYSCONFDIR, PG_GRANDPARENT_PID and PWD themselves.
+    added = {"PGDATA", "PGSYSCONFDIR", "PG_GRANDPARENT_PID", "PWD"}
+    allowed = {"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", *added}
+    assert names - allowed <= {n for n in names if n.startswith("LC_")}, names
+    hits = sum(_hits(environ, value) for value in secrets.values())
+    scenario.tokens(hits)
+    scenario.note(f"postmaster environment names: {', '.join(sorted(names))}")
+    assert hits == 0
+
+
+@pytest.mark.parametrize("trusted", [False, True])
+@pytest.mark.reliability(
+    area="secrets and transport",
+    injected="HTTP_PROXY/HTTPS_PROXY/ALL_PROXY pointing at a second server, with and without FLOWRETAIL_TRUST_ENV=1",
+    expected="without it the proxy sees no request and the API answers; with it the request goes to the proxy",
+)
+def test_proxies_from_the_environment_are_ignored_unless_trusted(
+    monkeypatch: pytest.MonkeyPatch, scenario: ScenarioRecord, trusted: bool
+) -> None:
+    api, proxy = make_state(customers=20, groups=2), make_state(customers=5, groups=1)
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    with running_simulator(api) as base_url, running_simulator(proxy) as proxy_url:
+        proxy_origin = proxy_url.removesuffix("/v2")
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "all_proxy"):
+            monkeypatch.setenv(name, proxy_origin)
+        monkeypatch.setenv("FLOWRETAIL_BASE_URL", base_url)
+        monkeypatch.setenv("FLOWRETAIL_TOKEN", api.token)
+        monkeypatch.setenv("FLOWRETAIL_TENANT_UIDS", "tenant-1")
+        if trusted:
+            monkeypatch.setenv("FLOWRETAIL_TRUST_ENV", "1")
+        config = load_settings().client_config()
+        assert config.trust_env is trusted
+
+        async def fetch() -> Any:
+            async with AsyncFlowRetailClient(config) as client:
+                return await client.fetch_customer_groups("tenant-1")
+
+        # The "proxy" is another simulator with other data: uvicorn serves an absolute-form request itself.
+        assert asyncio.run(fetch()) == (proxy if trusted else api).groups("tenant-1")
+    assert api.groups("tenant-1") != proxy.groups("tenant-1")
+    assert len(proxy.request_log) == (1 if trusted else 0)
+    assert len(api.request_log) == (0 if trusted else 1)
+    scenario.note("proxied" if trusted else "direct")

@@ -7,7 +7,9 @@ from typing import Any
 
 import httpx
 
+from pipelines.flowretail.schemas import validator_for
 from pipelines.flowretail.simulator import DEFAULT_TOKEN, SimulatorConfig, SimulatorState, create_app
+from pipelines.flowretail.simulator.data import FIRST_DEVIANT, SPEC_DEVIATIONS
 
 LIST_GROUPS = "get-customer-groups"
 CREATE_GROUP = "post-customer-groups"
@@ -68,6 +70,16 @@ class Api:
                 return pages
             pages.append(body)
             number += 1
+
+
+DEVIANT_UIDS = frozenset(f"cust-{i:07d}" for i in range(FIRST_DEVIANT, FIRST_DEVIANT + len(SPEC_DEVIATIONS)))
+
+
+def validate_page(operation: str, body: dict[str, Any]) -> None:
+    """Validate a served list page against the spec, strictly except for the customers that break it
+    on purpose (``data.SPEC_DEVIATIONS``): only their data fields may deviate."""
+    found = validator_for(operation).check(body)
+    assert {body["items"][d.item]["customerUid"] for d in found} <= DEVIANT_UIDS
 
 
 def small_config(**overrides: Any) -> SimulatorConfig:

@@ -8,11 +8,12 @@ from typing import Any
 
 import pytest
 
+from pipelines.flowretail.deviations import deviation_record, remove_nul
 from pipelines.flowretail.schemas import validator_for
 from pipelines.flowretail.simulator import FaultConfig, SimulatorConfig, SimulatorState, build_state
 from pipelines.flowretail.simulator.data import HOSTILE_GROUP_NAMES, HOSTILE_VALUES, LONG_VALUE
 from pipelines.flowretail.spec import load_spec
-from tests.simulator.helpers import LIST_MEMBERS, Api, small_config
+from tests.simulator.helpers import DEVIANT_UIDS, LIST_MEMBERS, Api, small_config, validate_page
 
 CUSTOMER_UID = re.compile(r"cust-\d{7}")
 RFC3339_MS_Z = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
@@ -25,6 +26,11 @@ def default_state() -> SimulatorState:
 
 def _all_customers(state: SimulatorState, tenant: str) -> list[dict[str, Any]]:
     return [state.customer(tenant, uid) for uid in state.customer_uids(tenant)]
+
+
+def _polite_customers(state: SimulatorState, tenant: str) -> list[dict[str, Any]]:
+    """Every customer but the five that break the spec on purpose (tested on their own below)."""
+    return [c for c in _all_customers(state, tenant) if c["customerUid"] not in DEVIANT_UIDS]
 
 
 def _validate_customers(customers: list[dict[str, Any]]) -> None:
@@ -43,8 +49,9 @@ def test_default_config_shape(default_state: SimulatorState) -> None:
         assert [g["customerGroupUid"] for g in groups] == [f"grp-{i:04d}" for i in range(1, 13)]
         sizes = [len(state.member_uids(tenant, g["customerGroupUid"])) for g in groups]
         assert sizes[:3] == [0, 1, 100]
-        # 3/4 of the 1,900 customers that may be grouped, plus the hostile customers (14) forced in.
-        assert 1425 <= sizes[3] <= 1425 + 14
+        # 3/4 of the 1,900 customers that may be grouped, plus the hostile customers (14) and the
+        # five that break the spec forced in.
+        assert 1425 <= sizes[3] <= 1425 + 14 + 5
         assert len(set(sizes[4:])) > 4, "the other groups must have uneven sizes"
         customers = state.customer_uids(tenant)
         assert len(customers) == 2000
@@ -71,14 +78,39 @@ def test_same_seed_gives_the_same_data_and_another_seed_does_not() -> None:
     assert _all_customers(first, "tenant-1") != _all_customers(first, "tenant-2")
 
 
-def test_every_customer_validates_against_the_spec(default_state: SimulatorState) -> None:
+# How customers 13..17 break the spec (data.SPEC_DEVIATIONS), as the tolerant validation sees them.
+EXPECTED_DEVIATIONS = {
+    "cust-0000013": {"email": "null", "mobile": "null", "credit": "null"},
+    "cust-0000014": {"postalCode": "type", "paymentTerms": "type", "ehfEnabled": "type", "relevance": "type"},
+    "cust-0000015": {"addresses.type": "enum"},
+    "cust-0000016": {"firstname": "nul_removed", "ehf.address": "nul_removed"},
+    "cust-0000017": {"email": "missing", "credit": "missing"},
+}
+
+
+def test_every_customer_validates_against_the_spec_but_the_five_that_break_it_on_purpose(
+    default_state: SimulatorState,
+) -> None:
     for tenant in default_state.tenant_uids():
-        _validate_customers(_all_customers(default_state, tenant))
+        customers = _all_customers(default_state, tenant)
+        deviant = [c for c in customers if c["customerUid"] in EXPECTED_DEVIATIONS]
+        _validate_customers([c for c in customers if c["customerUid"] not in EXPECTED_DEVIATIONS])
+        body = {"items": deviant, "paging": {"pageNumber": 1, "pageSize": 5, "totalCount": 5}}
+        found = validator_for(LIST_MEMBERS).check(body)
+        found += remove_nul(LIST_MEMBERS, deviant, 1, strict=False)
+        record = deviation_record(found)
+        assert {deviant[i]["customerUid"]: record[i] for i in record} == EXPECTED_DEVIATIONS
+        assert deviant[3]["firstname"].count("\x00") == 0 and "\x00" not in str(deviant[3]["ehf"])
+
+
+def test_spec_deviations_can_be_switched_off() -> None:
+    state = build_state(small_config(tenants=1, spec_deviations=False))
+    _validate_customers(_all_customers(state, "tenant-1"))
 
 
 def test_every_required_field_is_filled_with_the_right_shape(default_state: SimulatorState) -> None:
     required = load_spec()["components"]["schemas"]["CustomerResponseSchema"]["required"]
-    customers = _all_customers(default_state, "tenant-1")
+    customers = _polite_customers(default_state, "tenant-1")
     for customer in customers:
         assert set(required) <= set(customer)
         assert RFC3339_MS_Z.fullmatch(customer["createdAt"])
@@ -91,7 +123,7 @@ def test_every_required_field_is_filled_with_the_right_shape(default_state: Simu
 
 
 def test_customers_look_like_nordic_retail(default_state: SimulatorState) -> None:
-    customers = _all_customers(default_state, "tenant-1")
+    customers = _polite_customers(default_state, "tenant-1")
     prefixes = {"NO": "+47", "SE": "+46", "DK": "+45", "FI": "+358"}
     for customer in customers:
         if customer["mobile"]:
@@ -110,7 +142,7 @@ def test_customers_look_like_nordic_retail(default_state: SimulatorState) -> Non
 
 def test_companies_departments_credit_consents_and_optional_parts(default_state: SimulatorState) -> None:
     tenant = "tenant-1"
-    customers = {c["customerUid"]: c for c in _all_customers(default_state, tenant)}
+    customers = {c["customerUid"]: c for c in _polite_customers(default_state, tenant)}
     departments = [c for c in customers.values() if c["customerParentUid"]]
     assert departments, "some companies must be departments of another company"
     for department in departments:
@@ -172,7 +204,7 @@ def test_hostile_strings_are_served_to_anyone_loading_the_big_group(default_stat
 
 
 def test_hostile_strings_can_be_switched_off() -> None:
-    state = build_state(small_config(tenants=1, hostile_strings=False))
+    state = build_state(small_config(tenants=1, hostile_strings=False, spec_deviations=False))
     customers = _all_customers(state, "tenant-1")
     texts = {c[key] for c in customers for key in ("lastname", "address", "internalNote", "city")}
     assert not texts & (set(HOSTILE_VALUES) - {""})
@@ -206,7 +238,7 @@ def test_tiny_tenants_are_still_well_formed(customers: int, groups: int) -> None
         members = state.member_uids(tenant, group["customerGroupUid"])
         assert set(members) <= set(state.customer_uids(tenant))
         body = Api(state).members_page(tenant, group["customerGroupUid"], pageSize=1000).json()
-        validator_for(LIST_MEMBERS).validate(body)
+        validate_page(LIST_MEMBERS, body)
         assert [i["customerUid"] for i in body["items"]] == members
     if groups:
         assert state.member_uids(tenant, "grp-0001") == []

@@ -9,7 +9,7 @@ import pytest
 from pipelines.flowretail.errors import SpecViolationError
 from pipelines.flowretail.schemas import validator_for
 from pipelines.flowretail.simulator import SimulatorError, SimulatorState, build_state
-from tests.simulator.helpers import LIST_MEMBERS, Api, group_with, small_config
+from tests.simulator.helpers import LIST_MEMBERS, Api, group_with, small_config, validate_page
 
 T = "tenant-1"
 
@@ -41,7 +41,7 @@ def test_paging_walks_every_member_once(page_base: int) -> None:
     assert len(pages) == -(-len(members) // 7)
     assert len(pages[-1]["items"]) == len(members) - 7 * (len(pages) - 1)
     for page in pages:
-        validator_for(LIST_MEMBERS).validate(page)
+        validate_page(LIST_MEMBERS, page)
         assert page["items"] == [state.customer(T, item["customerUid"]) for item in page["items"]]
     past = api.members_page(T, group, pageNumber=page_base + 10_000, pageSize=7).json()
     assert past == {"items": [], "paging": {"pageNumber": page_base + 10_000, "pageSize": 7, "totalCount": len(members)}}

@@ -357,7 +357,9 @@ def test_failing_data_tests_count_and_sample_the_failing_rows(
                     ('t2', 'o-4', 'c-1', 'open')
                 ) as orders (tenant_uid, order_uid, customer_uid, status)
             """,
-            "staging/stg_people.sql": "select 'c-1' as customer_uid union all select 'c-2'",
+            "staging/stg_people.sql": (
+                "{{ config(tenant_scope='all') }} select 'c-1' as customer_uid union all select 'c-2'"
+            ),
             "schema.yml": """
 version: 2
 models:

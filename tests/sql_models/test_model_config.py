@@ -75,18 +75,20 @@ def test_later_config_calls_override_earlier_ones(write_project: ProjectWriter) 
         (
             "marts/m.sql",
             "materialized='table', tags=['daily']",
-            "models/marts/m.sql: unknown config key 'tags' (allowed: adopt_existing, description, materialized, "
-            "max_remove_fraction, push_group_name, push_mode, push_to_group_uid)",
+            "models/marts/m.sql: unknown config key 'tags' (allowed: adopt_existing, description, "
+            "incremental_strategy, materialized, max_remove_fraction, push_group_name, push_mode, push_to_group_uid, "
+            "tenant_scope, unique_key)",
         ),
         (
             "marts/m.sql",
-            "materialized='incremental'",
-            "models/marts/m.sql: config materialized='incremental' is invalid: expected one of 'view', 'table'",
+            "materialized='ephemeral'",
+            "models/marts/m.sql: config materialized='ephemeral' is invalid: expected one of 'view', 'table', "
+            "'incremental'",
         ),
         (
             "marts/m.sql",
             "materialized=None",
-            "models/marts/m.sql: config materialized=None is invalid: expected one of 'view', 'table'",
+            "models/marts/m.sql: config materialized=None is invalid: expected one of 'view', 'table', 'incremental'",
         ),
         (
             "marts/m.sql",

@@ -236,19 +236,21 @@ models:
             "dim_customers",
             "customer_uid",
             "relationships",
-            'WITH child AS (\n    SELECT "customer_uid" AS from_field FROM "marts_dev"."dim_customers" '
-            'WHERE "customer_uid" IS NOT NULL\n),\nparent AS (\n    SELECT "customer_uid" AS to_field FROM '
-            '"marts_dev"."stg_customers"\n)\nSELECT child.from_field\nFROM child\n'
-            "LEFT JOIN parent ON child.from_field = parent.to_field\nWHERE parent.to_field IS NULL",
+            'WITH child AS (\n    SELECT "tenant_uid", "customer_uid" AS from_field FROM "marts_dev"."dim_customers" '
+            'WHERE "customer_uid" IS NOT NULL\n),\nparent AS (\n    SELECT "tenant_uid", "customer_uid" AS to_field '
+            'FROM "marts_dev"."stg_customers"\n)\nSELECT child."tenant_uid", child.from_field\nFROM child\n'
+            'LEFT JOIN parent ON child."tenant_uid" = parent."tenant_uid" AND child.from_field = parent.to_field\n'
+            "WHERE parent.to_field IS NULL",
         ),
         "relationships_dim_customers_customer_uid__flowretail_customer_snapshots__customer_uid": (
             "dim_customers",
             "customer_uid",
             "relationships",
-            'WITH child AS (\n    SELECT "customer_uid" AS from_field FROM "marts_dev"."dim_customers" '
-            'WHERE "customer_uid" IS NOT NULL\n),\nparent AS (\n    SELECT "customer_uid" AS to_field FROM '
-            '"flowretail"."customer_snapshots"\n)\nSELECT child.from_field\nFROM child\n'
-            "LEFT JOIN parent ON child.from_field = parent.to_field\nWHERE parent.to_field IS NULL",
+            'WITH child AS (\n    SELECT "tenant_uid", "customer_uid" AS from_field FROM "marts_dev"."dim_customers" '
+            'WHERE "customer_uid" IS NOT NULL\n),\nparent AS (\n    SELECT "tenant_uid", "customer_uid" AS to_field '
+            'FROM "flowretail"."customer_snapshots"\n)\nSELECT child."tenant_uid", child.from_field\nFROM child\n'
+            'LEFT JOIN parent ON child."tenant_uid" = parent."tenant_uid" AND child.from_field = parent.to_field\n'
+            "WHERE parent.to_field IS NULL",
         ),
         "accepted_values_dim_customers_customer_type": (
             "dim_customers",
@@ -315,3 +317,54 @@ def test_the_same_test_twice_is_an_error(write_project: ProjectWriter) -> None:
 
     with pytest.raises(SchemaFileError, match=r"^models/schema.yml: test unique_m_a is declared twice$"):
         Project.load(root)
+
+
+def test_a_test_of_a_per_tenant_model_reads_one_tenants_rows_on_both_sides(write_project: ProjectWriter) -> None:
+    root = write_project(
+        {
+            "staging/stg_customers.sql": "select 't' as tenant_uid, 'c' as customer_uid",
+            "staging/all_people.sql": "{{ config(tenant_scope='all') }} select 'c' as customer_uid",
+            "marts/dim_customers.sql": "select * from {{ ref('stg_customers') }}",
+            "schema.yml": """
+version: 2
+models:
+  - name: dim_customers
+    columns:
+      - name: customer_uid
+        tests:
+          - not_null
+          - relationships: {to: "ref('stg_customers')", field: customer_uid}
+          - relationships: {to: "ref('all_people')", field: customer_uid}
+  - name: all_people
+    columns:
+      - name: customer_uid
+        tests: [not_null]
+""",
+        }
+    )
+
+    tests = {test.name: test for test in Project.load(root).tests}
+
+    assert tests["not_null_dim_customers_customer_uid"].sql_for("o'ne") == (
+        'SELECT *\nFROM (SELECT * FROM "analytics"."dim_customers" WHERE "tenant_uid" = \'o\'\'ne\') AS "tested"\n'
+        'WHERE "customer_uid" IS NULL'
+    )
+    assert tests["relationships_dim_customers_customer_uid__stg_customers__customer_uid"].sql_for("t1") == (
+        'WITH child AS (\n    SELECT "tenant_uid", "customer_uid" AS from_field FROM (SELECT * FROM '
+        '"analytics"."dim_customers" WHERE "tenant_uid" = \'t1\') AS "tested" WHERE "customer_uid" IS NOT NULL\n),\n'
+        'parent AS (\n    SELECT "tenant_uid", "customer_uid" AS to_field FROM (SELECT * FROM '
+        '"analytics"."stg_customers" WHERE "tenant_uid" = \'t1\') AS "referenced"\n)\n'
+        'SELECT child."tenant_uid", child.from_field\nFROM child\n'
+        'LEFT JOIN parent ON child."tenant_uid" = parent."tenant_uid" AND child.from_field = parent.to_field\n'
+        "WHERE parent.to_field IS NULL"
+    )
+    # A model declared to span tenants has no tenant column to match or filter on.
+    across = tests["relationships_dim_customers_customer_uid__all_people__customer_uid"]
+    assert not across.tenant_keyed
+    assert "LEFT JOIN parent ON child.from_field = parent.to_field" in across.sql
+    unscoped = tests["not_null_all_people_customer_uid"]
+    assert (
+        unscoped.sql_for("t1")
+        == unscoped.sql
+        == 'SELECT *\nFROM "analytics"."all_people"\nWHERE "customer_uid" IS NULL'
+    )

@@ -1,14 +1,39 @@
-"""The shipped models on the hand-written retail fixture: exact rows, passing data tests, docs."""
+"""The shipped models on the hand-written retail fixture: exact rows, passing data tests, docs.
+
+Every test runs twice: built whole (all tenants at once) and built the way tenant runs build them,
+one tenant slice after the other. The fixture has two tenants sharing uids, so a model or test that
+misses its tenant filter fails the per-tenant run.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import psycopg
+import pytest
 from psycopg import sql
 
-from pipelines.sql_models import Project, build_project, run_data_tests
+from pipelines.sql_models import BuildResult, Project, build_project, run_data_tests
 from tests.sql_models import retail_fixture as fx
+
+TENANTS = (fx.OUTDOOR, fx.BAKERY)
+
+
+@pytest.fixture(params=["whole", "per tenant"])
+def build_mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def _build(
+    conn: psycopg.Connection[Any], project: Project, mode: str, selection: list[str] | None = None
+) -> list[BuildResult]:
+    """Build whole, or once per tenant (results of the last tenant's run)."""
+    if mode == "whole":
+        return build_project(conn, project, selection)
+    results: list[BuildResult] = []
+    for tenant in TENANTS:
+        results = build_project(conn, project, selection, tenant=tenant)
+    return results
 
 
 def _rows(conn: psycopg.Connection[Any], model: str, columns: list[str]) -> list[tuple[Any, ...]]:
@@ -25,9 +50,9 @@ def _as_set(rows: list[tuple[Any, ...]]) -> set[tuple[Any, ...]]:
 
 
 def test_staging_models_hold_exactly_the_expected_rows(
-    retail_conn: psycopg.Connection[Any], shipped_project: Project
+    retail_conn: psycopg.Connection[Any], shipped_project: Project, build_mode: str
 ) -> None:
-    build_project(retail_conn, shipped_project)
+    _build(retail_conn, shipped_project, build_mode)
 
     customers = _rows(
         retail_conn,
@@ -61,9 +86,9 @@ def test_staging_models_hold_exactly_the_expected_rows(
 
 
 def test_segments_hold_exactly_the_expected_customers(
-    retail_conn: psycopg.Connection[Any], shipped_project: Project
+    retail_conn: psycopg.Connection[Any], shipped_project: Project, build_mode: str
 ) -> None:
-    build_project(retail_conn, shipped_project)
+    _build(retail_conn, shipped_project, build_mode)
 
     columns = ["tenant_uid", "customer_uid"]
     newsletter = _as_set(_rows(retail_conn, "newsletter_subscribers", columns))
@@ -97,8 +122,10 @@ def test_segments_hold_exactly_the_expected_customers(
     )
 
 
-def test_marts_hold_exactly_the_expected_rows(retail_conn: psycopg.Connection[Any], shipped_project: Project) -> None:
-    build_project(retail_conn, shipped_project)
+def test_marts_hold_exactly_the_expected_rows(
+    retail_conn: psycopg.Connection[Any], shipped_project: Project, build_mode: str
+) -> None:
+    _build(retail_conn, shipped_project, build_mode)
     today = retail_conn.execute("SELECT (now() AT TIME ZONE 'UTC')::date").fetchone()[0]  # type: ignore[index]
 
     groups = _rows(
@@ -120,9 +147,11 @@ def test_marts_hold_exactly_the_expected_rows(retail_conn: psycopg.Connection[An
     assert _as_set(changes) == fx.expected_change_rows()
 
 
-def test_day_boundaries_of_the_daily_counts(retail_conn: psycopg.Connection[Any], shipped_project: Project) -> None:
+def test_day_boundaries_of_the_daily_counts(
+    retail_conn: psycopg.Connection[Any], shipped_project: Project, build_mode: str
+) -> None:
     """Spot checks of the subtle days, written by hand."""
-    build_project(retail_conn, shipped_project, selection=["fct_group_membership_daily"])
+    _build(retail_conn, shipped_project, build_mode, ["fct_group_membership_daily"])
     daily = {
         (tenant, group, day): count
         for tenant, group, day, count in _rows(
@@ -144,21 +173,22 @@ def test_day_boundaries_of_the_daily_counts(retail_conn: psycopg.Connection[Any]
 
 
 def test_every_shipped_data_test_passes_on_the_fixture(
-    retail_conn: psycopg.Connection[Any], shipped_project: Project
+    retail_conn: psycopg.Connection[Any], shipped_project: Project, build_mode: str
 ) -> None:
-    build_project(retail_conn, shipped_project)
+    _build(retail_conn, shipped_project, build_mode)
 
-    results = run_data_tests(retail_conn, shipped_project)
+    for tenant in (None, *TENANTS):
+        results = run_data_tests(retail_conn, shipped_project, tenant=tenant)
 
-    assert set(results) == {test.name for test in shipped_project.tests}
-    failing = {name: result.sample for name, result in results.items() if not result.passed}
-    assert failing == {}
+        assert set(results) == {test.name for test in shipped_project.tests}
+        failing = {name: result.sample for name, result in results.items() if not result.passed}
+        assert failing == {}, tenant
 
 
 def test_documented_columns_are_the_built_columns(
-    retail_conn: psycopg.Connection[Any], shipped_project: Project
+    retail_conn: psycopg.Connection[Any], shipped_project: Project, build_mode: str
 ) -> None:
-    results = build_project(retail_conn, shipped_project)
+    results = _build(retail_conn, shipped_project, build_mode)
 
     for result in results:
         docs = shipped_project.models[result.model].docs
@@ -169,9 +199,13 @@ def test_documented_columns_are_the_built_columns(
         assert [(c.name, c.data_type) for c in built.columns] == [("tenant_uid", "text"), ("customer_uid", "text")]
 
 
-def test_rebuilding_is_idempotent(retail_conn: psycopg.Connection[Any], shipped_project: Project) -> None:
-    first = build_project(retail_conn, shipped_project)
-    second = build_project(retail_conn, shipped_project)
+def test_rebuilding_is_idempotent(
+    retail_conn: psycopg.Connection[Any], shipped_project: Project, build_mode: str
+) -> None:
+    first = _build(retail_conn, shipped_project, build_mode)
+    second = _build(retail_conn, shipped_project, build_mode)
 
     assert [(r.model, r.row_count, r.columns) for r in first] == [(r.model, r.row_count, r.columns) for r in second]
-    assert {r.model: r.row_count for r in second}["newsletter_subscribers"] == len(fx.expected_newsletter_subscribers())
+    # Built per tenant, a result counts the rows of the tenant built last.
+    expected = {row for row in fx.expected_newsletter_subscribers() if build_mode == "whole" or row[0] == fx.BAKERY}
+    assert {r.model: r.row_count for r in second}["newsletter_subscribers"] == len(expected)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from pipelines.warehouse.frames import CustomerColumns, customers_frame, groups_frame, memberships_frame, row_hash
@@ -41,8 +42,36 @@ def test_frames_keep_python_values_and_json_text() -> None:
     assert row["default_store"] is None
     assert row["firstname"] == "Å\t\"x\"\n\\N"
     assert row["row_hash"] == row_hash(item)
+    assert row["_spec_deviations"] is None
     assert list(groups_frame([]).columns) == [
-        "customer_group_uid", "name", "created_by", "created_at", "last_modified_by", "last_modified_at"]
+        "customer_group_uid", "name", "created_by", "created_at", "last_modified_by", "last_modified_at",
+        "_spec_deviations"]
+
+
+def test_deviating_values_keep_their_json_form_and_misfits_move_to_the_record() -> None:
+    item = {"customerUid": "c1", "paymentTerms": "30 dager", "ehfEnabled": "yes", "createdAt": 1700000000,
+            "postalCode": 5003, "credit": "unlimited", "email": None, "customerType": "PARTNER",
+            "contacts": [{"role": "OWNER"}]}
+    clean = {"customerUid": "c2", "paymentTerms": 30}
+    deviations = {"c1": {"paymentTerms": "type", "ehfEnabled": "type", "createdAt": "type", "postalCode": "type",
+                         "credit": "type", "email": "null", "customerType": "enum", "contacts.role": "enum",
+                         "city": "missing"}}
+    first, second = customers_frame([item, clean], CustomerColumns(), deviations).to_dict("records")
+    assert (first["payment_terms"], first["ehf_enabled"], first["created_at"]) == (None, None, None)
+    assert (first["postal_code"], first["credit"], first["email"], first["customer_type"]) == (
+        "5003", '"unlimited"', None, "PARTNER")
+    assert first["contacts"] == '[{"role":"OWNER"}]'
+    assert orjson.loads(first["_spec_deviations"]) == {
+        "paymentTerms": {"case": "type", "value": "30 dager"}, "ehfEnabled": {"case": "type", "value": "yes"},
+        "createdAt": {"case": "type", "value": 1700000000}, "postalCode": {"case": "type"},
+        "credit": {"case": "type"}, "email": {"case": "null"}, "customerType": {"case": "enum"},
+        "contacts.role": {"case": "enum"}, "city": {"case": "missing"}}
+    assert (second["payment_terms"], second["_spec_deviations"]) == (30, None)
+    group = {"customerGroupUid": "g1", "name": 7, "createdAt": "yesterday"}
+    (row,) = groups_frame([group], {"g1": {"name": "type", "createdAt": "format"}}).to_dict("records")
+    assert (row["name"], row["created_at"]) == ("7", None)
+    assert orjson.loads(row["_spec_deviations"]) == {
+        "name": {"case": "type"}, "createdAt": {"case": "format", "value": "yesterday"}}
 
 
 def test_frames_follow_columns_discovered_after_earlier_pages() -> None:
@@ -54,8 +83,10 @@ def test_frames_follow_columns_discovered_after_earlier_pages() -> None:
         {"customerUid": "c2", "loyaltyTier": "SILVER", "badges": ["b", "c"]},
     ]
     frame = customers_frame(items, columns)
-    assert list(before.columns) == ["customer_uid", *(c.name for c in customer_field_columns()), "row_hash"]
-    assert list(frame.columns) == [*list(before.columns)[:-1], "loyalty_tier", "badges", "points", "row_hash"]
+    assert list(before.columns) == [
+        "customer_uid", *(c.name for c in customer_field_columns()), "row_hash", "_spec_deviations"]
+    assert list(frame.columns) == [
+        *list(before.columns)[:-2], "loyalty_tier", "badges", "points", "row_hash", "_spec_deviations"]
     rows = frame.to_dict("records")
     # text columns take JSON text for non-strings, jsonb columns JSON text, other types pass through
     # unchanged (a mistyped list stays one cell for PostgreSQL to refuse), missing fields are None

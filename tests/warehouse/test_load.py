@@ -21,6 +21,7 @@ from pipelines.flowretail.errors import RetriesExhaustedError
 from pipelines.flowretail.simulator import SimulatorConfig, SimulatorState, build_state, create_app
 from pipelines.warehouse.load import LoadAlreadyRunningError, TenantLoadResult, load_tenant, page_budget
 from pipelines.warehouse.schema import customer_field_columns
+from tests.simulator.helpers import DEVIANT_UIDS
 
 TOKEN = "load-test-token"
 
@@ -114,6 +115,8 @@ def test_tables_equal_the_simulator_exactly_including_every_customer_field(datab
         ).fetchall()
     assert result.customers_rows == len(rows) > 0
     for row in rows:
+        if row[0] in DEVIANT_UIDS:
+            continue  # the five that break the spec: tests/warehouse/test_spec_deviations.py
         api = state.customer(tenant, row[0])
         for column, value in zip(columns, row[1:], strict=True):
             expected = api.get(column.api_field or "")
@@ -139,7 +142,7 @@ def test_hostile_strings_round_trip_byte_exact(database_url: str) -> None:
     for uid, *texts in rows:
         api = state.customer(tenant, uid)
         assert texts == [
-            api["firstname"],
+            api["firstname"].replace("\x00", ""),  # U+0000 is the one character PostgreSQL cannot store
             api["lastname"],
             api["address"],
             api["city"],

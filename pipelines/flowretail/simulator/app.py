@@ -22,6 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from pipelines.flowretail.content_coding import encode_body, negotiate
 from pipelines.flowretail.schemas import request_json_schema
 from pipelines.flowretail.simulator.config import is_uid
 from pipelines.flowretail.simulator.faults import (
@@ -30,6 +31,7 @@ from pipelines.flowretail.simulator.faults import (
     Decision,
     FaultEngine,
     SimulatedConnectionDrop,
+    bomb_body,
     break_body,
     non_utf8_body,
     retry_after_header,
@@ -149,6 +151,7 @@ class SimulatorApp:
         body_json = _try_json(raw_body)
         query = dict(request.query_params)
         response, status = await self._serve(request, method, route, operation, raw_body, query)
+        self._compress(request, response)
         self.state.record(
             RequestRecord(
                 method=method,
@@ -195,7 +198,7 @@ class SimulatorApp:
                 decision.status
             )
         if decision.body_fault in REPLACING_BODY_OUTCOMES:
-            return self._replacing_body(decision.body_fault, route, operation, query), 200
+            return self._replacing_body(decision.body_fault, route, operation, query, request), 200
         answer = self._answer(route, operation, raw_body, query, decision)
         if decision.drop:
             return _DropResponse(), 0
@@ -228,8 +231,10 @@ class SimulatorApp:
                 return Decision(status=429, retry_after=wait)
             return self.engine.random_decision(faults, operation)
 
-    def _replacing_body(self, fault: str, route: _Route, operation: str, query: dict[str, str]) -> Response:
-        """An HTML page or a non-UTF-8 body answered instead of the operation (nothing is applied)."""
+    def _replacing_body(
+        self, fault: str, route: _Route, operation: str, query: dict[str, str], request: Request
+    ) -> Response:
+        """An HTML page, a non-UTF-8 body or a decompression bomb instead of the operation (nothing is applied)."""
         if fault == "html":
             return Response(HTML_BODY, status_code=200, media_type="text/html; charset=utf-8")
         payload: Any = {"message": "ok"}
@@ -238,7 +243,28 @@ class SimulatorApp:
                 payload = self._list(route, operation, query)
             except SimulatorError as exc:
                 payload = exc.body()
+        if fault == "bomb":
+            # A hostile server compresses whether asked or not; gzip when the request accepts nothing.
+            offered = self.state.config.content_codings or ("gzip",)
+            coding = negotiate(request.headers.get("accept-encoding"), offered) or "gzip"
+            body = bomb_body(orjson.dumps(payload), self.state.faults.bomb_bytes, coding)
+            return Response(body, status_code=200, media_type=_JSON, headers={"Content-Encoding": coding})
         return Response(non_utf8_body(orjson.dumps(payload)), status_code=200, media_type="application/json")
+
+    def _compress(self, request: Request, response: Response) -> None:
+        """Compress the answer like a production gateway, with the first configured coding the request accepts."""
+        offered = self.state.config.content_codings
+        if not offered or isinstance(response, _DropResponse) or not response.body:
+            return
+        if "content-encoding" in response.headers:
+            return
+        coding = negotiate(request.headers.get("accept-encoding"), offered)
+        if coding is None:
+            return
+        response.body = encode_body(bytes(response.body), coding)
+        response.headers["Content-Encoding"] = coding
+        response.headers["Content-Length"] = str(len(response.body))
+        response.headers["Vary"] = "Accept-Encoding"
 
     def _answer(
         self, route: _Route, operation: str, raw_body: bytes, query: dict[str, str], decision: Decision

@@ -10,8 +10,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from pipelines.flowretail.content_coding import AVAILABLE_CODINGS
+
 UID_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
-RETRY_AFTER_STYLES = ("seconds", "http-date", "none")
+# "superscript" writes the seconds in digits like ², which str.isdigit accepts and float refuses;
+# "garbage" writes a value that is neither seconds nor a date. A client must treat both as absent.
+RETRY_AFTER_STYLES = ("seconds", "http-date", "none", "superscript", "garbage")
 
 
 def is_uid(value: object) -> bool:
@@ -33,6 +37,10 @@ class SimulatorConfig:
     default_page_size: int = 50
     max_uids_per_update: int = 1000
     hostile_strings: bool = True
+    # Like a production gateway: every answer is compressed with the first of these codings the
+    # request accepts (all available ones by default; () switches compression off).
+    content_codings: tuple[str, ...] = AVAILABLE_CODINGS
+    spec_deviations: bool = True  # customers 13..17 break the spec as real APIs do (data.SPEC_DEVIATIONS)
 
     def __post_init__(self) -> None:
         """Refuse settings that would make the served API ill-defined, naming the field."""
@@ -58,6 +66,9 @@ class SimulatorConfig:
             raise ValueError(f"default_page_size: must be at least 1, got {self.default_page_size}")
         if self.max_uids_per_update < 1:
             raise ValueError(f"max_uids_per_update: must be at least 1, got {self.max_uids_per_update}")
+        unknown = [name for name in self.content_codings if name not in AVAILABLE_CODINGS]
+        if unknown:
+            raise ValueError(f"content_codings: {unknown!r} not available; use some of {AVAILABLE_CODINGS!r}")
 
     def resolved_tenant_uids(self) -> list[str]:
         """Explicit uids win over the count; the defaults are ``tenant-1``, ``tenant-2``, ..."""
@@ -86,6 +97,7 @@ class FaultConfig:
     revoke_token_after: int | None = None
     faulty_operations: set[str] | None = field(default=None)
     seed: int = 0
+    bomb_bytes: int = 64 * 1024 * 1024
 
     def __post_init__(self) -> None:
         """Catch typos early: a silently ignored fault makes a resilience test pass for the wrong reason."""
@@ -99,3 +111,5 @@ class FaultConfig:
             raise ValueError(f"rate_limit_rps: must be positive or None, got {self.rate_limit_rps}")
         if self.latency_ms < 0 or self.latency_jitter_ms < 0:
             raise ValueError("latency_ms and latency_jitter_ms must not be negative")
+        if self.bomb_bytes < 1:
+            raise ValueError(f"bomb_bytes: must be at least 1, got {self.bomb_bytes}")

@@ -205,6 +205,17 @@ _GROUP_NAMES = [
     "Borettslag", "Frisører", "Barnehager", "Restauranter", "Hytteeiere",
 ]
 _SPECIAL_NAMES = ["Tom gruppe", "Én kunde", "Topp 100", "Nyhetsbrev \u2013 alle"]
+# What real APIs send that the spec does not allow, one kind per customer (13, 14, ... of each
+# tenant, right after the hostile strings' customers): a loader must keep these customers, not fail.
+SPEC_DEVIATIONS: list[str] = [
+    "nulls",  # email, mobile and credit null, as for a customer created without them
+    "wrong_types",  # a string in integer, number and boolean fields, a number in a string field
+    "unknown_enum",  # an address type the spec does not list
+    "nul",  # U+0000 in firstname (text) and in ehf.address (jsonb)
+    "missing",  # required email and credit absent
+]
+FIRST_DEVIANT = len(HOSTILE_VALUES) + 1
+NUL_VARIANT = SPEC_DEVIATIONS.index("nul")
 
 
 class CustomerCore(NamedTuple):
@@ -226,9 +237,12 @@ def _uid_width(count: int, minimum: int) -> int:
 class CustomerFactory:
     """Builds customer records of one tenant from (seed, tenant index, customer index), never storing them."""
 
-    def __init__(self, seed: int, tenant_index: int, base_count: int, hostile: bool) -> None:
+    def __init__(
+        self, seed: int, tenant_index: int, base_count: int, hostile: bool, spec_deviations: bool = False
+    ) -> None:
         self.base_count = base_count
         self.hostile = hostile
+        self.spec_deviations = spec_deviations
         self.width = _uid_width(base_count, 7)
         self._tenant_key = mix64(seed * 1_000_003 + tenant_index * 7919 + 17)
 
@@ -260,13 +274,22 @@ class CustomerFactory:
             return (index // 997) % len(HOSTILE_VALUES)
         return None
 
+    def deviation_variant(self, index: int) -> int | None:
+        """Which way a customer breaks the spec (``SPEC_DEVIATIONS``): customers 13..17 only."""
+        if not self.spec_deviations or index >= self.base_count:
+            return None
+        variant = index - FIRST_DEVIANT
+        return variant if 0 <= variant < len(SPEC_DEVIATIONS) else None
+
     def hostile_indices(self) -> list[int]:
-        """Every customer carrying a hostile string; the group plan makes sure they are listed somewhere."""
+        """Every customer carrying a hostile string or breaking the spec; the group plan makes sure
+        they are listed somewhere."""
+        deviant = [i for i in range(FIRST_DEVIANT, FIRST_DEVIANT + len(SPEC_DEVIATIONS)) if self.deviation_variant(i) is not None]
         if not self.hostile:
-            return []
+            return deviant
         first = range(1, min(len(HOSTILE_VALUES), self.base_count - 1) + 1)
         spread = range(3, self.base_count, 997)
-        return sorted({i for i in (*first, *spread) if self.hostile_variant(i) is not None})
+        return sorted({*deviant, *(i for i in (*first, *spread) if self.hostile_variant(i) is not None)})
 
     def _type_of(self, h: int) -> str:
         """PERSON 80 %, COMPANY 14 %, B2B 6 %."""
@@ -295,7 +318,7 @@ class CustomerFactory:
         """The generated value of a sortable customer field (createdAt as its RFC 3339 string)."""
         core = self.core(index)
         if field == "firstname":
-            return core.firstname
+            return _with_nul(core.firstname) if self.deviation_variant(index) == NUL_VARIANT else core.firstname
         if field == "lastname":
             return core.lastname
         return iso_from_ms(core.created_ms)
@@ -415,6 +438,9 @@ class CustomerFactory:
                 record["extensions"] = [{"extensionCode": "TWO_INVOICE", "organizationUid": f"org-{orgnr}"}]
         if core.hostile is not None:
             _apply_hostile(record, core.hostile)
+        deviation = self.deviation_variant(index)
+        if deviation is not None:
+            _break_spec(record, SPEC_DEVIATIONS[deviation])
         return record
 
 
@@ -560,6 +586,32 @@ def _apply_hostile(record: dict[str, Any], variant: int) -> None:
         record[key] = value
     if record["companyName"]:
         record["companyName"] = value
+
+
+def _with_nul(name: str) -> str:
+    """The name with U+0000 after its second character, as a broken import might leave it."""
+    return name[:2] + "\x00" + name[2:]
+
+
+def _break_spec(record: dict[str, Any], kind: str) -> None:
+    """Break the spec the way ``kind`` of ``SPEC_DEVIATIONS`` says (``sort_value`` knows firstname's NUL)."""
+    if kind == "nulls":
+        record.update(email=None, mobile=None, credit=None)
+    elif kind == "wrong_types":
+        digits = "".join(ch for ch in record["postalCode"] if ch.isdigit()) or "0"
+        record.update(paymentTerms="30 dager", relevance="high", ehfEnabled="yes", postalCode=int(digits))
+    elif kind == "unknown_enum":
+        record["addresses"] = [{
+            "customerAddressUid": f"adr-{record['customerUid']}-pickup", "type": "PICKUP_POINT",
+            "displayName": "Hentested", "firstname": record["firstname"], "lastname": record["lastname"],
+            "companyName": record["companyName"], "address": record["address"], "postalCode": record["postalCode"],
+            "city": record["city"], "countryCode": record["countryCode"], "email": record["email"],
+            "phone": record["mobile"],
+        }]
+    elif kind == "nul":
+        record.update(firstname=_with_nul(record["firstname"]), ehf={"enabled": False, "address": "\x00"})
+    elif kind == "missing":
+        del record["email"], record["credit"]
 
 
 @dataclass

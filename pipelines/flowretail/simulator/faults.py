@@ -18,13 +18,29 @@ from typing import Any
 
 import httpx
 
+from pipelines.flowretail.content_coding import encode_body
+from pipelines.flowretail.paging import MAX_PAGES
 from pipelines.flowretail.simulator.config import FaultConfig
 
 STATUS_OUTCOMES = frozenset({"429", "500", "502", "503", "504", "400", "401", "404"})
-REPLACING_BODY_OUTCOMES = frozenset({"html", "non_utf8"})
+# "bomb": a valid answer behind FaultConfig.bomb_bytes of whitespace, compressed (a decompression bomb).
+REPLACING_BODY_OUTCOMES = frozenset({"html", "non_utf8", "bomb"})
 LIST_BODY_OUTCOMES = frozenset(
-    {"missing_field", "wrong_type", "bad_enum", "no_paging", "total_too_low", "oversized_page", "duplicate_items"}
+    {
+        "missing_field",
+        "wrong_type",
+        "bad_enum",
+        "no_paging",
+        "total_too_low",
+        "oversized_page",
+        "duplicate_items",
+        "total_too_high",
+        "too_many_pages",
+    }
 )
+# "total_too_high": a totalCount of 10^12. "too_many_pages": pages of one item and a total that
+# makes one page more than a client scan may take.
+HUGE_TOTAL_COUNT = 10**12
 OUTCOMES = STATUS_OUTCOMES | REPLACING_BODY_OUTCOMES | LIST_BODY_OUTCOMES | {"drop", "truncate"}
 RANDOM_ERROR_STATUSES = (500, 502, 503, 504)
 SCRIPTED_RETRY_AFTER_SECONDS = 1.0
@@ -195,7 +211,15 @@ def retry_after_header(style: str, seconds: float) -> str | None:
         return None
     if style == "http-date":
         return email.utils.formatdate(math.ceil(time.time() + seconds), usegmt=True)
+    if style == "superscript":
+        # Sent as UTF-8 bytes (header values reach the ASGI server as latin-1 text).
+        return str(math.ceil(seconds)).translate(_SUPERSCRIPT_DIGITS).encode("utf-8").decode("latin-1")
+    if style == "garbage":
+        return "in a little while"
     return str(math.ceil(seconds))
+
+
+_SUPERSCRIPT_DIGITS = str.maketrans("0123456789", "\u2070\u00b9\u00b2\u00b3\u2074\u2075\u2076\u2077\u2078\u2079")
 
 
 def status_message(status: int) -> str:
@@ -223,6 +247,12 @@ def break_body(body: dict[str, Any], fault: str, is_list: bool, is_members: bool
         del body["paging"]
     elif fault == "total_too_low" and is_list:
         body["paging"]["totalCount"] = len(body["items"]) - 1
+    elif fault == "total_too_high" and is_list:
+        body["paging"]["totalCount"] = HUGE_TOTAL_COUNT
+    elif fault == "too_many_pages" and is_list:
+        del body["items"][1:]
+        body["paging"]["pageSize"] = 1
+        body["paging"]["totalCount"] = MAX_PAGES + 1
     elif fault == "duplicate_items" and is_list and body["items"]:
         items = body["items"]
         if len(items) >= 2:
@@ -230,6 +260,11 @@ def break_body(body: dict[str, Any], fault: str, is_list: bool, is_members: bool
         else:
             items.append(copy.deepcopy(items[0]))
     return body
+
+
+def bomb_body(payload: bytes, size: int, coding: str) -> bytes:
+    """``payload`` after ``size`` bytes of whitespace (still valid JSON), compressed with ``coding``."""
+    return encode_body(b" " * size + payload, coding)
 
 
 def non_utf8_body(payload: bytes) -> bytes:

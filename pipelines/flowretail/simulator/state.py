@@ -205,7 +205,7 @@ def _page_slice(ordered: Any, total: int, page: PageRequest) -> list[str]:
 def _build_tenant(config: SimulatorConfig, tenant_index: int, tenant_uid: str) -> Tenant:
     """Generate one tenant: uid strings, group plans, sorted member lists and the reverse index."""
     count = config.customers
-    factory = CustomerFactory(config.seed, tenant_index, count, config.hostile_strings)
+    factory = CustomerFactory(config.seed, tenant_index, count, config.hostile_strings, config.spec_deviations)
     prefix = factory.uid(0)[: -factory.width] if count else ""
     width = factory.width
     uids = [f"{prefix}{i:0{width}d}" for i in range(count)]

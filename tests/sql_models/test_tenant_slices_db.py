@@ -1,0 +1,281 @@
+"""Tenant slices in PostgreSQL: a tenant's build touches only its rows, atomically, with statistics,
+while views stay untouched and other tenants build the same models at the same time."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import psycopg
+import pytest
+
+from pipelines.sql_models import (
+    ModelBuildError,
+    ModelConfigError,
+    Project,
+    build_model,
+    build_project,
+    run_data_test,
+    run_data_tests,
+)
+from tests.sql_models import retail_fixture as fx
+from tests.sql_models.conftest import ProjectWriter
+
+SLICED = "{{ config(materialized='incremental') }}\n"
+ORDERS = """
+create table if not exists public.orders (tenant_uid text, order_uid text, amount integer);
+"""
+
+
+def _orders(conn: psycopg.Connection[Any], rows: list[tuple[str, str, int]]) -> None:
+    conn.execute(ORDERS)
+    conn.execute("TRUNCATE public.orders")
+    with conn.cursor() as cursor:
+        cursor.executemany("INSERT INTO public.orders VALUES (%s, %s, %s)", rows)
+
+
+SOURCES = """
+version: 2
+sources:
+  - name: shop
+    schema: public
+    tables: [{name: orders}]
+"""
+
+
+def _rows(conn: psycopg.Connection[Any], relation: str) -> set[tuple[Any, ...]]:
+    return {tuple(row) for row in conn.execute(f"SELECT * FROM {relation}").fetchall()}
+
+
+def _oid(conn: psycopg.Connection[Any], relation: str) -> int:
+    row = conn.execute("SELECT %s::regclass::oid", (relation,)).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+@pytest.fixture
+def shop(conn: psycopg.Connection[Any], write_project: ProjectWriter) -> Project:
+    _orders(conn, [("t1", "o1", 10), ("t1", "o2", 5), ("t2", "o1", 7)])
+    root = write_project(
+        {
+            "schema.yml": SOURCES,
+            "staging/stg_orders.sql": "select tenant_uid, order_uid, amount from {{ source('shop', 'orders') }}",
+            "marts/totals.sql": SLICED
+            + "select tenant_uid, sum(amount) as total, count(*) as n from {{ ref('stg_orders') }} group by tenant_uid",
+        }
+    )
+    return Project.load(root)
+
+
+def test_a_tenant_build_replaces_only_that_tenants_slice(conn: psycopg.Connection[Any], shop: Project) -> None:
+    first = build_project(conn, shop, tenant="t1")
+    assert [(r.model, r.row_count) for r in first] == [("stg_orders", 2), ("totals", 1)]
+    # The first build of a table builds it whole; later builds replace one slice.
+    assert _rows(conn, "analytics.totals") == {("t1", 15, 2), ("t2", 7, 1)}
+
+    _orders(conn, [("t1", "o1", 1), ("t2", "o1", 100), ("t2", "o9", 1)])
+    build_project(conn, shop, tenant="t1")
+    assert _rows(conn, "analytics.totals") == {("t1", 1, 1), ("t2", 7, 1)}
+    build_project(conn, shop, tenant="t2")
+    assert _rows(conn, "analytics.totals") == {("t1", 1, 1), ("t2", 101, 2)}
+
+    # A tenant whose rows are gone has an empty slice (not the old one).
+    _orders(conn, [("t2", "o1", 100)])
+    build_project(conn, shop, tenant="t1")
+    assert _rows(conn, "analytics.totals") == {("t2", 101, 2)}
+
+
+def test_a_sliced_table_is_analysed_and_indexed_on_the_tenant(conn: psycopg.Connection[Any], shop: Project) -> None:
+    build_project(conn, shop, tenant="t1")
+
+    analysed = conn.execute(
+        "SELECT attname FROM pg_stats WHERE schemaname = 'analytics' AND tablename = 'totals' ORDER BY attname"
+    ).fetchall()
+    assert [row[0] for row in analysed] == ["n", "tenant_uid", "total"]
+    indexes = conn.execute("SELECT indexdef FROM pg_indexes WHERE schemaname = 'analytics' AND tablename = 'totals'")
+    assert [row[0].split(" USING ")[1] for row in indexes.fetchall()] == ["btree (tenant_uid)"]
+
+
+def test_a_failing_tenant_build_leaves_the_previous_slice(conn: psycopg.Connection[Any], shop: Project) -> None:
+    build_project(conn, shop, tenant="t1")
+    (shop.root / "marts" / "totals.sql").write_text(
+        SLICED + "select tenant_uid, sum(100 / (amount - 10)) as total, count(*) as n "
+        "from {{ ref('stg_orders') }} group by tenant_uid",
+        "utf-8",
+    )
+    broken = Project.load(shop.root)
+
+    with pytest.raises(ModelBuildError, match=r"models/marts/totals\.sql: division by zero"):
+        build_model(conn, broken.models["totals"], broken, tenant="t1")
+
+    assert _rows(conn, "analytics.totals") == {("t1", 15, 2), ("t2", 7, 1)}
+
+
+def test_rows_of_another_tenant_fail_the_build(conn: psycopg.Connection[Any], shop: Project) -> None:
+    build_project(conn, shop, tenant="t1")
+    (shop.root / "marts" / "totals.sql").write_text(
+        SLICED + "select 't2'::text as tenant_uid, 1::bigint as total, 1::bigint as n", "utf-8"
+    )
+    leaking = Project.load(shop.root)
+
+    with pytest.raises(ModelBuildError) as raised:
+        build_model(conn, leaking.models["totals"], leaking, tenant="t1")
+
+    assert raised.value.message == (
+        "models/marts/totals.sql: built for tenant 't1', it returned 1 row(s) of another tenant (or a NULL tenant_uid)"
+    )
+    assert _rows(conn, "analytics.totals") == {("t1", 15, 2), ("t2", 7, 1)}
+
+
+def test_new_columns_rebuild_the_table_whole_once(conn: psycopg.Connection[Any], shop: Project) -> None:
+    build_project(conn, shop, tenant="t1")
+    (shop.root / "marts" / "totals.sql").write_text(
+        SLICED + "select tenant_uid, sum(amount) as total from {{ ref('stg_orders') }} group by tenant_uid", "utf-8"
+    )
+    changed = Project.load(shop.root)
+
+    build_model(conn, changed.models["totals"], changed, tenant="t2")
+
+    assert _rows(conn, "analytics.totals") == {("t1", 15), ("t2", 7)}
+
+
+def test_views_are_replaced_only_when_their_sql_changes(conn: psycopg.Connection[Any], shop: Project) -> None:
+    build_project(conn, shop, tenant="t1")
+    view = _oid(conn, "analytics.stg_orders")
+    build_project(conn, shop, tenant="t2")
+    assert _oid(conn, "analytics.stg_orders") == view
+
+    (shop.root / "staging" / "stg_orders.sql").write_text(
+        "select tenant_uid, order_uid, amount * 2 as amount from {{ source('shop', 'orders') }}", "utf-8"
+    )
+    build_project(conn, Project.load(shop.root), tenant="t2")
+
+    assert _oid(conn, "analytics.stg_orders") != view
+    assert _rows(conn, "analytics.totals") == {("t1", 15, 2), ("t2", 14, 1)}
+
+
+def test_concurrent_tenant_builds_of_the_same_models_do_not_disturb_each_other(
+    database_url: str, conn: psycopg.Connection[Any], shop: Project
+) -> None:
+    _orders(conn, [(f"t{t}", f"o{i}", i) for t in range(1, 5) for i in range(1, 50)])
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def run(tenant: str) -> None:
+        try:
+            with psycopg.connect(database_url, autocommit=True) as own:
+                start.wait()
+                for _ in range(5):
+                    build_project(own, shop, tenant=tenant)
+                    results = run_data_tests(own, shop, tenant=tenant)
+                    assert all(result.passed for result in results.values())
+        except BaseException as error:  # reported below, with the tenant
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(f"t{t}",)) for t in range(1, 5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+
+    assert errors == []
+    assert _rows(conn, "analytics.totals") == {(f"t{t}", sum(range(1, 50)), 49) for t in range(1, 5)}
+
+
+def test_a_relationship_to_a_key_of_another_tenant_fails(
+    conn: psycopg.Connection[Any], write_project: ProjectWriter
+) -> None:
+    root = write_project(
+        {
+            "staging/stg_people.sql": "select * from (values ('t2', 'u1'), ('t1', 'u2')) as p (tenant_uid, person_uid)",
+            "staging/stg_orders.sql": "select * from (values ('t1', 'u1'), ('t1', 'u2')) as o (tenant_uid, person_uid)",
+            "schema.yml": """
+version: 2
+models:
+  - name: stg_orders
+    columns:
+      - name: person_uid
+        tests: [{relationships: {to: "ref('stg_people')", field: person_uid}}]
+""",
+        }
+    )
+    project = Project.load(root)
+    build_project(conn, project)
+    (test,) = project.tests
+
+    over_all = run_data_test(conn, test)
+    for_t1 = run_data_test(conn, test, tenant="t1")
+
+    assert (over_all.failing_rows, over_all.sample) == (1, [{"tenant_uid": "t1", "from_field": "u1"}])
+    assert (for_t1.failing_rows, for_t1.sample) == (1, [{"tenant_uid": "t1", "from_field": "u1"}])
+    assert run_data_test(conn, test, tenant="t2").passed
+
+
+def test_a_model_spanning_tenants_is_built_whole_and_only_without_a_tenant(
+    conn: psycopg.Connection[Any], shop: Project, write_project: ProjectWriter
+) -> None:
+    root = write_project(
+        {
+            "marts/grand_total.sql": "{{ config(materialized='table', tenant_scope='all') }}\n"
+            "select sum(total) as total from {{ ref('totals') }}"
+        }
+    )
+    project = Project.load(root)
+    assert [m.name for m in project.cross_tenant_models()] == ["grand_total"]
+
+    assert [r.model for r in build_project(conn, project, tenant="t1")] == ["stg_orders", "totals"]
+    with pytest.raises(ModelBuildError, match="declared tenant_scope='all'"):
+        build_model(conn, project.models["grand_total"], project, tenant="t1")
+    build_model(conn, project.models["grand_total"], project)
+    assert _rows(conn, "analytics.grand_total") == {(22,)}
+
+
+def test_a_per_tenant_model_may_not_read_a_model_spanning_tenants(write_project: ProjectWriter) -> None:
+    root = write_project(
+        {
+            "marts/everyone.sql": "{{ config(materialized='table', tenant_scope='all') }} select 1 as n",
+            "marts/mine.sql": SLICED + "select 't' as tenant_uid, n from {{ ref('everyone') }}",
+        }
+    )
+
+    with pytest.raises(ModelConfigError) as raised:
+        Project.load(root)
+
+    assert raised.value.message == (
+        "models/marts/mine.sql: ref('everyone') reads a model declared tenant_scope='all' (models/marts/everyone.sql); "
+        "a per-tenant model may only read per-tenant models and sources (declare tenant_scope='all' on mine too)"
+    )
+
+
+def test_the_shipped_segments_per_tenant_hold_exactly_that_tenants_customers(
+    retail_conn: psycopg.Connection[Any], shipped_project: Project
+) -> None:
+    build_project(retail_conn, shipped_project, tenant=fx.OUTDOOR)
+    retail_conn.execute("DELETE FROM analytics.newsletter_subscribers WHERE tenant_uid = %s", (fx.BAKERY,))
+
+    build_project(retail_conn, shipped_project, tenant=fx.OUTDOOR)
+    assert _rows(retail_conn, "analytics.newsletter_subscribers") == {
+        row for row in fx.expected_newsletter_subscribers() if row[0] == fx.OUTDOOR
+    }
+    build_project(retail_conn, shipped_project, tenant=fx.BAKERY)
+    assert _rows(retail_conn, "analytics.newsletter_subscribers") == fx.expected_newsletter_subscribers()
+
+
+def test_a_source_without_statistics_is_analysed_before_a_model_reads_it(
+    database_url: str, conn: psycopg.Connection[Any], shop: Project
+) -> None:
+    with psycopg.connect(database_url, autocommit=True) as loader:
+        loader.execute("INSERT INTO public.orders SELECT 't3', 'o' || n, n FROM generate_series(1, 500) AS n")
+        loader.execute("SELECT pg_stat_force_next_flush()")
+    for _ in range(100):  # the loader's counts reach the shared statistics when its session ends
+        row = conn.execute("SELECT n_live_tup FROM pg_stat_user_tables WHERE relname = 'orders'").fetchone()
+        if row and row[0] > 0:
+            break
+        time.sleep(0.05)
+    assert conn.execute("SELECT count(*) FROM pg_stats WHERE tablename = 'orders'").fetchone() == (0,)
+
+    build_project(conn, shop, tenant="t3")
+
+    analysed = conn.execute("SELECT attname FROM pg_stats WHERE tablename = 'orders' ORDER BY attname").fetchall()
+    assert [row[0] for row in analysed] == ["amount", "order_uid", "tenant_uid"]
