@@ -249,14 +249,20 @@ def test_per_tenant_models_are_partitioned_like_the_loads_and_pushes() -> None:
 
 
 def test_the_schedule_tags_each_tenant_run_with_its_tick() -> None:
-    from pipelines.ingest.jobs import TICK_TAG, warehouse_load_daily
+    from pipelines.ingest.jobs import TICK_TAG, warehouse_load_schedule
+    from pipelines.partitions import TOKEN_TAG
+    from pipelines.settings import load_settings
 
-    context = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 11, 30, 3, tzinfo=UTC))
-    requests = list(warehouse_load_daily(context))
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("tenants", ["tenant-1", "tenant-2"])
+        context = dg.build_schedule_context(
+            instance=instance, scheduled_execution_time=datetime(2026, 11, 30, 3, tzinfo=UTC)
+        )
+        requests = list(warehouse_load_schedule(load_settings())(context))
 
-    assert [(r.partition_key, r.tags[TICK_TAG]) for r in requests] == [
-        ("tenant-1", "2026-11-30T03:00:00+00:00"),
-        ("tenant-2", "2026-11-30T03:00:00+00:00"),
+    assert [(r.partition_key, r.tags[TICK_TAG], r.tags[TOKEN_TAG]) for r in requests] == [
+        ("tenant-1", "2026-11-30T03:00:00+00:00", "default"),
+        ("tenant-2", "2026-11-30T03:00:00+00:00", "default"),
     ]
 
 
