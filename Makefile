@@ -36,4 +36,4 @@ lint: $(STAMP)
 	$(BIN)/mypy pipelines
 
 clean:
-	rm -rf $(VENV) .flowretail
+	rm -rf $(VENV) .venv-dbt .flowretail

@@ -8,8 +8,33 @@ The tenants are not part of the definitions at all (dynamic partitions, see ``pi
 from __future__ import annotations
 
 from functools import cache
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
+
+if TYPE_CHECKING:
+    from pipelines.settings import Settings
+
+
+def resources(settings: Settings) -> dict[str, Any]:
+    """The resources of the code location: secrets and URLs bound as ``dg.EnvVar`` (read at run
+    time, never stored in run config), the API tuning copied from the settings' ``ApiTuning`` fields."""
+    from pipelines.flowretail.config import ApiTuning
+    from pipelines.resources import FlowRetailResource, TenantToken, WarehouseResource
+
+    return {
+        "flowretail": FlowRetailResource(
+            base_url=dg.EnvVar("FLOWRETAIL_BASE_URL"),
+            token=dg.EnvVar("FLOWRETAIL_TOKEN") if settings.needs_default_token() else None,
+            tenant_tokens=[
+                TenantToken(tenant_uid=tenant, token_env=name, token=dg.EnvVar(name))
+                for tenant, name in settings.tenant_tokens.items()
+            ],
+            api_budget_url=dg.EnvVar("DATABASE_URL") if settings.shared_budget else None,
+            **settings.model_dump(include=set(ApiTuning.model_fields)),
+        ),
+        "warehouse": WarehouseResource(database_url=dg.EnvVar("DATABASE_URL")),
+    }
 
 
 @cache
@@ -23,35 +48,18 @@ def build_defs() -> dg.Definitions:
         warehouse_load_schedule,
     )
     from pipelines.partitions import tenant_partitions_sync
-    from pipelines.resources import FlowRetailResource, WarehouseResource
     from pipelines.reverse_etl.assets import plan_assets, push_after_warehouse_load, push_assets, segment_push_job
     from pipelines.settings import load_settings
     from pipelines.transform.assets import model_assets, model_checks
 
-    _settings = load_settings()
+    settings = load_settings()
     return dg.Definitions(
         assets=[flowretail_raw_tables, *model_assets, *plan_assets, *push_assets],
         asset_checks=[*model_checks, *raw_freshness_checks],
         jobs=[warehouse_load_job, segment_push_job, *cross_tenant_jobs],
-        schedules=[warehouse_load_schedule(_settings)],
+        schedules=[warehouse_load_schedule(settings)],
         sensors=[push_after_warehouse_load, raw_freshness_sensor, *cross_tenant_sensors, tenant_partitions_sync],
-        resources={
-            "flowretail": FlowRetailResource(
-                base_url=dg.EnvVar("FLOWRETAIL_BASE_URL"),
-                token=dg.EnvVar("FLOWRETAIL_TOKEN"),
-                page_size=_settings.page_size,
-                page_base=_settings.page_base,
-                groups_sort_by=_settings.groups_sort_by,
-                members_sort_by=_settings.members_sort_by,
-                rate_limit=_settings.rate_limit,
-                concurrency=_settings.concurrency,
-                connect_timeout=_settings.connect_timeout,
-                read_timeout=_settings.read_timeout,
-                max_attempts=_settings.max_attempts,
-                push_batch_size=_settings.push_batch_size,
-            ),
-            "warehouse": WarehouseResource(database_url=dg.EnvVar("DATABASE_URL")),
-        },
+        resources=resources(settings),
     )
 
 
@@ -59,9 +67,3 @@ def build_defs() -> dg.Definitions:
 def defs() -> dg.Definitions:
     """What ``dagster dev``, the code server and the daemon load."""
     return build_defs()
-
-
-def segment_push_job_def() -> dg.JobDefinition:
-    """The resolved ``segment_push`` job, for ``dg.reconstructable``: run outside ``execute_in_process``
-    it pushes segments in parallel step processes (its multiprocess executor)."""
-    return build_defs().resolve_job_def("segment_push")

@@ -6,66 +6,66 @@ from typing import Any
 
 import dagster as dg
 import psycopg
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field
 
+from pipelines.flowretail.budget import ApiBudget
 from pipelines.flowretail.client import AsyncFlowRetailClient
-from pipelines.flowretail.config import ClientConfig
-from pipelines.settings import ConfigError
+from pipelines.flowretail.config import ApiTuning
+from pipelines.flowretail.secrets import clean_token
+from pipelines.settings import ConfigError, client_config_or_config_error
+from pipelines.warehouse.api_budget import BudgetLimits, SharedBudget
 from pipelines.warehouse.postgres import mask_url
 
-_CLIENT_ENV = {
-    "base_url": "FLOWRETAIL_BASE_URL",
-    "token": "FLOWRETAIL_TOKEN",
-    "page_size": "FLOWRETAIL_PAGE_SIZE",
-    "page_base": "FLOWRETAIL_PAGE_BASE",
-    "rate_limit_per_second": "FLOWRETAIL_RATE_LIMIT",
-    "concurrency": "FLOWRETAIL_CONCURRENCY",
-}
+
+class TenantToken(dg.Config):  # type: ignore[misc]
+    """A tenant's own integration token; ``token`` is always ``dg.EnvVar(<token_env>)``."""
+
+    tenant_uid: str
+    token_env: str = Field(description="Name of the environment variable holding the token (for messages)")
+    token: str
 
 
-class FlowRetailResource(dg.ConfigurableResource):  # type: ignore[misc]
-    """Connection settings of the Flow Retail API; one client (one connection pool) per step."""
+class FlowRetailResource(dg.ConfigurableResource, ApiTuning):  # type: ignore[misc]
+    """Connection settings of the Flow Retail API; one client (one connection pool) per step.
+
+    The tuning fields (page size, rate limit, CA bundle, ...) are ``ApiTuning``'s, declared once.
+    With ``api_budget_url`` every client draws from the budget its token shares with every other
+    process in the warehouse; without it each process keeps its own in-memory limiter.
+    """
 
     base_url: str = Field(description="API base URL, e.g. https://api.flowretail.com/v2")
-    token: str = Field(description="Integration token; always configured with dg.EnvVar('FLOWRETAIL_TOKEN')")
-    page_size: int = Field(default=100, description="Items asked per page (servers may cap it)")
-    page_base: int = Field(default=1, description="Number of the first page (0 or 1)")
-    groups_sort_by: str = "customerGroupUid"
-    members_sort_by: str = "customerUid"
-    rate_limit: float = Field(default=20.0, description="Client-side limit, requests per second")
-    concurrency: int = Field(default=8, description="Requests in flight at once")
-    connect_timeout: float = 5.0
-    read_timeout: float = 30.0
-    max_attempts: int = 6
-    push_batch_size: int = Field(default=500, description="Customer uids per add/remove call")
+    token: str | None = Field(
+        default=None, description="Integration token of tenants without their own; dg.EnvVar('FLOWRETAIL_TOKEN')"
+    )
+    tenant_tokens: list[TenantToken] = Field(default_factory=list, description="Tenants with their own token")
+    api_budget_url: str | None = Field(
+        default=None, description="PostgreSQL holding the shared API budget; dg.EnvVar('DATABASE_URL')"
+    )
 
-    def client_config(self, share: int = 1) -> ClientConfig:
-        """The client settings; ``share`` splits the rate limit and concurrency between that many
-        processes running at once, so together they stay within the configured budget."""
+    def token_for(self, tenant_uid: str | None) -> str:
+        """The tenant's own token if it has one, else FLOWRETAIL_TOKEN; the value is never logged."""
+        own = next((t for t in self.tenant_tokens if t.tenant_uid == tenant_uid), None)
+        name, raw = (own.token_env, own.token) if own is not None else ("FLOWRETAIL_TOKEN", self.token)
+        if raw is None:
+            raise ConfigError(
+                f"FLOWRETAIL_TOKEN is not set and tenant {tenant_uid} has no token of its own in FLOWRETAIL_TENANT_TOKENS"
+            )
         try:
-            return ClientConfig(
-                base_url=self.base_url,
-                token=SecretStr(self.token),
-                page_size=self.page_size,
-                page_base=self.page_base,
-                groups_sort_by=self.groups_sort_by,
-                members_sort_by=self.members_sort_by,
-                rate_limit_per_second=self.rate_limit / share,
-                concurrency=max(1, self.concurrency // share),
-                connect_timeout=self.connect_timeout,
-                read_timeout=self.read_timeout,
-                max_attempts=self.max_attempts,
-            )
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{_CLIENT_ENV.get(str(e['loc'][0]), str(e['loc'][0]))}: {str(e['msg']).removeprefix('Value error, ')}"
-                for e in exc.errors()
-            )
-            raise ConfigError(problems) from None
+            return clean_token(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{name}: the token {exc}") from None
 
-    def make_client(self, share: int = 1) -> AsyncFlowRetailClient:
-        """A new async client; create it inside the event loop that will use it, and close it."""
-        return AsyncFlowRetailClient(self.client_config(share))
+    def make_client(self, tenant_uid: str | None = None, share: int = 1) -> AsyncFlowRetailClient:
+        """A new async client for the tenant's token; create it inside the event loop that will use
+        it, and close it. ``share`` splits an in-memory budget between that many processes running
+        at once; a shared budget needs no split, it is one budget whoever draws from it."""
+        token = self.token_for(tenant_uid)
+        shared = self.api_budget_url is not None
+        config = client_config_or_config_error(self, self.base_url, token, share=1 if shared else share)
+        budget: ApiBudget | None = None
+        if self.api_budget_url is not None:
+            budget = SharedBudget(self.api_budget_url, token, BudgetLimits(config.rate_limit, config.concurrency))
+        return AsyncFlowRetailClient(config, budget=budget)
 
 
 class WarehouseResource(dg.ConfigurableResource):  # type: ignore[misc]
@@ -80,7 +80,3 @@ class WarehouseResource(dg.ConfigurableResource):  # type: ignore[misc]
             raise ConfigError(
                 f"DATABASE_URL: cannot connect to {mask_url(self.database_url)}: {mask_url(str(exc))}"
             ) from None
-
-    @property
-    def masked_url(self) -> str:
-        return mask_url(self.database_url)

@@ -9,20 +9,29 @@ from typing import Annotated, Any
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from pipelines.flowretail.config import ClientConfig, check_base_url, check_uid
+from pipelines.flowretail.config import (
+    ApiTuning,
+    ClientConfig,
+    ClientTuning,
+    build_client_config,
+    check_base_url,
+    check_uid,
+)
 from pipelines.flowretail.errors import UnsafeIdentifierError
 from pipelines.flowretail.secrets import clean_token
 
 _ENV_PREFIX = "FLOWRETAIL_"
 _CRON_FIELD = re.compile(r"^[\d*/,\-A-Za-z]+$")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class ConfigError(ValueError):
     """Missing or invalid configuration; the message is one line that names the variable."""
 
 
-class Settings(BaseSettings):
-    """Every environment variable the product reads (see `.env.example`)."""
+class Settings(BaseSettings, ApiTuning):
+    """Every environment variable the product reads (see `.env.example`); the API tuning fields
+    (``FLOWRETAIL_PAGE_SIZE``, ``FLOWRETAIL_RATE_LIMIT``, ...) are inherited from ``ApiTuning``."""
 
     model_config = SettingsConfigDict(
         env_prefix=_ENV_PREFIX, extra="ignore", populate_by_name=True, hide_input_in_errors=True
@@ -32,21 +41,10 @@ class Settings(BaseSettings):
     token: SecretStr | None = None
     tenant_uids: Annotated[list[str], NoDecode] = Field(default_factory=list)
     tenants_file: str | None = None
-    page_size: int = Field(default=100, ge=1, le=10_000)
-    page_base: int = Field(default=1, ge=0, le=1)
-    groups_sort_by: str = "customerGroupUid"
-    members_sort_by: str = "customerUid"
-    rate_limit: float = Field(default=20.0, gt=0)
-    concurrency: int = Field(default=8, ge=1, le=256)
-    connect_timeout: float = Field(default=5.0, gt=0)
-    read_timeout: float = Field(default=30.0, gt=0)
-    max_attempts: int = Field(default=6, ge=1, le=50)
-    ca_bundle: str | None = None
-    trust_env: bool = False
+    tenant_tokens: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    shared_budget: bool = True
     schedule_cron: str = "0 3 * * *"
     schedule_timezone: str = "UTC"
-    push_batch_size: int = Field(default=500, ge=1, le=10_000)
-    strict_spec: bool = False
     database_url: SecretStr | None = Field(default=None, validation_alias="DATABASE_URL")
 
     @field_validator("tenant_uids", mode="before")
@@ -72,6 +70,40 @@ class Settings(BaseSettings):
     @classmethod
     def _check_token(cls, value: SecretStr | None) -> SecretStr | None:
         return SecretStr(clean_token(value.get_secret_value())) if value is not None else None
+
+    @field_validator("tenant_tokens", mode="before")
+    @classmethod
+    def _split_tenant_tokens(cls, value: Any) -> Any:
+        """``tenant-a=ACME_TOKEN,tenant-b=OTHER_TOKEN``: each tenant names the variable holding its token."""
+        if not isinstance(value, str):
+            return value
+        pairs: dict[str, str] = {}
+        for part in (p.strip() for p in value.split(",")):
+            if not part:
+                continue
+            tenant, sep, name = (x.strip() for x in part.partition("="))
+            if not sep or not tenant or not name:
+                raise ValueError(f"expected tenant_uid=ENV_VAR_NAME pairs separated by commas, got {part!r}")
+            if tenant in pairs:
+                raise ValueError(f"names tenant {tenant!r} twice")
+            pairs[tenant] = name
+        return pairs
+
+    @field_validator("tenant_tokens")
+    @classmethod
+    def _check_tenant_tokens(cls, value: dict[str, str]) -> dict[str, str]:
+        for tenant, name in value.items():
+            try:
+                check_uid("tenant uid", tenant)
+            except UnsafeIdentifierError as exc:
+                raise ValueError(str(exc).replace("; no request was sent", "")) from None
+            if not _ENV_NAME.fullmatch(name):
+                raise ValueError(f"{name!r} (token of tenant {tenant}) is not an environment variable name")
+        return value
+
+    def needs_default_token(self) -> bool:
+        """FLOWRETAIL_TOKEN is needed unless every configured tenant has a token of its own."""
+        return not self.tenant_uids or any(t not in self.tenant_tokens for t in self.tenant_uids)
 
     @field_validator("base_url")
     @classmethod
@@ -114,11 +146,6 @@ class Settings(BaseSettings):
                 raise ConfigError(f"FLOWRETAIL_TENANTS_FILE: {exc}") from None
         return uids
 
-    @property
-    def uses_simulator(self) -> bool:
-        """No FLOWRETAIL_BASE_URL: the demo runs against the built-in simulator."""
-        return self.base_url is None
-
     def client_config(self, base_url: str | None = None, token: str | None = None) -> ClientConfig:
         """The client settings; a real tenant needs FLOWRETAIL_BASE_URL and FLOWRETAIL_TOKEN."""
         url = base_url or self.base_url
@@ -129,22 +156,15 @@ class Settings(BaseSettings):
             )
         if not secret:
             raise ConfigError("FLOWRETAIL_TOKEN is not set: give the integration token of the tenant(s)")
-        return ClientConfig(
-            base_url=url,
-            token=SecretStr(secret),
-            page_size=self.page_size,
-            page_base=self.page_base,
-            groups_sort_by=self.groups_sort_by,
-            members_sort_by=self.members_sort_by,
-            rate_limit_per_second=self.rate_limit,
-            concurrency=self.concurrency,
-            connect_timeout=self.connect_timeout,
-            read_timeout=self.read_timeout,
-            max_attempts=self.max_attempts,
-            ca_bundle=self.ca_bundle,
-            trust_env=self.trust_env,
-            strict_spec=self.strict_spec,
-        )
+        return client_config_or_config_error(self, url, secret)
+
+
+def client_config_or_config_error(tuning: ClientTuning, base_url: str, token: str, *, share: int = 1) -> ClientConfig:
+    """``build_client_config`` with a validation error turned into a ConfigError naming the variables."""
+    try:
+        return build_client_config(tuning, base_url, token, share=share)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None
 
 
 def _env_name(loc: tuple[Any, ...]) -> str:
@@ -171,4 +191,7 @@ def load_settings() -> Settings:
         raise ConfigError(describe_validation_error(exc)) from None
     if settings.base_url and not settings.tenant_uids and not settings.tenants_file:
         raise ConfigError("FLOWRETAIL_TENANT_UIDS is not set: list the tenant uids to load, comma-separated")
+    unknown = sorted(set(settings.tenant_tokens) - set(settings.tenant_uids)) if settings.tenant_uids else []
+    if unknown:
+        raise ConfigError(f"FLOWRETAIL_TENANT_TOKENS: names tenant(s) not in FLOWRETAIL_TENANT_UIDS: {', '.join(unknown)}")
     return settings

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import certifi
 import pytest
 
 from pipelines.settings import ConfigError, load_settings
@@ -60,3 +61,25 @@ def test_missing_token_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FLOWRETAIL_TENANT_UIDS", "t1")
     with pytest.raises(ConfigError, match=r"^FLOWRETAIL_TOKEN is not set"):
         load_settings().client_config()
+
+
+def test_the_api_settings_are_declared_once_and_reach_every_layer(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipelines.flowretail.config import ApiTuning, ClientTuning
+    from pipelines.resources import FlowRetailResource
+    from pipelines.settings import Settings
+
+    assert set(ApiTuning.model_fields) <= set(Settings.model_fields) & set(FlowRetailResource.model_fields)
+    monkeypatch.setenv("FLOWRETAIL_BASE_URL", "https://api.stage.flowretail.com/v2")
+    monkeypatch.setenv("FLOWRETAIL_TOKEN", "secret-token-value")
+    monkeypatch.setenv("FLOWRETAIL_TENANT_UIDS", "north")
+    monkeypatch.setenv("FLOWRETAIL_CA_BUNDLE", certifi.where())
+    monkeypatch.setenv("FLOWRETAIL_PAGE_SIZE", "250")
+    settings = load_settings()
+    tuning = settings.model_dump(include=set(ApiTuning.model_fields))
+    resource = FlowRetailResource(base_url="https://api.stage.flowretail.com/v2", token="secret-token-value", **tuning)
+    config = resource.make_client("north").config
+    assert {name: getattr(config, name) for name in ClientTuning.model_fields} == {
+        name: getattr(settings, name) for name in ClientTuning.model_fields
+    }
+    assert (config.ca_bundle, config.page_size) == (certifi.where(), 250)
+    assert settings.client_config() == config

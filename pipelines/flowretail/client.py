@@ -21,7 +21,6 @@ from typing import Any, TypeVar
 
 import httpx
 import orjson
-from aiolimiter import AsyncLimiter
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -31,6 +30,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from pipelines.flowretail.budget import ApiBudget, LocalBudget
 from pipelines.flowretail.config import ClientConfig, check_uid
 from pipelines.flowretail.content_coding import (
     ACCEPT_ENCODING,
@@ -167,12 +167,18 @@ class PageBudget:
 class AsyncFlowRetailClient:
     """Async client for the CustomerGroup operations of one Flow Retail installation."""
 
-    def __init__(self, config: ClientConfig, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        config: ClientConfig,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        budget: ApiBudget | None = None,
+    ) -> None:
+        """``budget`` (closed with the client) defaults to an in-memory one sized by the config."""
         self.config = config
         self.stats = ClientStats()
         self._token = config.token.get_secret_value()
-        self._semaphore = asyncio.Semaphore(config.concurrency)
-        self._limiter = AsyncLimiter(config.rate_limit_per_second, 1.0) if config.rate_limit_per_second else None
+        self._budget: ApiBudget = budget or LocalBudget(config.rate_limit, config.concurrency)
         self._http = httpx.AsyncClient(
             base_url=config.base_url + "/",
             auth=BearerAuth(self._token),
@@ -195,7 +201,10 @@ class AsyncFlowRetailClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        try:
+            await self._http.aclose()
+        finally:
+            await self._budget.aclose()
 
     # ----------------------------------------------------------------- groups
 
@@ -530,9 +539,7 @@ class AsyncFlowRetailClient:
         json: dict[str, Any] | None,
         page: int | None,
     ) -> Any:
-        async with self._semaphore:
-            if self._limiter is not None:
-                await self._limiter.acquire()
+        async with self._budget.slot():
             started = time.perf_counter()
             received = 0
             try:
@@ -551,7 +558,12 @@ class AsyncFlowRetailClient:
                 raise _Retryable("connection", f"{type(exc).__name__}: {self._redact(str(exc))}") from None
             finally:
                 self.stats.observe(operation, time.perf_counter() - started, received)
-        return self._interpret(operation, response, raw, page)
+        try:
+            return self._interpret(operation, response, raw, page)
+        except _Retryable as exc:
+            if exc.cause == "429" and exc.retry_after is not None:
+                await self._budget.pause(exc.retry_after)  # every request sharing the token waits too
+            raise
 
     async def _read_capped(self, response: httpx.Response, operation: str, page: int | None) -> bytes:
         """The body as sent (still compressed), refused past the size limit before it is all read."""

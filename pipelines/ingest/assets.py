@@ -128,7 +128,7 @@ def flowretail_raw_tables(
     tenant_uid = context.partition_key
 
     async def run() -> TenantLoadResult:
-        async with flowretail.make_client() as client:
+        async with flowretail.make_client(tenant_uid) as client:
             return await load_tenant(client, warehouse.database_url, tenant_uid, context.run.run_id)
 
     result = asyncio.run(run())

@@ -136,7 +136,7 @@ def _plan_asset(model: Model, target: PushTarget) -> dg.AssetsDefinition:
             segment_uids = read_segment_uids(conn, project.target_schema, model.name, tenant_uid)
 
             async def make_plan() -> SegmentPushPlan:
-                async with flowretail.make_client(share=client_share(context)) as client:
+                async with flowretail.make_client(tenant_uid, share=client_share(context)) as client:
                     return await plan_and_record(
                         client,
                         conn,
@@ -216,7 +216,7 @@ def _push_asset(model: Model, target: PushTarget) -> dg.AssetsDefinition:
             segment_uids = read_segment_uids(conn, project.target_schema, model.name, tenant_uid)
 
             async def apply() -> PushOutcome:
-                async with flowretail.make_client(share=client_share(context)) as client:
+                async with flowretail.make_client(tenant_uid, share=client_share(context)) as client:
                     return await execute_plan(
                         client, conn, context.run.run_id, plan, segment_uids, flowretail.push_batch_size
                     )

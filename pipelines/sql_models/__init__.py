@@ -1,8 +1,9 @@
 """A small dbt-compatible runner for the SQL models in ``dbt_like_sql/``.
 
 A plain library (no Dagster): the orchestration layer wraps it. ``Project.load`` checks a model
-folder without a database; ``build_model``/``build_project`` build models into PostgreSQL with an
-atomic swap; ``run_data_test`` runs the dbt-style tests of ``schema.yml``. The model folder keeps
+folder without a database; ``build_model``/``build_project`` build models into PostgreSQL, whole
+(atomic swap) or for one tenant (that tenant's slice, replaced in one transaction);
+``run_data_test`` runs the dbt-style tests of ``schema.yml``, on all rows or on one tenant's. The model folder keeps
 dbt's Jinja (``ref``, ``source``, ``config``) and ``schema.yml`` format so it can move to dbt.
 """
 

@@ -15,8 +15,10 @@ column it used is gone) and the dependent is a model of the project, from the mo
 ``build_project`` still rebuilds dependents afterwards in topological order, which brings them to
 their current SQL. Privileges granted on replaced relations are not carried over.
 
-Concurrency of builders. One builder per target schema at a time: two processes building the same
-model would drop each other's ``__new`` relation.
+Concurrency of builders. Whole builds (no tenant) expect one builder per target schema at a time:
+two of them building the same model would drop each other's ``__new`` relation. Tenant runs may
+build the same models at once: the whole rebuilds and view replacements they need take the model's
+advisory lock (see "Tenant slices").
 
 Connections. Both autocommit and non-autocommit connections work; inside a transaction opened by
 the caller, the steps become savepoints and nothing is visible to readers before the caller commits.

@@ -136,10 +136,6 @@ class Project:
         """The segment models (everything in ``segments/``), by name."""
         return sorted((model for model in self.models.values() if model.is_segment), key=lambda m: m.name)
 
-    def tenant_models(self) -> list[Model]:
-        """Models built for one tenant at a time, in build order (``tenant_scope='tenant'``)."""
-        return [model for model in self.models.values() if model.config.tenant_scope == "tenant"]
-
     def cross_tenant_models(self) -> list[Model]:
         """Models declared ``tenant_scope='all'``: rebuilt whole, once per tick, after the loads."""
         return [model for model in self.models.values() if model.config.tenant_scope == "all"]

@@ -185,4 +185,22 @@ def create_tables_sql() -> list[sql.Composed]:
         ),
         # Per field and case, how many values of the load broke the spec: {"email": {"null": 3}}.
         sql.SQL("ALTER TABLE {}.load_runs ADD COLUMN IF NOT EXISTS spec_deviations jsonb").format(s),
+        # The API budget shared by every process holding a token (pipelines/warehouse/api_budget.py).
+        sql.SQL(
+            """CREATE TABLE IF NOT EXISTS {}.api_budgets (
+    token_key text PRIMARY KEY,
+    tat timestamptz NOT NULL DEFAULT '-infinity',
+    paused_until timestamptz NOT NULL DEFAULT '-infinity',
+    updated_at timestamptz NOT NULL DEFAULT now()
+)"""
+        ).format(s),
+        sql.SQL(
+            """CREATE TABLE IF NOT EXISTS {}.api_budget_leases (
+    token_key text NOT NULL,
+    holder uuid NOT NULL,
+    slots integer NOT NULL,
+    expires_at timestamptz NOT NULL,
+    PRIMARY KEY (token_key, holder)
+)"""
+        ).format(s),
     ]

@@ -26,6 +26,7 @@ from pipelines.flowretail.content_coding import (
 from pipelines.flowretail.errors import SpecViolationError
 from pipelines.flowretail.paging import MAX_PAGES, MAX_TOTAL_COUNT, PagingInfo, remaining_page_numbers
 from pipelines.flowretail.simulator import SimulatorConfig, SimulatorState, build_state, create_app, running_simulator
+from tests.flowretail.test_client import _without_nul
 
 T = TypeVar("T")
 TOKEN = "tok-compression-0b7d"
@@ -107,7 +108,7 @@ def test_every_advertised_coding_is_decoded_to_the_exact_data(coding: str) -> No
 
     groups, members = run(recorder, fetch, page_size=40)
     assert groups == state.groups(TENANT)
-    assert members == [state.customer(TENANT, uid) for uid in state.member_uids(TENANT, group)]
+    assert members == [_without_nul(state.customer(TENANT, uid)) for uid in state.member_uids(TENANT, group)]
     assert len(recorder.encodings) > 2
     assert set(recorder.encodings) == {coding}
 

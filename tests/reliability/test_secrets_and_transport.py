@@ -6,10 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import socket
 import subprocess
-import threading
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +16,6 @@ import httpx
 import orjson
 import psycopg
 import pytest
-import uvicorn
 from psycopg import sql
 from pydantic import SecretStr
 
@@ -27,12 +23,13 @@ from pipelines.cli import main
 from pipelines.flowretail.client import AsyncFlowRetailClient
 from pipelines.flowretail.config import ClientConfig, check_base_url
 from pipelines.flowretail.errors import RetriesExhaustedError, SpecViolationError
-from pipelines.flowretail.simulator import SimulatorConfig, build_state, create_app, running_simulator
+from pipelines.flowretail.simulator import SimulatorConfig, build_state, running_simulator
 from pipelines.settings import ConfigError, Settings, load_settings
 from pipelines.warehouse.load import load_tenant
 from pipelines.warehouse.postgres import mask_url
 from tests.reliability.conftest import ScenarioRecord
 from tests.reliability.support import LIST_GROUPS, asgi, client_config, make_state, run_load, tenant_of
+from tests.simulator.helpers import https_simulator
 
 DISTINCT_TOKEN = "tok_DISTINCT_7f3a9c"
 PASSWORD = "Sup3r-S3cret-pw"
@@ -237,31 +234,8 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def tls_simulator(tls_files: tuple[Path, Path]) -> Iterator[tuple[str, Any]]:
     """The simulator over https on a loopback port, with a self-signed certificate."""
     state = make_state(customers=40, groups=2)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        create_app(state),
-        ssl_certfile=str(tls_files[0]),
-        ssl_keyfile=str(tls_files[1]),
-        log_level="critical",
-        lifespan="off",
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server.started
-    try:
-        yield f"https://localhost:{port}/v2", state
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    with https_simulator(state, *tls_files) as base_url:
+        yield base_url, state
 
 
 SWITCH_OFF_ATTEMPTS = {
@@ -584,11 +558,13 @@ def test_every_client_error_is_redacted_before_it_is_cut(database_url: str, scen
     refused = call(_fixed_app(400, {"message": message}), lambda c: c.get_customer_group("tenant-1", "g1"))
     assert refused == "get-customer-groups-by-uid: HTTP 400: " + "x" * 290 + " <redacted"
     page = {
-        "items": [{"customerGroupUid": "g1", "name": {"echo": token}}],
+        "items": [{"customerGroupUid": {"echo": token}, "name": "n"}],  # item keys stay strict
         "paging": {"pageNumber": 1, "pageSize": 100, "totalCount": 1},
     }
     violation = call(_fixed_app(200, page), lambda c: c.fetch_customer_groups("tenant-1"))
-    assert violation.startswith("get-customer-groups page 1: response breaks the spec at field 'items[0].name': ")
+    assert violation.startswith(
+        "get-customer-groups page 1: response breaks the spec at field 'items[0].customerGroupUid': "
+    )
     assert "<redacted>" in violation
     uid_token = "A_tok_DISTINCT_uid_7f3a9c"  # a token that is also a valid uid, listed first
     state = make_state(customers=30, groups=2)

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
+import uvicorn
 
 from pipelines.flowretail.schemas import validator_for
 from pipelines.flowretail.simulator import DEFAULT_TOKEN, SimulatorConfig, SimulatorState, create_app
@@ -95,3 +102,28 @@ def group_with(state: SimulatorState, tenant: str, minimum: int, maximum: int | 
         if size >= minimum and (maximum is None or size <= maximum):
             return str(group["customerGroupUid"])
     raise AssertionError(f"no group with {minimum}..{maximum} members")
+
+
+@contextmanager
+def https_simulator(state: SimulatorState, cert: Path, key: Path) -> Iterator[str]:
+    """Serve ``state`` over https on a loopback port with the given certificate; yields the base URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    config = uvicorn.Config(
+        create_app(state), ssl_certfile=str(cert), ssl_keyfile=str(key), log_level="critical", lifespan="off"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.started
+    try:
+        yield f"https://localhost:{sock.getsockname()[1]}/v2"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()

@@ -179,7 +179,7 @@ class SimulatorApp:
         faults = state.faults
         with state.lock:
             revoked = self.engine.token_revoked(faults)
-        if revoked or not self._authorized(request):
+        if revoked or not self._authorized(request, route.tenant_uid if route else None):
             return _json_response(401, {"message": status_message(401)}), 401
         if route is None:
             return _json_response(404, {"message": f"no such endpoint: {method} {_raw_path(request)}"}), 404
@@ -210,13 +210,15 @@ class SimulatorApp:
             content = content[: max(1, len(content) // 2)]
         return Response(content, status_code=answer.status, media_type=_JSON, headers=answer.headers), answer.status
 
-    def _authorized(self, request: Request) -> bool:
-        """Constant-time token check, so the token cannot be guessed from response timing."""
+    def _authorized(self, request: Request, tenant: str | None) -> bool:
+        """Constant-time token check, so the token cannot be guessed from response timing; a tenant
+        with a token of its own accepts only that one."""
         header = request.headers.get("authorization", "")
         scheme, _, credentials = header.partition(" ")
         if scheme.lower() != "bearer" or not credentials:
             return False
-        return hmac.compare_digest(credentials.strip().encode(), self.state.token.encode())
+        expected = self.state.tenant_tokens.get(tenant or "", self.state.token)
+        return hmac.compare_digest(credentials.strip().encode(), expected.encode())
 
     def _decide(self, operation: str) -> Decision:
         """A scripted outcome wins; otherwise the rate limit, then the random fault families."""

@@ -244,6 +244,8 @@ class SimulatorState:
         self.config = config
         self.faults = faults if faults is not None else FaultConfig()
         self.token = token
+        # A tenant listed here accepts only its own token (and ``token`` is refused for it).
+        self.tenant_tokens: dict[str, str] = {}
         self.tenants: dict[str, Tenant] = tenants or {}
         self.request_log: list[RequestRecord] = []
         self.lock = threading.RLock()
