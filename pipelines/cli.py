@@ -73,6 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="create or upgrade the warehouse schema and promote new API fields "
                              "(load, push and run do it first when needed)")
     migrate.add_argument("--force", action="store_true", help="re-run every idempotent statement even when current")
+    tenants = sub.add_parser("tenants", help="list the configured and registered tenants, or sync the partitions")
+    tenants.add_argument("action", choices=("list", "sync"), nargs="?", default="list")
     sub.add_parser("ui", help="start the Dagster UI on the same defaults as `make run`")
     sub.add_parser("report", help="write an HTML report of the recorded runs under .flowretail/report/")
     sub.add_parser("psql", help="open psql on the warehouse (starts the embedded PostgreSQL if needed); "
@@ -157,6 +159,23 @@ def _run_jobs(args: argparse.Namespace) -> int:
     return 1 if summary.problems else 0
 
 
+def _tenants(args: argparse.Namespace) -> int:
+    from pipelines.partitions import TENANT_PARTITIONS_NAME, configured_tenant_uids, sync_tenant_partitions
+    from pipelines.runtime import initialised_instance, prepare_dagster_home
+
+    prepare_dagster_home()
+    configured = configured_tenant_uids()
+    with initialised_instance() as instance:
+        if args.action == "sync":
+            result = sync_tenant_partitions(instance, configured)
+            print(f"added: {', '.join(result.added) or '-'}")
+            print(f"removed: {', '.join(result.removed) or '-'}")
+        else:
+            print(f"configured: {', '.join(configured) or '-'}")
+        print(f"registered: {', '.join(instance.get_dynamic_partitions(TENANT_PARTITIONS_NAME)) or '-'}")
+    return 0
+
+
 def _ui(args: argparse.Namespace) -> int:
     import subprocess
 
@@ -232,7 +251,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     handlers: dict[str, Any] = {
-        "simulator": _serve_simulator, "ui": _ui, "report": _report, "psql": _psql, "migrate": _migrate}
+        "simulator": _serve_simulator,
+        "ui": _ui,
+        "report": _report,
+        "psql": _psql,
+        "tenants": _tenants,
+        "migrate": _migrate,
+    }
     try:
         return int(handlers.get(args.command, _run_jobs)(args))
     except ConfigError as exc:

@@ -240,12 +240,15 @@ def launch(
     verbose: bool = False,
 ) -> RunSummary:
     """Run ``load`` (warehouse_load), ``push`` (segment_push) or ``run`` (both) for each tenant."""
-
-    from pipelines.definitions import defs
+    from pipelines.definitions import build_defs
     from pipelines.ingest.jobs import cross_tenant_jobs
-    from pipelines.partitions import tenant_partitions
+    from pipelines.partitions import sync_tenant_partitions
+    from pipelines.runtime import initialised_instance
 
-    known = tenant_partitions.get_partition_keys()
+    defs = build_defs()
+    _unsynced_local_run_history(env.dagster_home)
+    with initialised_instance() as instance:
+        known = sync_tenant_partitions(instance).registered
     selected = list(tenants or known)
     unknown = [t for t in selected if t not in known]
     summary = RunSummary(env.masked_database_url, embedded_postgres=env.embedded_postgres)
@@ -257,8 +260,6 @@ def launch(
     except MigrationError as exc:
         summary.problems.append(str(exc))
         return summary
-    _unsynced_local_run_history(env.dagster_home)
-    instance = _instance(env)
     quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL" if not verbose else "INFO"}}}}
     load_run_ids: list[str] = []
     push_run_ids: list[str] = []
@@ -355,10 +356,13 @@ def retire(
     verbose: bool = False,
 ) -> RunSummary:
     """Run ``retire_group`` for the group in each chosen tenant (default: where the product registered it)."""
-    from pipelines.definitions import defs
-    from pipelines.partitions import tenant_partitions
+    from pipelines.definitions import build_defs
+    from pipelines.partitions import sync_tenant_partitions
+    from pipelines.runtime import initialised_instance
 
-    known = tenant_partitions.get_partition_keys()
+    defs = build_defs()
+    with initialised_instance() as instance:
+        known = sync_tenant_partitions(instance).registered
     summary = RunSummary(env.masked_database_url, embedded_postgres=env.embedded_postgres)
     unknown = [t for t in tenants or [] if t not in known]
     if unknown:
@@ -369,7 +373,6 @@ def retire(
     quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL" if not verbose else "INFO"}}}}
     config = {"group_uid": group_uid, "dry_run": dry_run, "keep_group": keep_group}
     run_ids = []
-    instance = _instance(env)
     for tenant_uid in selected:
         progress_logger.info("%s: retiring group %s%s", tenant_uid, group_uid, " (dry run)" if dry_run else "")
         result = defs.resolve_job_def("retire_group").execute_in_process(
@@ -409,21 +412,6 @@ def _registered_tenants(conn: psycopg.Connection[Any], group_uid: str) -> list[s
         (group_uid,),
     ).fetchall()
     return [str(r[0]) for r in rows]
-
-
-def _instance(env: Environment) -> Any:
-    """``DagsterInstance.get()``, one process at a time: two commands starting together on a fresh
-    DAGSTER_HOME would otherwise both create its SQLite tables, and one dies with ``table
-    secondary_indexes already exists``. A file lock fits: SQLite storage is local to the machine."""
-    import fcntl
-
-    import dagster as dg
-
-    with open(env.dagster_home / ".instance.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        instance = dg.DagsterInstance.get()
-        instance.get_asset_keys()  # creates the event log's index database too, still under the lock
-        return instance
 
 
 def _read_summary(

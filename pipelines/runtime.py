@@ -16,10 +16,14 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipelines.settings import Settings, load_settings
 from pipelines.warehouse.embedded import start_embedded_postgres
 from pipelines.warehouse.postgres import mask_url
+
+if TYPE_CHECKING:
+    import dagster as dg
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +88,18 @@ def _traversable_for_server(state_dir: Path, data_dir: Path) -> None:
         state_dir.chmod(0o711)
 
 
+def prepare_dagster_home(state_dir: Path = STATE_DIR) -> Path:
+    """``DAGSTER_HOME`` (default ``state_dir/dagster_home``) with the demo's dagster.yaml, exported."""
+    dagster_home = Path(os.environ.get("DAGSTER_HOME") or state_dir.resolve() / "dagster_home").resolve()
+    dagster_home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    dagster_yaml = dagster_home / "dagster.yaml"
+    current = dagster_yaml.read_text("utf-8") if dagster_yaml.exists() else ""
+    if current.strip() in ("", _EARLIER_DAGSTER_YAML.strip()):
+        dagster_yaml.write_text(_DAGSTER_YAML, "utf-8")
+    os.environ["DAGSTER_HOME"] = str(dagster_home)
+    return dagster_home
+
+
 @contextmanager
 def embedded_environment(state_dir: Path = STATE_DIR, *, start_simulator: bool = True) -> Iterator[Environment]:
     """Start the simulator and/or embedded PostgreSQL as needed and export their settings."""
@@ -109,13 +125,7 @@ def embedded_environment(state_dir: Path = STATE_DIR, *, start_simulator: bool =
             database_url = start_embedded_postgres(state_dir / "pgdata")
             _traversable_for_server(state_dir, state_dir / "pgdata")
             os.environ["DATABASE_URL"] = database_url
-        dagster_home = Path(os.environ.get("DAGSTER_HOME") or state_dir / "dagster_home").resolve()
-        dagster_home.mkdir(mode=0o700, parents=True, exist_ok=True)
-        dagster_yaml = dagster_home / "dagster.yaml"
-        current = dagster_yaml.read_text("utf-8") if dagster_yaml.exists() else ""
-        if current.strip() in ("", _EARLIER_DAGSTER_YAML.strip()):
-            dagster_yaml.write_text(_DAGSTER_YAML, "utf-8")
-        os.environ["DAGSTER_HOME"] = str(dagster_home)
+        dagster_home = prepare_dagster_home(state_dir)
         yield Environment(
             settings=load_settings(),
             base_url=base_url or "",
@@ -124,3 +134,22 @@ def embedded_environment(state_dir: Path = STATE_DIR, *, start_simulator: bool =
             simulator=settings.base_url is None,
             embedded_postgres=settings.database_url is None,
         )
+
+
+@contextmanager
+def initialised_instance() -> Iterator[dg.DagsterInstance]:
+    """The instance of ``DAGSTER_HOME`` with its storage initialised, under a file lock while in use.
+
+    Dagster's SQLite storage creates its tables on first use without a lock, so two commands started
+    at once on a fresh home both try (``table secondary_indexes already exists``): the first use, and
+    whatever the caller does inside the block (syncing the tenant partitions), runs under a file lock
+    beside ``dagster.yaml``. With PostgreSQL storage the lock is merely redundant.
+    """
+    import dagster as dg
+    from filelock import FileLock
+
+    with FileLock(Path(os.environ["DAGSTER_HOME"]) / ".flowretail-instance.lock", timeout=120):
+        instance = dg.DagsterInstance.get()
+        instance.get_runs(limit=1)
+        instance.all_instigator_state()
+        yield instance

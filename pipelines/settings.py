@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -39,6 +40,7 @@ class Settings(BaseSettings, ApiTuning):
     base_url: str | None = None
     token: SecretStr | None = None
     tenant_uids: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    tenants_file: str | None = None
     tenant_tokens: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     shared_budget: bool = True
     schedule_cron: str = "0 3 * * *"
@@ -127,6 +129,23 @@ class Settings(BaseSettings, ApiTuning):
             raise ValueError(f"is not a known IANA time zone: {value!r}") from None
         return value
 
+    def configured_tenants(self) -> list[str]:
+        """FLOWRETAIL_TENANT_UIDS, then the uids of FLOWRETAIL_TENANTS_FILE (one a line, ``#`` comments),
+        read on every call so that editing the file adds or removes a tenant without a restart."""
+        uids = list(self.tenant_uids)
+        if self.tenants_file:
+            try:
+                lines = Path(self.tenants_file).read_text("utf-8").splitlines()
+            except OSError as exc:
+                raise ConfigError(f"FLOWRETAIL_TENANTS_FILE: cannot read {self.tenants_file}: {exc.strerror}") from None
+            from_file = [line.split("#", 1)[0].strip() for line in lines]
+            uids += [uid for uid in from_file if uid and uid not in uids]
+            try:
+                self._check_tenants(uids)
+            except ValueError as exc:
+                raise ConfigError(f"FLOWRETAIL_TENANTS_FILE: {exc}") from None
+        return uids
+
     def client_config(self, base_url: str | None = None, token: str | None = None) -> ClientConfig:
         """The client settings; a real tenant needs FLOWRETAIL_BASE_URL and FLOWRETAIL_TOKEN."""
         url = base_url or self.base_url
@@ -170,7 +189,7 @@ def load_settings() -> Settings:
         settings = Settings()
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc)) from None
-    if settings.base_url and not settings.tenant_uids:
+    if settings.base_url and not settings.tenant_uids and not settings.tenants_file:
         raise ConfigError("FLOWRETAIL_TENANT_UIDS is not set: list the tenant uids to load, comma-separated")
     unknown = sorted(set(settings.tenant_tokens) - set(settings.tenant_uids)) if settings.tenant_uids else []
     if unknown:

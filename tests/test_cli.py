@@ -60,7 +60,7 @@ def _assert_push_steps_ran_in_this_process_one_at_a_time() -> None:
     the job itself keeps its multiprocess executor for Dagster's daemon and UI."""
     import dagster as dg
 
-    from pipelines.definitions import defs
+    from pipelines.definitions import build_defs
     from pipelines.reverse_etl.assets import STEPS_IN_PROCESS_TAG
 
     instance = dg.DagsterInstance.get()
@@ -77,7 +77,7 @@ def _assert_push_steps_ran_in_this_process_one_at_a_time() -> None:
     assert len(intervals) == 6  # plan and push of three segments
     assert all(later[0] >= earlier[1] for earlier, later in itertools.pairwise(intervals))
     assert pids == {os.getpid()}
-    assert defs.resolve_job_def("segment_push").executor_def.name == "multiprocess"
+    assert build_defs().resolve_job_def("segment_push").executor_def.name == "multiprocess"
 
 
 def test_dry_run_and_guards_exit_non_zero_with_one_line_each(

@@ -15,8 +15,9 @@ from tests.warehouse.test_spec_deviations import COUNTS
 
 
 def test_definitions_load_with_every_asset_job_schedule_and_check() -> None:
-    from pipelines.definitions import defs
+    from pipelines.definitions import build_defs
 
+    defs = build_defs()
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert {
@@ -62,11 +63,13 @@ def _resources(base_url: str, token: str, database_url: str) -> dict[str, Any]:
 
 
 def test_materialize_load_models_and_push_for_one_tenant(simulator: tuple[SimulatorState, str]) -> None:
-    from pipelines.definitions import defs
+    from pipelines.definitions import build_defs
 
+    defs = build_defs()
     state, database_url = simulator
     tenant = state.tenant_uids()[0]
     instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("tenants", [tenant])
     load = defs.resolve_job_def("warehouse_load").execute_in_process(partition_key=tenant, instance=instance)
     assert load.success
     checks = {
@@ -103,11 +106,13 @@ def test_materialize_load_models_and_push_for_one_tenant(simulator: tuple[Simula
 
 
 def test_a_failing_data_test_fails_its_asset_check_and_blocks_downstream(simulator: tuple[SimulatorState, str]) -> None:
-    from pipelines.definitions import defs
+    from pipelines.definitions import build_defs
 
+    defs = build_defs()
     state, database_url = simulator
     tenant = state.tenant_uids()[0]
     instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("tenants", [tenant])
     assert defs.resolve_job_def("warehouse_load").execute_in_process(partition_key=tenant, instance=instance).success
     with psycopg.connect(database_url) as conn:
         uid = conn.execute(
@@ -166,6 +171,7 @@ def _reshuffle(state: SimulatorState, tenant: str, round_number: int) -> None:
 def _load_in_thread(job: Any, tenant: str, outcomes: dict[str, Any]) -> None:
     """One tenant's run with an instance of its own (as a process of its own would have)."""
     with dg.DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions("tenants", [tenant])
         outcomes[tenant] = job.execute_in_process(partition_key=tenant, instance=instance, raise_on_error=False)
 
 
@@ -178,8 +184,9 @@ def test_two_tenants_loading_at_once_never_fail_each_others_checks(
     unevenly), can never make a check fail."""
     import threading
 
-    from pipelines.definitions import defs
+    from pipelines.definitions import build_defs
 
+    defs = build_defs()
     state = build_state(
         SimulatorConfig(tenants=2, customers=400, groups=8),
         FaultConfig(rate_limit_rps=25, latency_ms=2, latency_jitter_ms=15, seed=7),
@@ -222,9 +229,10 @@ def test_two_tenants_loading_at_once_never_fail_each_others_checks(
 
 
 def test_per_tenant_models_are_partitioned_like_the_loads_and_pushes() -> None:
-    from pipelines.definitions import defs
+    from pipelines.definitions import build_defs
     from pipelines.partitions import tenant_partitions
 
+    defs = build_defs()
     graph = defs.resolve_asset_graph()
     for key in graph.get_all_asset_keys():
         assert graph.get(key).partitions_def == tenant_partitions, key.to_user_string()
@@ -241,14 +249,20 @@ def test_per_tenant_models_are_partitioned_like_the_loads_and_pushes() -> None:
 
 
 def test_the_schedule_tags_each_tenant_run_with_its_tick() -> None:
-    from pipelines.ingest.jobs import TICK_TAG, warehouse_load_daily
+    from pipelines.ingest.jobs import TICK_TAG, warehouse_load_schedule
+    from pipelines.partitions import TOKEN_TAG
+    from pipelines.settings import load_settings
 
-    context = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 11, 30, 3, tzinfo=UTC))
-    requests = list(warehouse_load_daily(context))
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("tenants", ["tenant-1", "tenant-2"])
+        context = dg.build_schedule_context(
+            instance=instance, scheduled_execution_time=datetime(2026, 11, 30, 3, tzinfo=UTC)
+        )
+        requests = list(warehouse_load_schedule(load_settings())(context))
 
-    assert [(r.partition_key, r.tags[TICK_TAG]) for r in requests] == [
-        ("tenant-1", "2026-11-30T03:00:00+00:00"),
-        ("tenant-2", "2026-11-30T03:00:00+00:00"),
+    assert [(r.partition_key, r.tags[TICK_TAG], r.tags[TOKEN_TAG]) for r in requests] == [
+        ("tenant-1", "2026-11-30T03:00:00+00:00", "default"),
+        ("tenant-2", "2026-11-30T03:00:00+00:00", "default"),
     ]
 
 
@@ -309,10 +323,10 @@ def test_raw_table_freshness_fails_when_loads_stop() -> None:
 
     from dagster._core.test_utils import freeze_time
 
-    from pipelines.definitions import defs
+    from pipelines.definitions import build_defs
     from pipelines.ingest.assets import FRESHNESS_WINDOW, RAW_TABLES, raw_freshness_sensor, raw_key
 
-    assert defs.resolve_sensor_def("raw_tables_freshness") is not None
+    assert build_defs().resolve_sensor_def("raw_tables_freshness") is not None
     assert raw_freshness_sensor.default_status == dg.DefaultSensorStatus.RUNNING
     tables = {raw_key(t).to_user_string() for t in RAW_TABLES}
     instance = dg.DagsterInstance.ephemeral()

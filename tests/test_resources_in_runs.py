@@ -26,8 +26,9 @@ TOKEN_TWO = "tok_TENANT_TWO_d94e"
 
 
 def _defs_from_environment() -> dg.Definitions:
-    from pipelines.definitions import defs, resources
+    from pipelines.definitions import build_defs, resources
 
+    defs = build_defs()
     return dg.Definitions(
         assets=defs.assets, asset_checks=defs.asset_checks, jobs=defs.jobs, resources=resources(load_settings())
     )
@@ -35,7 +36,9 @@ def _defs_from_environment() -> dg.Definitions:
 
 def _load(tenant: str) -> dg.ExecuteInProcessResult:
     job = _defs_from_environment().resolve_job_def("warehouse_load")
-    return job.execute_in_process(partition_key=tenant, instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("tenants", [tenant])
+    return job.execute_in_process(partition_key=tenant, instance=instance, raise_on_error=False)
 
 
 def _failure_text(result: dg.ExecuteInProcessResult) -> str:

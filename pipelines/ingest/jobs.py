@@ -1,4 +1,4 @@
-"""The scheduled warehouse load: one run per tenant partition, then the models spanning tenants.
+"""The scheduled warehouse load: one run per registered tenant partition, then the models spanning tenants.
 
 ``warehouse_load`` (partitioned by tenant) loads one tenant's raw tables and builds that tenant's
 slice of every per-tenant model, so tenants run in parallel and fail independently. Models declared
@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 import dagster as dg
 
-from pipelines.partitions import tenant_partitions
-from pipelines.settings import load_settings
+from pipelines.partitions import DEFAULT_TOKEN_NAME, TENANT_PARTITIONS_NAME, TOKEN_TAG, tenant_run_tags
+from pipelines.settings import Settings
 from pipelines.transform.assets import ALL_TENANTS_GROUP, TENANT_GROUP, project
 
 # Every tenant run started by one schedule tick carries the tick in this tag.
@@ -24,23 +24,36 @@ warehouse_load_job = dg.define_asset_job(
     "warehouse_load",
     selection=dg.AssetSelection.groups("ingest", TENANT_GROUP),
     description="Load one tenant's raw tables, then build that tenant's slice of the SQL models.",
+    tags={TOKEN_TAG: DEFAULT_TOKEN_NAME},
+    # One process per run, not one per step: a tenant's model slices are small, and a step process
+    # costs an interpreter start and a definitions load (seconds, tens of seconds on a busy node) per model.
+    executor_def=dg.in_process_executor,
 )
 
-_settings = load_settings()
 
+def warehouse_load_schedule(settings: Settings) -> dg.ScheduleDefinition:
+    """The daily schedule; built when the definitions load (cron and time zone come from the settings)."""
 
-@dg.schedule(
-    name="warehouse_load_daily",
-    cron_schedule=_settings.schedule_cron,
-    execution_timezone=_settings.schedule_timezone,
-    job=warehouse_load_job,
-    description="Daily load of every configured tenant, one run (partition) per tenant.",
-)
-def warehouse_load_daily(context: dg.ScheduleEvaluationContext) -> Iterator[dg.RunRequest]:
-    """One run request per tenant so tenants load in parallel and fail independently."""
-    stamp = context.scheduled_execution_time.isoformat() if context.scheduled_execution_time else "manual"
-    for tenant_uid in tenant_partitions.get_partition_keys():
-        yield dg.RunRequest(run_key=f"{tenant_uid}:{stamp}", partition_key=tenant_uid, tags={TICK_TAG: stamp})
+    @dg.schedule(
+        name="warehouse_load_daily",
+        cron_schedule=settings.schedule_cron,
+        execution_timezone=settings.schedule_timezone,
+        job=warehouse_load_job,
+        description="Daily load of every registered tenant, one run (partition) per tenant, queued "
+        "behind the instance's run limits.",
+    )
+    def warehouse_load_daily(context: dg.ScheduleEvaluationContext) -> Iterator[dg.RunRequest]:
+        """One run request per tenant registered at tick time (the instance's partitions, not the code's),
+        so tenants load in parallel, fail independently and can be added without a redeploy."""
+        stamp = context.scheduled_execution_time.isoformat() if context.scheduled_execution_time else "manual"
+        for tenant_uid in context.instance.get_dynamic_partitions(TENANT_PARTITIONS_NAME):
+            yield dg.RunRequest(
+                run_key=f"{tenant_uid}:{stamp}",
+                partition_key=tenant_uid,
+                tags={**tenant_run_tags(tenant_uid), TICK_TAG: stamp},
+            )
+
+    return warehouse_load_daily
 
 
 def finished_ticks(runs: list[dg.DagsterRun], tenants: list[str]) -> list[str]:
@@ -74,7 +87,7 @@ if project.cross_tenant_models():
         description="Once every tenant run of a schedule tick has finished, build the models spanning tenants.",
     )
     def models_all_tenants_after_loads(context: dg.SensorEvaluationContext) -> Iterator[dg.RunRequest]:
-        tenants = list(tenant_partitions.get_partition_keys())
+        tenants = list(context.instance.get_dynamic_partitions(TENANT_PARTITIONS_NAME))
         runs = context.instance.get_runs(filters=dg.RunsFilter(job_name="warehouse_load"), limit=4 * len(tenants))
         for tick in finished_ticks(list(runs), tenants):
             yield dg.RunRequest(run_key=f"all-tenants:{tick}", tags={TICK_TAG: tick})

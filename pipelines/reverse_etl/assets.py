@@ -20,7 +20,7 @@ from dagster import AssetExecutionContext
 
 from pipelines.ingest.jobs import warehouse_load_job
 from pipelines.metadata import md_table, table_schema
-from pipelines.partitions import tenant_partitions
+from pipelines.partitions import DEFAULT_TOKEN_NAME, TOKEN_TAG, tenant_partitions
 from pipelines.resources import FlowRetailResource, WarehouseResource
 from pipelines.segment_push.apply import PushOutcome, execute_plan, plan_and_record
 from pipelines.segment_push.audit import (
@@ -275,6 +275,7 @@ segment_push_job = dg.define_asset_job(
     selection=dg.AssetSelection.groups("reverse_etl"),
     executor_def=dg.multiprocess_executor.configured({"max_concurrent": PUSH_PARALLELISM}),
     description="Plan, guard, apply and verify every declared segment push for one tenant.",
+    tags={TOKEN_TAG: DEFAULT_TOKEN_NAME},
 )
 
 

@@ -22,8 +22,9 @@ class ExpectedDefinitions:
 
 
 def expected_from_definitions() -> ExpectedDefinitions:
-    from pipelines.definitions import defs
+    from pipelines.definitions import build_defs
 
+    defs = build_defs()
     graph = defs.resolve_asset_graph()
     keys = sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string())
     nodes = {k.to_user_string(): graph.get(k) for k in keys}

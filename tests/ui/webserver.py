@@ -154,12 +154,17 @@ def _wait_until_ready(server: UiServer, proc: subprocess.Popen[bytes], deadline:
 
 @contextlib.contextmanager
 def running_webserver(
-    env: Mapping[str, str], dagster_home: Path, log_path: Path, *, ready_timeout: float = 120.0
+    env: Mapping[str, str],
+    dagster_home: Path,
+    log_path: Path,
+    *,
+    ready_timeout: float = 120.0,
+    workspace: Path = WORKSPACE,
 ) -> Iterator[UiServer]:
-    """`python -m dagster_webserver -w workspace.yaml -h 127.0.0.1 -p PORT`, in its own process group."""
+    """`python -m dagster_webserver -w WORKSPACE -h 127.0.0.1 -p PORT`, in its own process group."""
     port = free_port()
     server = UiServer(port=port, env=dict(env), dagster_home=dagster_home, log_path=log_path)
-    argv = [sys.executable, "-m", "dagster_webserver", "-w", str(WORKSPACE), "-h", LOOPBACK, "-p", str(port)]
+    argv = [sys.executable, "-m", "dagster_webserver", "-w", str(workspace), "-h", LOOPBACK, "-p", str(port)]
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             argv,
