@@ -330,6 +330,7 @@ def test_raw_table_freshness_fails_when_loads_stop() -> None:
     assert raw_freshness_sensor.default_status == dg.DefaultSensorStatus.RUNNING
     tables = {raw_key(t).to_user_string() for t in RAW_TABLES}
     instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("tenants", ["tenant-1"])
     assert _freshness_outcomes(instance) == dict.fromkeys(tables, False)
     for table in RAW_TABLES:
         instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=raw_key(table), partition="tenant-1"))

@@ -21,6 +21,7 @@ from pipelines.settings import load_settings
 from pipelines.warehouse.api_budget import token_key
 from tests.simulator.helpers import https_simulator
 
+_INSTANCES: list[dg.DagsterInstance] = []
 TOKEN_ONE = "tok_TENANT_ONE_81c2"
 TOKEN_TWO = "tok_TENANT_TWO_d94e"
 
@@ -36,7 +37,7 @@ def _defs_from_environment() -> dg.Definitions:
 
 def _load(tenant: str) -> dg.ExecuteInProcessResult:
     job = _defs_from_environment().resolve_job_def("warehouse_load")
-    instance = dg.DagsterInstance.ephemeral()
+    _INSTANCES.append(instance := dg.DagsterInstance.ephemeral())  # outlives the result that refers to it
     instance.add_dynamic_partitions("tenants", [tenant])
     return job.execute_in_process(partition_key=tenant, instance=instance, raise_on_error=False)
 
