@@ -55,3 +55,18 @@ def database_url(pg_server_url: str) -> Iterator[str]:
     """A fresh, empty database for one test, dropped afterwards."""
     with fresh_database(pg_server_url) as url:
         yield url
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_dagster_state_storage() -> Iterator[None]:
+    """Dagster keeps the entered instance's definitions-state storage in a context variable; an
+    instance entered by an earlier test (``with instance:`` in a run launched in process) can leave it
+    pointing at a disposed instance, and the next ``dg.Definitions(...)`` then fails with "undefined
+    DagsterInstance weakref". Each test starts without one, as a fresh process would."""
+    from dagster._core.storage.defs_state.base import _current_storage
+
+    token = _current_storage.set(None)
+    try:
+        yield
+    finally:
+        _current_storage.reset(token)

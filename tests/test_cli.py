@@ -74,7 +74,7 @@ def _assert_push_steps_ran_in_this_process_one_at_a_time() -> None:
             spans.setdefault(record.step_key, []).append(record.timestamp)
             pids.add(event.pid)
     intervals = sorted((min(t), max(t)) for t in spans.values())
-    assert len(intervals) == 6  # plan and push of three segments
+    assert len(intervals) == 7  # plan and push of three segments, and the orphan listing
     assert all(later[0] >= earlier[1] for earlier, later in itertools.pairwise(intervals))
     assert pids == {os.getpid()}
     assert build_defs().resolve_job_def("segment_push").executor_def.name == "multiprocess"
