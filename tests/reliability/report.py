@@ -36,6 +36,7 @@ AREA_TITLES = {
     "ownership": "5a. Group ownership: foreign groups, 409 on create, growth guard",
     "lifecycle": "5b. Group lifecycle: orphans, retirement, stale model relations",
     "private state": "5c. Private local state",
+    "least privilege": "5d. Least privilege in the warehouse",
 }
 
 HEADER = """# Reliability and security proof

@@ -73,6 +73,11 @@ def product_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Non
         yield
 
 
+@pytest.mark.reliability(
+    area="least privilege",
+    injected="the product runs as a role made by deploy/grants/etl_role.sql: owns flowretail and analytics, no CREATE on the database",
+    expected="load, models and push succeed; every object is the role's own; the analysts' role reads and cannot write",
+)
 def test_the_etl_role_loads_models_and_pushes_and_the_analysts_only_read(
     database_url: str, roles: Roles, product_env: None, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -110,6 +115,11 @@ def test_the_etl_role_loads_models_and_pushes_and_the_analysts_only_read(
             analyst.execute("DELETE FROM flowretail.load_runs")
 
 
+@pytest.mark.reliability(
+    area="least privilege",
+    injected="the DBA created flowretail for the role but not analytics; the role may not create schemas",
+    expected="the run stops with one line naming the privilege, the object and the role; nothing created",
+)
 def test_a_missing_privilege_stops_the_run_with_one_line(
     database_url: str, roles: Roles, product_env: None, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
