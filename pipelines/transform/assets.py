@@ -11,6 +11,7 @@ No ``from __future__ import annotations`` here: Dagster inspects the ``context``
 definition time and needs the real class, not a string.
 """
 
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -178,7 +179,11 @@ def _relationship_check(project: Project, test: DataTest) -> dg.AssetChecksDefin
 def model_definitions(project: Project) -> tuple[list[dg.AssetsDefinition], list[dg.AssetChecksDefinition]]:
     """The assets and the separate relationships checks of a model project."""
     assets = [_model_asset(project, model) for model in project.build_order()]
-    checks = [_relationship_check(project, test) for test in project.tests if _reads_other_relation(test)]
+    with warnings.catch_warnings():
+        # A partitioned asset check is a Dagster preview; the relationships checks need it to run per
+        # tenant slice, and its warning on every command would only be noise to the user.
+        warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+        checks = [_relationship_check(project, test) for test in project.tests if _reads_other_relation(test)]
     return assets, checks
 
 
