@@ -84,7 +84,7 @@ def _automatic_gc_paused() -> Iterator[None]:
 
     Decoded pages are trees of acyclic dicts and lists that reference counting frees. But with the
     page budget's worth of them alive, the automatic collector kept promoting and re-scanning them
-    (and the whole imported heap): 15-19 % of the loader's CPU at 1,000-customer pages. The writer
+    (and the whole imported heap), a large share of the loader's CPU (BENCHMARKS.md). The writer
     runs a young-generation collection every ``_COLLECT_EVERY_ROWS`` staged rows, so the rare cycle
     (an exception's traceback, say) is still freed while the load runs. Nesting is safe: the
     collector is switched back on only by the call that switched it off.
@@ -400,7 +400,7 @@ def _merge_statements(customer_columns: list[Column]) -> list[tuple[str | None, 
                 "INSERT INTO {s}.customer_group_memberships (tenant_uid, customer_group_uid, customer_uid, _loaded_at, _run_id) "
                 "SELECT DISTINCT %(tenant)s, x.customer_group_uid, x.customer_uid, %(ts)s, %(run)s FROM stg_memberships x "
                 # An anti-join, not ON CONFLICT: the tenant's lock keeps other writers out, and a
-                # speculative insert per row cost twice as much (1.2 s against 0.6 s at 200k rows).
+                # speculative insert per row cost about twice as much (BENCHMARKS.md, merge).
                 "WHERE NOT EXISTS (SELECT 1 FROM {s}.customer_group_memberships m WHERE m.tenant_uid = %(tenant)s "
                 "AND m.customer_group_uid = x.customer_group_uid AND m.customer_uid = x.customer_uid)"
             ).format(s=s),
