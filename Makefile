@@ -33,6 +33,7 @@ ui: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check pipelines tests benchmarks
+	$(BIN)/ruff format --check pipelines tests benchmarks
 	$(BIN)/mypy pipelines
 
 clean:

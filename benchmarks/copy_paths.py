@@ -101,7 +101,10 @@ class InMemoryClient:
     def __init__(self, groups: dict[str, list[list[dict[str, Any]]]], page_size: int) -> None:
         self.groups = groups
         self.config = ClientConfig(
-            base_url="http://127.0.0.1/v2", token=SecretStr("unused-token"), page_size=page_size, rate_limit_per_second=None
+            base_url="http://127.0.0.1/v2",
+            token=SecretStr("unused-token"),
+            page_size=page_size,
+            rate_limit_per_second=None,
         )
         self.stats = ClientStats()
 

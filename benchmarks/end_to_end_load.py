@@ -222,7 +222,9 @@ def measure_size(pg: benchlib.Postgres, customers: int, groups: int, args: argpa
     return result
 
 
-def run_loader(sim: benchlib.SimulatorProcess, worker_argv: list[str], args: argparse.Namespace, tag: str) -> dict[str, Any]:
+def run_loader(
+    sim: benchlib.SimulatorProcess, worker_argv: list[str], args: argparse.Namespace, tag: str
+) -> dict[str, Any]:
     """Run the loader in a fresh process; with --py-spy-dir, py-spy samples it and the simulator."""
     if not args.py_spy_dir:
         return benchlib.run_worker(SCRIPT, worker_argv, timeout=args.timeout)

@@ -113,7 +113,11 @@ UNKNOWN_LIMIT_SEGMENTS = (("seg_a", 798), ("seg_b", 323), ("seg_c", 735))
 
 
 async def push_segments(
-    client: AsyncFlowRetailClient, conn: psycopg.Connection[Any], run: str, everyone: list[str], shift: int,
+    client: AsyncFlowRetailClient,
+    conn: psycopg.Connection[Any],
+    run: str,
+    everyone: list[str],
+    shift: int,
     batch_size: int,
 ) -> tuple[int, bool]:
     """Push the three segments one after another; (changes, all verified)."""
@@ -143,16 +147,20 @@ def run_unknown_limit(database_url: str, limit: int, batch_size: int) -> list[di
                         sim.reset()
                         changes, verified = await push_segments(client, conn, run, everyone, shift, batch_size)
                         server = sim.stats()
-                        results.append({
-                            "run": run,
-                            "changes": changes,
-                            "member_update_calls": server["by_operation"].get("PUT put-customer-groups-customers", 0),
-                            "refused": server["by_status"].get("400", 0),
-                            "fewest": sum(
-                                math.ceil(size / limit) for _, size in UNKNOWN_LIMIT_SEGMENTS
-                            ) if shift == 0 else 3 * math.ceil(2 * shift / limit),
-                            "verified": verified,
-                        })
+                        results.append(
+                            {
+                                "run": run,
+                                "changes": changes,
+                                "member_update_calls": server["by_operation"].get(
+                                    "PUT put-customer-groups-customers", 0
+                                ),
+                                "refused": server["by_status"].get("400", 0),
+                                "fewest": sum(math.ceil(size / limit) for _, size in UNKNOWN_LIMIT_SEGMENTS)
+                                if shift == 0
+                                else 3 * math.ceil(2 * shift / limit),
+                                "verified": verified,
+                            }
+                        )
 
         asyncio.run(both())
     return results
@@ -254,25 +262,35 @@ def main() -> int:
         ["push", "changes", "member-update calls", "fewest", "calls / fewest", "refused (400)", "verified"],
     )  # fmt: skip
     first_learning, second_learning = unknown
-    targets.append([
-        "unknown limit, first push: calls <= fewest + refusals + 1",
-        f"{first_learning['member_update_calls']} vs {first_learning['fewest']} + {first_learning['refused']}",
-        benchlib.verdict(
-            first_learning["member_update_calls"] <= first_learning["fewest"] + first_learning["refused"] + 1
-            and first_learning["verified"]
-        ),
-    ])
-    targets.append([
-        "unknown limit, next push: calls = fewest, none refused",
-        f"{second_learning['member_update_calls']} vs {second_learning['fewest']}, {second_learning['refused']} refused",
-        benchlib.verdict(
-            second_learning["member_update_calls"] == second_learning["fewest"] and second_learning["refused"] == 0
-        ),
-    ])
+    targets.append(
+        [
+            "unknown limit, first push: calls <= fewest + refusals + 1",
+            f"{first_learning['member_update_calls']} vs {first_learning['fewest']} + {first_learning['refused']}",
+            benchlib.verdict(
+                first_learning["member_update_calls"] <= first_learning["fewest"] + first_learning["refused"] + 1
+                and first_learning["verified"]
+            ),
+        ]
+    )
+    targets.append(
+        [
+            "unknown limit, next push: calls = fewest, none refused",
+            f"{second_learning['member_update_calls']} vs {second_learning['fewest']}, {second_learning['refused']} refused",
+            benchlib.verdict(
+                second_learning["member_update_calls"] == second_learning["fewest"] and second_learning["refused"] == 0
+            ),
+        ]
+    )
     benchlib.print_table("Targets", targets, ["target", "measured", "verdict"])
     path = benchlib.save_results(
         "push",
-        {"facts": facts, "args": vars(args), "first_push": first_push, "change_push": change_push, "unknown_limit": unknown},
+        {
+            "facts": facts,
+            "args": vars(args),
+            "first_push": first_push,
+            "change_push": change_push,
+            "unknown_limit": unknown,
+        },
     )
     print(f"results saved to {path}")
     return 0

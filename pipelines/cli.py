@@ -49,7 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--latency-jitter-ms", type=float, default=0.0)
     sim.add_argument("--mutate-scans", type=int, default=0, help="member scans that see data change mid-scan")
     sim.add_argument("--delete-groups-after-list", type=int, default=0)
-    sim.add_argument("--unknown-customer-fields", type=int, default=0, help="fields the spec does not know, per customer")
+    sim.add_argument(
+        "--unknown-customer-fields", type=int, default=0, help="fields the spec does not know, per customer"
+    )
 
     for name, help_text in (("load", "load tenants into the warehouse"), ("run", "load, build models, push segments")):
         cmd = sub.add_parser(name, help=help_text)
@@ -70,15 +72,21 @@ def _parser() -> argparse.ArgumentParser:
     push.add_argument("--retire", metavar="GROUP_UID", help="empty and delete a group the product created (no push)")
     push.add_argument("--keep-group", action="store_true", help="with --retire: empty the group but keep it")
     push.add_argument("--json", action="store_true")
-    migrate = sub.add_parser("migrate", help="create or upgrade the warehouse schema and promote new API fields "
-                             "(load, push and run do it first when needed)")
+    migrate = sub.add_parser(
+        "migrate",
+        help="create or upgrade the warehouse schema and promote new API fields "
+        "(load, push and run do it first when needed)",
+    )
     migrate.add_argument("--force", action="store_true", help="re-run every idempotent statement even when current")
     tenants = sub.add_parser("tenants", help="list the configured and registered tenants, or sync the partitions")
     tenants.add_argument("action", choices=("list", "sync"), nargs="?", default="list")
     sub.add_parser("ui", help="start the Dagster UI on the same defaults as `make run`")
     sub.add_parser("report", help="write an HTML report of the recorded runs under .flowretail/report/")
-    sub.add_parser("psql", help="open psql on the warehouse (starts the embedded PostgreSQL if needed); "
-                   "further arguments go to psql, e.g. flowretail psql -c 'select 1'")
+    sub.add_parser(
+        "psql",
+        help="open psql on the warehouse (starts the embedded PostgreSQL if needed); "
+        "further arguments go to psql, e.g. flowretail psql -c 'select 1'",
+    )
     return parser
 
 
@@ -234,9 +242,12 @@ def _psql(args: argparse.Namespace) -> int:
     from pipelines.runtime import embedded_environment
     from pipelines.warehouse.embedded import psql_invocation
 
-    with embedded_environment(start_simulator=False) as env, psql_invocation(env.database_url, args.psql_args) as (
-        argv,
-        psql_env,
+    with (
+        embedded_environment(start_simulator=False) as env,
+        psql_invocation(env.database_url, args.psql_args) as (
+            argv,
+            psql_env,
+        ),
     ):
         return subprocess.call(argv, env=psql_env)
 

@@ -136,7 +136,6 @@ class RunSummary:
             lines.append(f"Charts of the recorded runs: file://{self.report_path}")
         return "\n\n".join(lines)
 
-
     def _render_lifecycle(self) -> list[str]:
         """Orphan groups, retirements and stale model relations, each only when there is one."""
         out = []
@@ -338,7 +337,9 @@ def _stale_models(conn: psycopg.Connection[Any], summary: RunSummary, *, drop: b
             dropped = set(drop_stale_relations(conn, project.target_schema, project.models))
         except psycopg.Error as exc:
             conn.rollback()
-            summary.problems.append(f"dropping stale model relations failed, none dropped: {' '.join(str(exc).split())}")
+            summary.problems.append(
+                f"dropping stale model relations failed, none dropped: {' '.join(str(exc).split())}"
+            )
         conn.commit()
     summary.stale_models = [
         {"schema": r.schema, "name": r.name, "kind": r.kind, "built_at": r.built_at, "dropped": r.name in dropped}
@@ -390,8 +391,18 @@ def retire(
             ).format(sql.Identifier(SCHEMA)),
             (run_ids,),
         ).fetchall()
-    keys = ["tenant_uid", "customer_group_uid", "segment", "dry_run", "keep_group", "status", "live_before",
-            "removed", "deleted", "detail"]
+    keys = [
+        "tenant_uid",
+        "customer_group_uid",
+        "segment",
+        "dry_run",
+        "keep_group",
+        "status",
+        "live_before",
+        "removed",
+        "deleted",
+        "detail",
+    ]
     summary.retirements = [dict(zip(keys, row, strict=True)) for row in rows]
     summary.problems += [
         f"retire of {r['customer_group_uid']} for tenant {r['tenant_uid']} {r['status']}: {r['detail']}"

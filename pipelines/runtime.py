@@ -35,9 +35,7 @@ PRIVATE_UMASK = 0o077
 # The demo instance's settings (a dagster.yaml someone wrote by hand is never replaced):
 # no usage statistics upload (no network here), no first-visit dialog over the asset graph, and
 # step processes that log warnings only, so `make run` prints its summary rather than engine chatter.
-_DAGSTER_YAML = (
-    "telemetry:\n  enabled: false\nnux:\n  enabled: false\npython_logs:\n  python_log_level: WARNING\n"
-)
+_DAGSTER_YAML = "telemetry:\n  enabled: false\nnux:\n  enabled: false\npython_logs:\n  python_log_level: WARNING\n"
 _EARLIER_DAGSTER_YAML = "telemetry:\n  enabled: false\nnux:\n  enabled: false\n"
 
 

@@ -193,5 +193,7 @@ def load_settings() -> Settings:
         raise ConfigError("FLOWRETAIL_TENANT_UIDS is not set: list the tenant uids to load, comma-separated")
     unknown = sorted(set(settings.tenant_tokens) - set(settings.tenant_uids)) if settings.tenant_uids else []
     if unknown:
-        raise ConfigError(f"FLOWRETAIL_TENANT_TOKENS: names tenant(s) not in FLOWRETAIL_TENANT_UIDS: {', '.join(unknown)}")
+        raise ConfigError(
+            f"FLOWRETAIL_TENANT_TOKENS: names tenant(s) not in FLOWRETAIL_TENANT_UIDS: {', '.join(unknown)}"
+        )
     return settings

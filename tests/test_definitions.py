@@ -212,8 +212,9 @@ def test_two_tenants_loading_at_once_never_fail_each_others_checks(
                 failed = [
                     e.event_specific_data.check_name
                     for e in result.all_events
-                    if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.event_specific_data.passed
-                        and e.event_specific_data.severity == dg.AssetCheckSeverity.ERROR
+                    if e.event_type_value == "ASSET_CHECK_EVALUATION"
+                    and not e.event_specific_data.passed
+                    and e.event_specific_data.severity == dg.AssetCheckSeverity.ERROR
                 ]
                 assert (round_number, tenant, result.success, failed) == (round_number, tenant, True, [])
         with psycopg.connect(database_url) as conn:

@@ -34,9 +34,13 @@ def loaded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, database_url: str) -
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
     with running_simulator(state) as base_url:
-        for name, value in {"FLOWRETAIL_BASE_URL": base_url, "FLOWRETAIL_TOKEN": state.token,
-                            "FLOWRETAIL_TENANT_UIDS": "tenant-1,tenant-2", "FLOWRETAIL_RATE_LIMIT": "1000",
-                            "DATABASE_URL": database_url}.items():
+        for name, value in {
+            "FLOWRETAIL_BASE_URL": base_url,
+            "FLOWRETAIL_TOKEN": state.token,
+            "FLOWRETAIL_TENANT_UIDS": "tenant-1,tenant-2",
+            "FLOWRETAIL_RATE_LIMIT": "1000",
+            "DATABASE_URL": database_url,
+        }.items():
             monkeypatch.setenv(name, value)
         assert main(["run", "--tenant", "tenant-1"]) == 0
         group = "grp-0004"

@@ -29,6 +29,4 @@ def test_progress_rewrites_one_line_and_finishes_clean() -> None:
         progress_logger.removeHandler(handler)
         progress_logger.propagate = True
         progress_logger.setLevel(logging.NOTSET)
-    assert stream.getvalue() == (
-        "\r\x1b[Ktenant-1: 3/12 groups paged" + "\r\x1b[K" + "x" * 117 + "…" + "\r\x1b[K"
-    )
+    assert stream.getvalue() == ("\r\x1b[Ktenant-1: 3/12 groups paged" + "\r\x1b[K" + "x" * 117 + "…" + "\r\x1b[K")

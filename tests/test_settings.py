@@ -10,28 +10,47 @@ from pipelines.settings import ConfigError, load_settings
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("FLOWRETAIL_BASE_URL", "FLOWRETAIL_TOKEN", "FLOWRETAIL_TENANT_UIDS", "DATABASE_URL",
-                 "FLOWRETAIL_PAGE_SIZE", "FLOWRETAIL_SCHEDULE_CRON", "FLOWRETAIL_SCHEDULE_TIMEZONE"):
+    for name in (
+        "FLOWRETAIL_BASE_URL",
+        "FLOWRETAIL_TOKEN",
+        "FLOWRETAIL_TENANT_UIDS",
+        "DATABASE_URL",
+        "FLOWRETAIL_PAGE_SIZE",
+        "FLOWRETAIL_SCHEDULE_CRON",
+        "FLOWRETAIL_SCHEDULE_TIMEZONE",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"FLOWRETAIL_BASE_URL": "http://example.com/v2"},
-         "FLOWRETAIL_BASE_URL: must use https unless the host is loopback, got 'http://example.com/v2'"),
-        ({"FLOWRETAIL_BASE_URL": "https://api.flowretail.com/v2"},
-         "FLOWRETAIL_TENANT_UIDS is not set: list the tenant uids to load, comma-separated"),
-        ({"FLOWRETAIL_TENANT_UIDS": "ok,../etc"},
-         "FLOWRETAIL_TENANT_UIDS: tenant uid '../etc' is not a valid UID (allowed: letters, digits, '-' and '_')"),
+        (
+            {"FLOWRETAIL_BASE_URL": "http://example.com/v2"},
+            "FLOWRETAIL_BASE_URL: must use https unless the host is loopback, got 'http://example.com/v2'",
+        ),
+        (
+            {"FLOWRETAIL_BASE_URL": "https://api.flowretail.com/v2"},
+            "FLOWRETAIL_TENANT_UIDS is not set: list the tenant uids to load, comma-separated",
+        ),
+        (
+            {"FLOWRETAIL_TENANT_UIDS": "ok,../etc"},
+            "FLOWRETAIL_TENANT_UIDS: tenant uid '../etc' is not a valid UID (allowed: letters, digits, '-' and '_')",
+        ),
         ({"FLOWRETAIL_TENANT_UIDS": "a,a"}, "FLOWRETAIL_TENANT_UIDS: lists a tenant twice"),
         ({"FLOWRETAIL_PAGE_SIZE": "0"}, "FLOWRETAIL_PAGE_SIZE: Input should be greater than or equal to 1"),
-        ({"FLOWRETAIL_PAGE_SIZE": "many"},
-         "FLOWRETAIL_PAGE_SIZE: Input should be a valid integer, unable to parse string as an integer"),
-        ({"FLOWRETAIL_SCHEDULE_CRON": "daily"},
-         "FLOWRETAIL_SCHEDULE_CRON: must be a 5-field cron expression such as '0 3 * * *', got 'daily'"),
-        ({"FLOWRETAIL_SCHEDULE_TIMEZONE": "Mars/Olympus"},
-         "FLOWRETAIL_SCHEDULE_TIMEZONE: is not a known IANA time zone: 'Mars/Olympus'"),
+        (
+            {"FLOWRETAIL_PAGE_SIZE": "many"},
+            "FLOWRETAIL_PAGE_SIZE: Input should be a valid integer, unable to parse string as an integer",
+        ),
+        (
+            {"FLOWRETAIL_SCHEDULE_CRON": "daily"},
+            "FLOWRETAIL_SCHEDULE_CRON: must be a 5-field cron expression such as '0 3 * * *', got 'daily'",
+        ),
+        (
+            {"FLOWRETAIL_SCHEDULE_TIMEZONE": "Mars/Olympus"},
+            "FLOWRETAIL_SCHEDULE_TIMEZONE: is not a known IANA time zone: 'Mars/Olympus'",
+        ),
     ],
 )
 def test_invalid_configuration_names_the_variable(

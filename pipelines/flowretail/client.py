@@ -623,7 +623,9 @@ class AsyncFlowRetailClient:
         try:
             return decode_body(raw, response.headers.get("Content-Encoding"), self.config.max_response_bytes)
         except CutOffError as exc:
-            raise _Retryable("truncated", f"HTTP {response.status_code} with a cut-off compressed body ({exc})") from None
+            raise _Retryable(
+                "truncated", f"HTTP {response.status_code} with a cut-off compressed body ({exc})"
+            ) from None
         except DecodedTooLarge as exc:
             raise SpecViolationError(operation, "(body)", str(exc), page) from None
         except ContentCodingError as exc:

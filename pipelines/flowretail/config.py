@@ -71,7 +71,8 @@ class ClientTuning(BaseModel):
     max_attempts: int = Field(default=6, ge=1, le=50, description="Attempts per request before giving up")
     ca_bundle: str | None = Field(default=None, description="PEM file of the CAs to trust instead of the system's")
     trust_env: bool = Field(
-        default=False, description="Let httpx read HTTP(S)_PROXY/ALL_PROXY, SSL_CERT_FILE and .netrc from the environment"
+        default=False,
+        description="Let httpx read HTTP(S)_PROXY/ALL_PROXY, SSL_CERT_FILE and .netrc from the environment",
     )
     strict_spec: bool = Field(default=False, description="Any spec violation fails the load (see deviations.py)")
 

@@ -81,7 +81,9 @@ def check_page_consistency(
     for index, item in enumerate(items):
         key = item[key_field]
         if key in seen:
-            raise SpecViolationError(operation, f"items[{index}].{key_field}", f"{key!r} appears twice on the page", page)
+            raise SpecViolationError(
+                operation, f"items[{index}].{key_field}", f"{key!r} appears twice on the page", page
+            )
         seen.add(key)
 
 

@@ -53,7 +53,9 @@ def redact(text: str, secrets: Iterable[str | None], limit: int | None = None) -
     ``MIN_TOKEN_LENGTH`` is replaced only where it stands alone (not inside a longer run of token
     characters), so a one-letter secret cannot garble ordinary words.
     """
-    wanted = tuple(sorted({s for secret in secrets if secret for s in (secret, secret.strip()) if s}, key=len, reverse=True))
+    wanted = tuple(
+        sorted({s for secret in secrets if secret for s in (secret, secret.strip()) if s}, key=len, reverse=True)
+    )
     if not wanted:
         return text if limit is None else text[:limit]
     parts: list[str] = []

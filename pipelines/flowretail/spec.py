@@ -69,8 +69,7 @@ def _with_path_parameters(path: str, operations: dict[str, Any]) -> dict[str, An
     if not names or "parameters" in operations:
         return operations
     parameters = [
-        {"name": name, "in": "path", "required": True, "schema": {"$ref": "#/components/schemas/UID"}}
-        for name in names
+        {"name": name, "in": "path", "required": True, "schema": {"$ref": "#/components/schemas/UID"}} for name in names
     ]
     return {"parameters": parameters, **operations}
 

@@ -123,8 +123,7 @@ def _plan_asset(model: Model, target: PushTarget) -> dg.AssetsDefinition:
             "flowretail.segment_push_runs before any write, and held back by the guard checks."
         ),
         check_specs=[
-            dg.AssetCheckSpec(guard.name, asset=key, description=guard.description, blocking=True)
-            for guard in GUARDS
+            dg.AssetCheckSpec(guard.name, asset=key, description=guard.description, blocking=True) for guard in GUARDS
         ],
     )
     def plan_push(

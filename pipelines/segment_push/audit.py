@@ -28,6 +28,7 @@ _GROUP_LOCK_NAMESPACE = 0x464C5047  # "FLPG": advisory-lock class id of pushes i
 class PushRefusedError(RuntimeError):
     """This run's plan may not be applied now: another push of the group runs, or the plan is stale."""
 
+
 # Applied by `flowretail migrate` (pipelines/warehouse/migrate.py), never on a push's path.
 PUSH_TABLES_SQL: list[sql.Composed] = [
     sql.SQL(
@@ -325,7 +326,9 @@ def log_call(
     return int(row[0])
 
 
-async def audited(conn: psycopg.Connection[Any], call_id: int, ok_status: int, request: Callable[[], Awaitable[T]]) -> T:
+async def audited(
+    conn: psycopg.Connection[Any], call_id: int, ok_status: int, request: Callable[[], Awaitable[T]]
+) -> T:
     """Send a call already logged as ``call_id``; its row gets the HTTP status (or the error) when it ends."""
     try:
         result = await request()

@@ -192,7 +192,11 @@ async def _retire_locked(
     tenant, group = result.tenant_uid, result.group_uid
 
     async def call(
-        action: str, ok: int, request: Callable[[], Awaitable[None]], batch: int | None = None, remove: list[str] | None = None
+        action: str,
+        ok: int,
+        request: Callable[[], Awaitable[None]],
+        batch: int | None = None,
+        remove: list[str] | None = None,
     ) -> None:
         call_id = log_call(
             conn,
@@ -218,7 +222,9 @@ async def _retire_locked(
         return
     for number, start in enumerate(range(0, len(members or ()), batch_size), start=1):
         batch = (members or [])[start : start + batch_size]
-        await call("retire_remove", 204, partial(client.update_group_customers, tenant, group, [], batch), number, batch)
+        await call(
+            "retire_remove", 204, partial(client.update_group_customers, tenant, group, [], batch), number, batch
+        )
         result.removed += len(batch)
     if members is not None and not result.keep_group:
         # A 404: deleted meanwhile (out of band, or by a lost answer of this very call); the goal is reached.
@@ -249,9 +255,7 @@ def _mark_retired(conn: psycopg.Connection[Any], tenant_uid: str, group_uid: str
             (tenant_uid, group_uid),
         )
         conn.execute(
-            sql.SQL("DELETE FROM {}.segment_push_members WHERE tenant_uid = %s AND customer_group_uid = %s").format(
-                _S
-            ),
+            sql.SQL("DELETE FROM {}.segment_push_members WHERE tenant_uid = %s AND customer_group_uid = %s").format(_S),
             (tenant_uid, group_uid),
         )
 
@@ -265,6 +269,17 @@ def _record_retirement(conn: psycopg.Connection[Any], run_id: str, r: Retirement
             "DO UPDATE SET status = EXCLUDED.status, live_before = EXCLUDED.live_before, removed = EXCLUDED.removed, "
             "deleted = EXCLUDED.deleted, detail = EXCLUDED.detail, at = now()"
         ).format(_S),
-        (run_id, r.tenant_uid, r.group_uid, r.segment, r.dry_run, r.keep_group, r.status, r.live_before,
-         r.removed, r.deleted, r.detail),
+        (
+            run_id,
+            r.tenant_uid,
+            r.group_uid,
+            r.segment,
+            r.dry_run,
+            r.keep_group,
+            r.status,
+            r.live_before,
+            r.removed,
+            r.deleted,
+            r.detail,
+        ),
     )

@@ -77,5 +77,7 @@ def drop_stale_relations(conn: psycopg.Connection[Any], schema: str, model_names
     with conn.transaction():
         for relation in sorted(stale, key=lambda r: (r.kind == "TABLE", r.name)):
             conn.execute(sql.SQL("DROP {} {}").format(sql.SQL(relation.kind), sql.Identifier(schema, relation.name)))
-            conn.execute(sql.SQL("DELETE FROM {} WHERE name = %s").format(sql.Identifier(schema, REGISTRY)), (relation.name,))
+            conn.execute(
+                sql.SQL("DELETE FROM {} WHERE name = %s").format(sql.Identifier(schema, REGISTRY)), (relation.name,)
+            )
     return [r.name for r in stale]

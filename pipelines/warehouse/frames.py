@@ -138,7 +138,8 @@ class CustomerColumns:
         self.json_positions = [i for i, kind in enumerate(kinds, start=1) if kind == _JSON]
         self.text_positions = [i for i, kind in enumerate(kinds, start=1) if kind == _TEXT]
         self.plain_at = {
-            name: i for i, (name, kind) in enumerate(zip(self.field_names, kinds, strict=True), start=1)
+            name: i
+            for i, (name, kind) in enumerate(zip(self.field_names, kinds, strict=True), start=1)
             if kind == _PLAIN and name is not None
         }
         self.index = pd.Index(self.names)
@@ -163,7 +164,13 @@ class CustomerColumns:
 
     @property
     def names(self) -> list[str]:
-        return ["customer_uid", *(c.name for c in self.columns), EXTRA_FIELDS_COLUMN, "row_hash", DEVIATIONS_COLUMN.name]
+        return [
+            "customer_uid",
+            *(c.name for c in self.columns),
+            EXTRA_FIELDS_COLUMN,
+            "row_hash",
+            DEVIATIONS_COLUMN.name,
+        ]
 
 
 def extra_fields(item: dict[str, Any], known: frozenset[str]) -> str | None:

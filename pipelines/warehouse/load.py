@@ -301,7 +301,12 @@ async def _extract(
             done_groups += 1
             progress_logger.info(
                 "%s: %d/%d groups paged, %d pages, %d member rows staged, %d requests",
-                tenant_uid, done_groups, len(group_uids), client.stats.pages, staged_rows, client.stats.requests,
+                tenant_uid,
+                done_groups,
+                len(group_uids),
+                client.stats.pages,
+                staged_rows,
+                client.stats.requests,
             )
 
     async def writer() -> None:
@@ -506,7 +511,10 @@ async def _count_deviations(conn: psycopg.AsyncConnection[Any], tenant_uid: str)
             "CROSS JOIN LATERAL jsonb_each(x.{d}) d WHERE x.tenant_uid = %(tenant)s AND x.{d} IS NOT NULL{current} "
             "GROUP BY 1, 2"
         ).format(
-            prefix=sql.Literal(prefix), s=sql.Identifier(SCHEMA), t=sql.Identifier(table), d=_DEVIATIONS,
+            prefix=sql.Literal(prefix),
+            s=sql.Identifier(SCHEMA),
+            t=sql.Identifier(table),
+            d=_DEVIATIONS,
             current=sql.SQL(current),
         )
         for table, prefix, current in (
@@ -535,17 +543,23 @@ async def read_customer_columns(conn: psycopg.AsyncConnection[Any]) -> CustomerC
             f"{SCHEMA}.customer_snapshots has no {EXTRA_FIELDS_COLUMN} column: the warehouse schema is older than "
             "this version; run `flowretail migrate`"
         )
-    cur = await conn.execute(sql.SQL("SELECT api_field, column_name FROM {}.customer_fields").format(sql.Identifier(SCHEMA)))
+    cur = await conn.execute(
+        sql.SQL("SELECT api_field, column_name FROM {}.customer_fields").format(sql.Identifier(SCHEMA))
+    )
     registry = [(str(api_field), column) for api_field, column in await cur.fetchall()]
     field_of = {c.name: c.api_field for c in customer_field_columns()}
     field_of.update({column: api_field for api_field, column in registry if column is not None})
     columns = [
-        Column(name, pg_type, field_of.get(name)) for name, pg_type in catalog if name not in SNAPSHOT_BOOKKEEPING_COLUMNS
+        Column(name, pg_type, field_of.get(name))
+        for name, pg_type in catalog
+        if name not in SNAPSHOT_BOOKKEEPING_COLUMNS
     ]
     return CustomerColumns(columns, frozenset(api_field for api_field, _ in registry))
 
 
-async def _record_new_fields(conn: psycopg.AsyncConnection[Any], result: TenantLoadResult, fields: list[tuple[str, str]]) -> None:
+async def _record_new_fields(
+    conn: psycopg.AsyncConnection[Any], result: TenantLoadResult, fields: list[tuple[str, str]]
+) -> None:
     """Register fields seen for the first time, in their own short transaction before the merge:
     two tenants seeing the same new field then never wait for each other's merge."""
     result.new_fields = [api_field for api_field, _ in fields]

@@ -120,8 +120,16 @@ def infer_column_type(value: Any) -> str:
 DEVIATIONS_COLUMN = Column("_spec_deviations", "jsonb")
 # Columns of customer_snapshots that hold no API field; the rest are fields (spec or promoted).
 SNAPSHOT_BOOKKEEPING_COLUMNS = frozenset(
-    {"tenant_uid", "customer_uid", "valid_from", "valid_to", "row_hash", "_run_id", EXTRA_FIELDS_COLUMN,
-     DEVIATIONS_COLUMN.name}
+    {
+        "tenant_uid",
+        "customer_uid",
+        "valid_from",
+        "valid_to",
+        "row_hash",
+        "_run_id",
+        EXTRA_FIELDS_COLUMN,
+        DEVIATIONS_COLUMN.name,
+    }
 )
 
 GROUP_FIELD_COLUMNS: list[Column] = [

@@ -321,9 +321,7 @@ def _first_page(state: SimulatorState, group: str, **config: Any) -> ScanPage:
         ("missing_field", {"email": "missing"}),
     ],
 )
-def test_a_data_field_breaking_the_spec_comes_with_the_page(
-    outcome: str, deviations: dict[str, str]
-) -> None:
+def test_a_data_field_breaking_the_spec_comes_with_the_page(outcome: str, deviations: dict[str, str]) -> None:
     state = _state(spec_deviations=False)  # only what the test breaks breaks the spec
     group = _group_with(state, lambda n: n > 1)
     state.script([outcome], operation_id="get-customer-groups-customers")
@@ -368,8 +366,9 @@ def test_nul_is_removed_from_data_and_refused_in_keys_and_in_strict_mode() -> No
     page = _first_page(state, group)
     item = page.items[0]
     assert (item["firstname"], item["credit"]) == ("Kari", {"limit": 5, "balance": 0, "note": ["ab"]})
-    assert page.deviations == {item["customerUid"]: {
-        "firstname": "nul_removed", "credit.limit": "nul_removed", "credit.note": "nul_removed"}}
+    assert page.deviations == {
+        item["customerUid"]: {"firstname": "nul_removed", "credit.limit": "nul_removed", "credit.note": "nul_removed"}
+    }
     key["strict"] = True
     with pytest.raises(SpecViolationError) as err:
         _first_page(state, group, strict_spec=True)
@@ -550,7 +549,9 @@ def test_a_body_cut_inside_a_multibyte_character_is_retried_not_refused() -> Non
     answers = [cut, body]
 
     def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, stream=httpx.ByteStream(answers.pop(0)), headers={"Content-Type": "application/json"})
+        return httpx.Response(
+            200, stream=httpx.ByteStream(answers.pop(0)), headers={"Content-Type": "application/json"}
+        )
 
     async def main() -> tuple[list[dict[str, Any]], dict[str, Any]]:
         async with AsyncFlowRetailClient(_config(), transport=httpx.MockTransport(handler)) as client:

@@ -115,7 +115,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         record.duration = report.duration
     if report.when == "call" or (report.when == "setup" and not report.passed):
         if hasattr(report, "wasxfail"):
-            record.result = "xfail (accepted limitation)" if report.skipped else "XPASS (limitation lifted? remove xfail)"
+            record.result = (
+                "xfail (accepted limitation)" if report.skipped else "XPASS (limitation lifted? remove xfail)"
+            )
         elif report.passed:
             record.result = "passed"
         elif report.skipped:

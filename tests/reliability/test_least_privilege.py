@@ -79,21 +79,29 @@ def product_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Non
     expected="load, models and push succeed; every object is the role's own; the analysts' role reads and cannot write",
 )
 def test_the_etl_role_loads_models_and_pushes_and_the_analysts_only_read(
-    database_url: str, roles: Roles, product_env: None, monkeypatch: pytest.MonkeyPatch,
+    database_url: str,
+    roles: Roles,
+    product_env: None,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     _psql(database_url, "etl_role.sql", etl_role=roles.etl)
     _psql(database_url, "analyst_role.sql", etl_role=roles.etl, analyst_role=roles.analyst)
     with psycopg.connect(database_url, autocommit=True) as dba:
-        dba.execute(sql.SQL("CREATE ROLE {} LOGIN IN ROLE {}").format(
-            sql.Identifier(roles.person), sql.Identifier(roles.analyst)))
+        dba.execute(
+            sql.SQL("CREATE ROLE {} LOGIN IN ROLE {}").format(
+                sql.Identifier(roles.person), sql.Identifier(roles.analyst)
+            )
+        )
     monkeypatch.setenv("DATABASE_URL", _as_role(database_url, roles.etl))
 
     assert main(["run", "--json"]) == 0, capsys.readouterr().err
     summary = json.loads(capsys.readouterr().out)
     assert summary["problems"] == []
     assert [(r["tenant_uid"], r["status"]) for r in summary["loads"]] == [
-        ("tenant-1", "succeeded"), ("tenant-2", "succeeded")]
+        ("tenant-1", "succeeded"),
+        ("tenant-2", "succeeded"),
+    ]
     assert summary["pushes"] and {p["status"] for p in summary["pushes"]} == {"verified"}
 
     with psycopg.connect(database_url) as dba:
@@ -121,15 +129,21 @@ def test_the_etl_role_loads_models_and_pushes_and_the_analysts_only_read(
     expected="the run stops with one line naming the privilege, the object and the role; nothing created",
 )
 def test_a_missing_privilege_stops_the_run_with_one_line(
-    database_url: str, roles: Roles, product_env: None, monkeypatch: pytest.MonkeyPatch,
+    database_url: str,
+    roles: Roles,
+    product_env: None,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """The DBA created flowretail for the role but forgot analytics, and the role may not create schemas."""
     database = urlsplit(database_url).path.lstrip("/")
     with psycopg.connect(database_url, autocommit=True) as dba:
         dba.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(roles.etl)))
-        dba.execute(sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(
-            sql.Identifier(database), sql.Identifier(roles.etl)))
+        dba.execute(
+            sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(
+                sql.Identifier(database), sql.Identifier(roles.etl)
+            )
+        )
         dba.execute(sql.SQL("CREATE SCHEMA flowretail AUTHORIZATION {}").format(sql.Identifier(roles.etl)))
     monkeypatch.setenv("DATABASE_URL", _as_role(database_url, roles.etl))
 

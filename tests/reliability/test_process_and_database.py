@@ -238,7 +238,9 @@ def test_sigkill_between_push_batches_converges(
         assert remembered == start
         _, outcome = run_push(state, conn, TARGET, segment, run_id="run-2", batch_size=20, allow=True)
         assert outcome is not None and outcome.verified
-        killed = conn.execute("SELECT status, error FROM flowretail.segment_push_runs WHERE run_id = 'run-1'").fetchone()
+        killed = conn.execute(
+            "SELECT status, error FROM flowretail.segment_push_runs WHERE run_id = 'run-1'"
+        ).fetchone()
         assert killed == (
             "interrupted",
             "the push process ended before it finished (killed or lost); segment_push_log holds the calls it sent",

@@ -331,8 +331,9 @@ def test_unknown_batch_limit_is_learned_and_kept(conn: Any, scenario: ScenarioRe
     for run in ("run-1", "run-2"):
         state.clear_log()
         for target, segment in zip(targets, segments, strict=True):
-            _, outcome = run_push(state, conn, target, segment, run_id=f"{run}-{target.segment}", batch_size=500,
-                                     allow=True)
+            _, outcome = run_push(
+                state, conn, target, segment, run_id=f"{run}-{target.segment}", batch_size=500, allow=True
+            )
             assert outcome is not None and outcome.verified
             members = set(state.member_uids(tenant_of(state), target.group_uid))
             scenario.lost(len(segment ^ members))

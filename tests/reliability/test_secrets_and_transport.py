@@ -449,7 +449,9 @@ def test_a_token_with_a_trailing_newline_is_stripped_end_to_end(
     assert runs[1][2].startswith("AuthenticationError: get-customer-groups page 1: HTTP 401: ")
     errors = [line for line in failed.err.splitlines() if line.startswith("error: ")]
     error = runs[1][2]
-    assert errors == [f"error: load of tenant tenant-1 failed: flowretail_raw_tables: pipelines.flowretail.errors.{error}"]
+    assert errors == [
+        f"error: load of tenant tenant-1 failed: flowretail_raw_tables: pipelines.flowretail.errors.{error}"
+    ]
     assert "check FLOWRETAIL_TOKEN" in errors[0]
     texts = [ok.out, ok.err, failed.out, failed.err, *(str(r) for r in runs)]
     hits = sum(_hits(t, DISTINCT_TOKEN) + _hits(t, DISTINCT_TOKEN[:8]) for t in texts)
@@ -512,7 +514,9 @@ def _fixed_app(status: int, payload: Any) -> Any:
     body = orjson.dumps(payload)
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
-        await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]})
+        await send(
+            {"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]}
+        )
         await send({"type": "http.response.body", "body": body})
 
     return app
@@ -595,7 +599,9 @@ def test_psql_gets_the_password_through_the_environment(
     with_password = urlunsplit(parts._replace(netloc=f"{parts.username or 'postgres'}:{PASSWORD}@{host}"))
     monkeypatch.setenv("DATABASE_URL", with_password)
     monkeypatch.setenv("PGPASSWORD", "inherited-and-dropped")
-    show = "\\! tr '\\0' ' ' < /proc/$PPID/cmdline; echo; cat \"$PGPASSFILE\"; echo \"$PGPASSFILE\"; echo \"pw=$PGPASSWORD\""
+    show = (
+        '\\! tr \'\\0\' \' \' < /proc/$PPID/cmdline; echo; cat "$PGPASSFILE"; echo "$PGPASSFILE"; echo "pw=$PGPASSWORD"'
+    )
     assert main(["psql", "-X", "-A", "-t", "-c", "select 41 + 1", "-c", show]) == 0
     out = capfd.readouterr().out.splitlines()
     assert out[0] == "42"

@@ -100,8 +100,12 @@ def test_a_retirement_crashing_between_emptying_and_deleting_converges(
     logged = conn.execute(
         "SELECT action, uid_count, http_status FROM flowretail.segment_push_log WHERE run_id = 'retire-1' ORDER BY id"
     ).fetchall()
-    assert logged == [("retire_remove", 40, 204), ("retire_remove", 40, 204), ("retire_remove", 20, 204),
-                      ("delete", 0, None)]
+    assert logged == [
+        ("retire_remove", 40, 204),
+        ("retire_remove", 40, 204),
+        ("retire_remove", 20, 204),
+        ("delete", 0, None),
+    ]
     registry = "SELECT status FROM flowretail.segment_push_groups WHERE customer_group_uid = %s"
     assert conn.execute(registry, (TARGET.group_uid,)).fetchall() == [("active",)]
     state.clear_script()
@@ -133,9 +137,7 @@ def test_retire_refuses_a_group_the_product_does_not_own(
 
 def _modes(root: Path) -> dict[str, int]:
     return {
-        str(p.relative_to(root)): stat.S_IMODE(p.stat().st_mode)
-        for p in [root, *root.rglob("*")]
-        if not p.is_symlink()
+        str(p.relative_to(root)): stat.S_IMODE(p.stat().st_mode) for p in [root, *root.rglob("*")] if not p.is_symlink()
     }
 
 
@@ -221,9 +223,7 @@ def test_api_strings_are_escaped_in_markdown_metadata() -> None:
     from pipelines.reverse_etl.assets import _plan_markdown
     from pipelines.segment_push.plan import LiveGroup, PushHistory, plan_segment_push
 
-    escaped = (
-        "\\<img src=x onerror=alert\\(1\\)\\> \\| \\*\\*VIP\\*\\* \\[x\\]\\(http://evil\\) \\# h"
-    )
+    escaped = "\\<img src=x onerror=alert\\(1\\)\\> \\| \\*\\*VIP\\*\\* \\[x\\]\\(http://evil\\) \\# h"
     assert md_escape(HOSTILE) == escaped
     assert md_table(["name"], [(HOSTILE,)]) == f"| name |\n|---|\n| {escaped} |"
     plan = plan_segment_push(

@@ -92,8 +92,9 @@ def push_all(state: SimulatorState, conn: psycopg.Connection[Any], run: str, off
             for n, (name, size) in enumerate(SEGMENTS):
                 target = PushTarget(name, f"grp-{name}", name)
                 segment = frozenset(everyone[n * 400 + offset : n * 400 + offset + size])
-                plan = await plan_and_record(client, conn, f"{run}-{name}", tenant, target, segment,
-                                             allow_large_removal=True)
+                plan = await plan_and_record(
+                    client, conn, f"{run}-{name}", tenant, target, segment, allow_large_removal=True
+                )
                 outcomes.append(await execute_plan(client, conn, f"{run}-{name}", plan, segment, 500))
         return outcomes
 
@@ -104,9 +105,7 @@ def put_statuses(state: SimulatorState) -> list[int]:
     return [r.status for r in state.request_log if r.operation_id == UPDATE]
 
 
-def test_unknown_limit_costs_four_refusals_once_then_the_fewest_calls(
-    state: SimulatorState, database_url: str
-) -> None:
+def test_unknown_limit_costs_four_refusals_once_then_the_fewest_calls(state: SimulatorState, database_url: str) -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
         ensure_push_tables(conn)
         state.clear_log()
@@ -117,7 +116,10 @@ def test_unknown_limit_costs_four_refusals_once_then_the_fewest_calls(
         # 798: 500, 250, 125 refused; 62, 93, 109, 117 taken; 121 refused; 119, 120, 120, 58 taken.
         assert (len(statuses), statuses.count(400)) == (12 + 3 + 7, 4)
         assert all(o.verified for o in outcomes)
-        assert outcomes[0].notes[-1] == "the API refused 4 calls for their size; it takes 120 uids per call and refuses 121"
+        assert (
+            outcomes[0].notes[-1]
+            == "the API refused 4 calls for their size; it takes 120 uids per call and refuses 121"
+        )
         assert [o.calls for o in outcomes] == [1 + 12, 1 + 3, 1 + 7]  # each also creates its group
         stored = conn.execute(
             "SELECT api_base_url, tenant_uid, accepted, refused FROM flowretail.segment_push_batch_limits"
@@ -127,8 +129,20 @@ def test_unknown_limit_costs_four_refusals_once_then_the_fewest_calls(
             "SELECT uid_count, http_status FROM flowretail.segment_push_log WHERE run_id = 'run-1-seg_a' "
             "AND action = 'add_remove' ORDER BY id"
         ).fetchall()
-        assert logged == [(500, 400), (250, 400), (125, 400), (62, 204), (93, 204), (109, 204), (117, 204),
-                          (121, 400), (119, 204), (120, 204), (120, 204), (58, 204)]
+        assert logged == [
+            (500, 400),
+            (250, 400),
+            (125, 400),
+            (62, 204),
+            (93, 204),
+            (109, 204),
+            (117, 204),
+            (121, 400),
+            (119, 204),
+            (120, 204),
+            (120, 204),
+            (58, 204),
+        ]
 
         state.clear_log()
         push_all(state, conn, "run-2", offset=100)  # every segment shifts: 100 removes and 100 adds each
@@ -182,6 +196,21 @@ def test_a_uid_refused_unnamed_does_not_shrink_the_batches(database_url: str) ->
     assert set(state.member_uids(tenant, "grp-ghost")) == segment - {"cust-0000049x"}
     # Batch 2 holds the unknown uid first: 50 refused is no size problem (50 went through), so it is
     # halved down to that uid, and every later batch goes at the full 50.
-    assert logged == [(50, 204), (50, 400), (25, 400), (12, 400), (6, 400), (3, 400), (1, 400), (2, 204), (3, 204),
-                      (6, 204), (13, 204), (25, 204), (50, 204), (50, 204), (1, 204)]
+    assert logged == [
+        (50, 204),
+        (50, 400),
+        (25, 400),
+        (12, 400),
+        (6, 400),
+        (3, 400),
+        (1, 400),
+        (2, 204),
+        (3, 204),
+        (6, 204),
+        (13, 204),
+        (25, 204),
+        (50, 204),
+        (50, 204),
+        (1, 204),
+    ]
     assert stored == (0,)

@@ -31,8 +31,13 @@ def _orphans(state: SimulatorState, conn: Any, declared: list[str]) -> list[tupl
 
 
 def _retire(
-    state: SimulatorState, conn: Any, group: str = "seg-news", *, run_id: str = "retire-1",
-    declared: dict[str, str] | None = None, **options: Any,
+    state: SimulatorState,
+    conn: Any,
+    group: str = "seg-news",
+    *,
+    run_id: str = "retire-1",
+    declared: dict[str, str] | None = None,
+    **options: Any,
 ) -> Retirement:
     async def main() -> Retirement:
         async with client_for(state) as client:
@@ -73,14 +78,21 @@ def test_retire_empties_in_audited_batches_deletes_and_marks_retired(state: Simu
     push(state, conn, set(customers(state, 20)))
     state.clear_log()
     dry = _retire(state, conn, dry_run=True, run_id="dry")
-    assert (dry.status, dry.live_before, dry.detail) == ("dry_run", 20, "would remove 20 members in 3 call(s), then delete the group")
+    assert (dry.status, dry.live_before, dry.detail) == (
+        "dry_run",
+        20,
+        "would remove 20 members in 3 call(s), then delete the group",
+    )
     assert writes(state) == [] and _log(conn, "dry") == []
     done = _retire(state, conn)
     assert (done.status, done.removed, done.deleted) == ("retired", 20, True)
     assert writes(state) == [("PUT", UPDATE, 204)] * 3 + [("DELETE", DELETE, 204)]
     assert state.group(tenant, "seg-news") is None
     assert _log(conn, "retire-1") == [
-        ("retire_remove", 1, 7, 204), ("retire_remove", 2, 7, 204), ("retire_remove", 3, 6, 204), ("delete", None, 0, 204)
+        ("retire_remove", 1, 7, 204),
+        ("retire_remove", 2, 7, 204),
+        ("retire_remove", 3, 6, 204),
+        ("delete", None, 0, 204),
     ]
     assert _registry(conn) == [("seg-news", "retired", True)]
     assert _orphans(state, conn, []) == []
@@ -135,7 +147,10 @@ def test_a_crash_between_emptying_and_deleting_converges_on_rerun(state: Simulat
     assert state.group(tenant, "seg-news") is not None and state.member_uids(tenant, "seg-news") == []
     assert _registry(conn) == [("seg-news", "active", False)]
     assert _log(conn, "retire-1") == [
-        ("retire_remove", 1, 7, 204), ("retire_remove", 2, 7, 204), ("retire_remove", 3, 6, 204), ("delete", None, 0, None)
+        ("retire_remove", 1, 7, 204),
+        ("retire_remove", 2, 7, 204),
+        ("retire_remove", 3, 6, 204),
+        ("delete", None, 0, None),
     ]
     failed = conn.execute("SELECT status FROM flowretail.segment_push_retirements").fetchall()
     assert failed == [("failed",)]

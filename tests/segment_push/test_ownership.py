@@ -96,9 +96,7 @@ def _push_racing_a_foreign_create(state: SimulatorState, conn: Any, target: Push
     asyncio.run(main())
 
 
-def test_a_409_on_create_is_someone_elses_group_and_never_recorded_as_created(
-    state: SimulatorState, conn: Any
-) -> None:
+def test_a_409_on_create_is_someone_elses_group_and_never_recorded_as_created(state: SimulatorState, conn: Any) -> None:
     tenant = state.tenant_uids()[0]
     segment = set(customers(state, 20))
     with pytest.raises(ForeignGroupError) as err:

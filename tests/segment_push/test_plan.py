@@ -86,7 +86,9 @@ def test_a_foreign_group_is_refused_by_default() -> None:
 def test_an_adopted_group_is_refused_once_the_segment_no_longer_opts_in() -> None:
     history = PushHistory(ownership="adopted", first_push_done=True)
     plan = _plan({"a"}, {"a", "z"}, history=history)
-    assert plan.blocked_reasons == [FOREIGN.replace("exists and was not created by this product;", "was adopted earlier but")]
+    assert plan.blocked_reasons == [
+        FOREIGN.replace("exists and was not created by this product;", "was adopted earlier but")
+    ]
 
 
 ADOPT = PushTarget("newsletter_subscribers", "seg-news", "Newsletter (warehouse)", adopt_existing="add_only")
@@ -102,8 +104,9 @@ def test_adopting_an_existing_group_only_adds_and_keeps_its_name() -> None:
 
 def test_an_adopted_group_is_renamed_only_when_the_config_asks() -> None:
     target = PushTarget("s", "g", "G", adopt_existing="add_only", rename_adopted=True)
-    plan = _plan({"a"}, {"a"}, name="Theirs", history=PushHistory(ownership="adopted", first_push_done=True),
-                 target=target)
+    plan = _plan(
+        {"a"}, {"a"}, name="Theirs", history=PushHistory(ownership="adopted", first_push_done=True), target=target
+    )
     assert plan.group_action == "rename" and plan.needs_rename and plan.expected_name == "G"
 
 

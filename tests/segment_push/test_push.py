@@ -39,23 +39,43 @@ def conn(database_url: str) -> Any:
 
 def client_for(state: SimulatorState) -> AsyncFlowRetailClient:
     """A client of the in-process simulator with millisecond backoff."""
-    config = ClientConfig(base_url="http://127.0.0.1/v2", token=SecretStr(TOKEN), rate_limit_per_second=None,
-                          backoff_initial=0.001, backoff_max=0.01)
+    config = ClientConfig(
+        base_url="http://127.0.0.1/v2",
+        token=SecretStr(TOKEN),
+        rate_limit_per_second=None,
+        backoff_initial=0.001,
+        backoff_max=0.01,
+    )
     return AsyncFlowRetailClient(config, transport=httpx.ASGITransport(app=create_app(state)))
 
 
 def push(
-    state: SimulatorState, conn: psycopg.Connection[Any], segment: set[str], *, target: PushTarget = TARGET,
-    run_id: str = "run", tenant: str | None = None, batch_size: int = 500, allow: bool = False,
+    state: SimulatorState,
+    conn: psycopg.Connection[Any],
+    segment: set[str],
+    *,
+    target: PushTarget = TARGET,
+    run_id: str = "run",
+    tenant: str | None = None,
+    batch_size: int = 500,
+    allow: bool = False,
     dry_run: bool = False,
 ) -> tuple[SegmentPushPlan, PushOutcome | None]:
     tenant = tenant or state.tenant_uids()[0]
 
     async def main() -> tuple[SegmentPushPlan, PushOutcome | None]:
         async with client_for(state) as client:
-            plan = await plan_and_record(client, conn, run_id, tenant, target, frozenset(segment),
-                                         allow_large_removal=allow, allow_large_addition=allow,
-                                         dry_run=dry_run)
+            plan = await plan_and_record(
+                client,
+                conn,
+                run_id,
+                tenant,
+                target,
+                frozenset(segment),
+                allow_large_removal=allow,
+                allow_large_addition=allow,
+                dry_run=dry_run,
+            )
             if plan.blocked or dry_run:
                 return plan, None
             return plan, await execute_plan(client, conn, run_id, plan, frozenset(segment), batch_size)
@@ -80,7 +100,9 @@ def test_first_push_creates_the_group_and_sends_the_fewest_batches(state: Simula
     assert plan.group_action == "create"
     assert set(state.member_uids(tenant, "seg-news")) == segment
     assert state.group(tenant, "seg-news")["name"] == "Newsletter (warehouse)"
-    assert writes(state) == [("POST", "post-customer-groups", 201)] + [("PUT", "put-customer-groups-customers", 204)] * 3
+    assert (
+        writes(state) == [("POST", "post-customer-groups", 201)] + [("PUT", "put-customer-groups-customers", 204)] * 3
+    )
     assert (outcome.applied_adds, outcome.applied_removes, outcome.calls) == (1100, 0, 4)
     owner = conn.execute("SELECT segment, ownership FROM flowretail.segment_push_groups").fetchall()
     assert owner == [("newsletter_subscribers", "created")]
@@ -131,7 +153,8 @@ def test_guards_block_before_any_write_and_the_allow_flag_unblocks(state: Simula
     plan, outcome = push(state, conn, set(everyone[:70]), run_id="run-2")
     assert plan.blocked and outcome is None
     assert plan.blocked_reasons == [
-        "max_remove_fraction: 30 removals of 100 live members exceed max_remove_fraction 0.2 (20 allowed)"]
+        "max_remove_fraction: 30 removals of 100 live members exceed max_remove_fraction 0.2 (20 allowed)"
+    ]
     assert writes(state) == []
     row = conn.execute("SELECT status, blocked FROM flowretail.segment_push_runs WHERE run_id = 'run-2'").fetchone()
     assert row == ("blocked", plan.blocked_reasons)
@@ -150,10 +173,16 @@ def test_an_empty_segment_is_not_pushed(state: SimulatorState, conn: Any) -> Non
 def test_a_segment_that_halved_is_not_pushed(state: SimulatorState, conn: Any) -> None:
     everyone = customers(state, 100)
     push(state, conn, set(everyone))
-    plan, _ = push(state, conn, set(everyone[:40]), run_id="run-2",
-                   target=PushTarget(TARGET.segment, TARGET.group_uid, TARGET.group_name, max_remove_fraction=1.0))
+    plan, _ = push(
+        state,
+        conn,
+        set(everyone[:40]),
+        run_id="run-2",
+        target=PushTarget(TARGET.segment, TARGET.group_uid, TARGET.group_name, max_remove_fraction=1.0),
+    )
     assert plan.blocked_reasons == [
-        "segment_shrank: segment shrank from 100 to 40 since its last successful push (more than 50%)"]
+        "segment_shrank: segment shrank from 100 to 40 since its last successful push (more than 50%)"
+    ]
 
 
 def test_refused_uids_are_isolated_and_the_rest_is_pushed(state: SimulatorState, conn: Any) -> None:
@@ -165,8 +194,12 @@ def test_refused_uids_are_isolated_and_the_rest_is_pushed(state: SimulatorState,
     assert set(state.member_uids(tenant, "seg-news")) == good
     rejected = conn.execute("SELECT rejected_uids FROM flowretail.segment_push_runs").fetchone()[0]
     assert sorted(r["customer_uid"] for r in rejected) == ["ghost-1", "ghost-2"]
-    statuses = [r[0] for r in conn.execute("SELECT http_status FROM flowretail.segment_push_log "
-                                            "WHERE action = 'add_remove' ORDER BY id").fetchall()]
+    statuses = [
+        r[0]
+        for r in conn.execute(
+            "SELECT http_status FROM flowretail.segment_push_log WHERE action = 'add_remove' ORDER BY id"
+        ).fetchall()
+    ]
     assert 400 in statuses and statuses.count(204) >= 4
 
 
@@ -222,8 +255,9 @@ def test_drift_is_reported(state: SimulatorState, conn: Any) -> None:
     state.remove_members(tenant, "seg-news", [everyone[0]])
     plan, _ = push(state, conn, set(everyone[:30]), run_id="run-2")
     assert (plan.drift_added, plan.drift_removed) == ((everyone[35],), (everyone[0],))
-    row = conn.execute("SELECT drift_added, drift_removed FROM flowretail.segment_push_runs "
-                       "WHERE run_id = 'run-2'").fetchone()
+    row = conn.execute(
+        "SELECT drift_added, drift_removed FROM flowretail.segment_push_runs WHERE run_id = 'run-2'"
+    ).fetchone()
     assert row == (1, 1)
 
 
@@ -237,29 +271,46 @@ def test_dry_run_writes_nothing_but_records_the_plan(state: SimulatorState, conn
 
 def test_nothing_outside_the_declared_group_is_touched(state: SimulatorState, conn: Any) -> None:
     tenant, other = state.tenant_uids()
-    before = {t: {g["customerGroupUid"]: (g["name"], state.member_uids(t, g["customerGroupUid"]))
-                  for g in state.groups(t)} for t in (tenant, other)}
+    before = {
+        t: {g["customerGroupUid"]: (g["name"], state.member_uids(t, g["customerGroupUid"])) for g in state.groups(t)}
+        for t in (tenant, other)
+    }
     push(state, conn, set(customers(state, 50)))
-    after = {t: {g["customerGroupUid"]: (g["name"], state.member_uids(t, g["customerGroupUid"]))
-                 for g in state.groups(t) if g["customerGroupUid"] != "seg-news"} for t in (tenant, other)}
+    after = {
+        t: {
+            g["customerGroupUid"]: (g["name"], state.member_uids(t, g["customerGroupUid"]))
+            for g in state.groups(t)
+            if g["customerGroupUid"] != "seg-news"
+        }
+        for t in (tenant, other)
+    }
     assert after == before
-    touched = {r.path.split("/customer-groups")[1].split("/")[1] for r in state.request_log
-               if r.method != "GET" and "/customer-groups/" in r.path}
+    touched = {
+        r.path.split("/customer-groups")[1].split("/")[1]
+        for r in state.request_log
+        if r.method != "GET" and "/customer-groups/" in r.path
+    }
     assert touched <= {"seg-news"}
 
 
 def test_every_call_is_logged_with_its_uids(state: SimulatorState, conn: Any) -> None:
     segment = customers(state, 700)
     push(state, conn, set(segment))
-    rows = conn.execute("SELECT action, batch_number, http_status, uid_count, add_uids FROM flowretail.segment_push_log "
-                        "ORDER BY id").fetchall()
+    rows = conn.execute(
+        "SELECT action, batch_number, http_status, uid_count, add_uids FROM flowretail.segment_push_log ORDER BY id"
+    ).fetchall()
     assert [(a, b, s, n) for a, b, s, n, _ in rows] == [
-        ("create", None, 201, 0), ("add_remove", 1, 204, 500), ("add_remove", 2, 204, 200), ("verify", None, 200, 0)]
+        ("create", None, 201, 0),
+        ("add_remove", 1, 204, 500),
+        ("add_remove", 2, 204, 200),
+        ("verify", None, 200, 0),
+    ]
     assert sorted(rows[1][4] + rows[2][4]) == sorted(segment)
 
 
-def _apply(state: SimulatorState, conn: psycopg.Connection[Any], run_id: str, plan: SegmentPushPlan,
-           segment: set[str]) -> PushOutcome:
+def _apply(
+    state: SimulatorState, conn: psycopg.Connection[Any], run_id: str, plan: SegmentPushPlan, segment: set[str]
+) -> PushOutcome:
     async def main() -> PushOutcome:
         async with client_for(state) as client:
             return await execute_plan(client, conn, run_id, plan, frozenset(segment), 500)

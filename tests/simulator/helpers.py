@@ -39,9 +39,7 @@ class Api:
 
     def client(self, token: str | None = DEFAULT_TOKEN) -> httpx.AsyncClient:
         headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
-        return httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=self.app), base_url="http://sim/v2", headers=headers
-        )
+        return httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://sim/v2", headers=headers)
 
     def call(self, method: str, path: str, *, token: str | None = DEFAULT_TOKEN, **kwargs: Any) -> httpx.Response:
         async def main() -> httpx.Response:

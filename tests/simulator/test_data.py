@@ -166,10 +166,7 @@ def test_companies_departments_credit_consents_and_optional_parts(default_state:
     assert any(c["pricelistUid"] != "" for c in customers.values())
     names = {entry["name"] for c in customers.values() for entry in c["consents"]}
     assert names == {"newsletter", "sms", "email_marketing"}
-    changed = [
-        c for c in customers.values()
-        if any(n > 1 for n in Counter(e["name"] for e in c["consents"]).values())
-    ]
+    changed = [c for c in customers.values() if any(n > 1 for n in Counter(e["name"] for e in c["consents"]).values())]
     assert changed, "some customers must have changed a consent over time"
     for customer in changed:
         history = [e for e in customer["consents"] if e["name"] == customer["consents"][0]["name"]]

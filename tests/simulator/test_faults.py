@@ -26,11 +26,35 @@ def _members(group: str) -> str:
 
 
 def test_outcomes_cover_the_documented_list() -> None:
-    assert frozenset({
-        "429", "500", "502", "503", "504", "400", "401", "404", "drop", "truncate", "html", "non_utf8",
-        "missing_field", "wrong_type", "bad_enum", "no_paging", "total_too_low", "oversized_page", "duplicate_items",
-        "bomb", "total_too_high", "too_many_pages",
-    }) == OUTCOMES
+    assert (
+        frozenset(
+            {
+                "429",
+                "500",
+                "502",
+                "503",
+                "504",
+                "400",
+                "401",
+                "404",
+                "drop",
+                "truncate",
+                "html",
+                "non_utf8",
+                "missing_field",
+                "wrong_type",
+                "bad_enum",
+                "no_paging",
+                "total_too_low",
+                "oversized_page",
+                "duplicate_items",
+                "bomb",
+                "total_too_high",
+                "too_many_pages",
+            }
+        )
+        == OUTCOMES
+    )
 
 
 @pytest.mark.parametrize(

@@ -34,7 +34,9 @@ def test_list_groups_default_page(api: Api, state: SimulatorState) -> None:
 
 def test_list_groups_pages_and_past_the_end(api: Api, state: SimulatorState) -> None:
     everything = state.groups(T)
-    pages = [api.get(f"/tenants/{T}/customer-groups", params={"pageNumber": n, "pageSize": 3}).json() for n in (1, 2, 3)]
+    pages = [
+        api.get(f"/tenants/{T}/customer-groups", params={"pageNumber": n, "pageSize": 3}).json() for n in (1, 2, 3)
+    ]
     assert [g for page in pages for g in page["items"]] == everything
     assert [len(p["items"]) for p in pages] == [3, 3, 2]
     assert all(p["paging"]["pageSize"] == 3 and p["paging"]["totalCount"] == 8 for p in pages)
@@ -95,7 +97,7 @@ def test_page_base_zero_for_groups() -> None:
 
 
 def test_create_with_uid(api: Api, state: SimulatorState) -> None:
-    response = api.post(f"/tenants/{T}/customer-groups", json={"name": "VIP; \"quoted\"", "customerGroupUid": "vip_2026"})
+    response = api.post(f"/tenants/{T}/customer-groups", json={"name": 'VIP; "quoted"', "customerGroupUid": "vip_2026"})
     assert response.status_code == 201
     body = response.json()
     validator_for(CREATE_GROUP).validate(body)
@@ -189,7 +191,7 @@ def test_wrong_method_is_405_with_allow(api: Api) -> None:
 def test_rename(api: Api, state: SimulatorState) -> None:
     before = state.group(T, "grp-0002")
     assert before is not None
-    response = api.put(f"/tenants/{T}/customer-groups/grp-0002", json={"name": "Renamed, \"with\" quotes\n"})
+    response = api.put(f"/tenants/{T}/customer-groups/grp-0002", json={"name": 'Renamed, "with" quotes\n'})
     assert response.status_code == 200
     body = response.json()
     validator_for(RENAME_GROUP).validate(body)
@@ -242,8 +244,11 @@ def test_groups_of_tenants_are_separate(api: Api, state: SimulatorState) -> None
     [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic simulator-token"}, {"Authorization": "Bearer"}],
 )
 def test_requests_without_the_token_are_401(api: Api, state: SimulatorState, headers: dict[str, str]) -> None:
-    for method, path in (("GET", f"/tenants/{T}/customer-groups"), ("DELETE", f"/tenants/{T}/customer-groups/grp-0001"),
-                         ("GET", "/nowhere")):
+    for method, path in (
+        ("GET", f"/tenants/{T}/customer-groups"),
+        ("DELETE", f"/tenants/{T}/customer-groups/grp-0001"),
+        ("GET", "/nowhere"),
+    ):
         response = api.call(method, path, token=None, headers=headers)
         assert response.status_code == 401
         assert response.json() == {"message": "unauthorized: the access token is missing, invalid or revoked"}

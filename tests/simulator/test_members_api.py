@@ -44,7 +44,10 @@ def test_paging_walks_every_member_once(page_base: int) -> None:
         validate_page(LIST_MEMBERS, page)
         assert page["items"] == [state.customer(T, item["customerUid"]) for item in page["items"]]
     past = api.members_page(T, group, pageNumber=page_base + 10_000, pageSize=7).json()
-    assert past == {"items": [], "paging": {"pageNumber": page_base + 10_000, "pageSize": 7, "totalCount": len(members)}}
+    assert past == {
+        "items": [],
+        "paging": {"pageNumber": page_base + 10_000, "pageSize": 7, "totalCount": len(members)},
+    }
 
 
 def test_page_size_cap_and_default_page_size() -> None:
@@ -164,8 +167,10 @@ def test_too_many_uids_in_one_update() -> None:
     [
         ({"addCustomerUids": "cust-0000001"}, "request body is invalid at addCustomerUids"),
         ({"removeCustomerUids": [1, 2]}, "request body is invalid at removeCustomerUids.0"),
-        ({"addCustomerUids": ["cust-0000001"], "removeCustomerUids": ["cust-0000001"]},
-         "listed in both addCustomerUids and removeCustomerUids: cust-0000001"),
+        (
+            {"addCustomerUids": ["cust-0000001"], "removeCustomerUids": ["cust-0000001"]},
+            "listed in both addCustomerUids and removeCustomerUids: cust-0000001",
+        ),
         (["cust-0000001"], "request body is invalid at (body)"),
     ],
 )
@@ -203,8 +208,9 @@ def test_out_of_band_mutators_share_the_rules(state: SimulatorState) -> None:
     assert new["customerGroupUids"] == []
     assert state.customer_uids(T)[-1] == "cust-0000600"
     named = state.add_customer(T, "walk-in_1")
-    validator_for(LIST_MEMBERS).validate({"items": [new, named], "paging": {"pageNumber": 1, "pageSize": 2,
-                                                                              "totalCount": 2}})
+    validator_for(LIST_MEMBERS).validate(
+        {"items": [new, named], "paging": {"pageNumber": 1, "pageSize": 2, "totalCount": 2}}
+    )
     state.add_members(T, "grp-0001", ["walk-in_1", "cust-0000600"])
     assert state.member_uids(T, "grp-0001") == ["cust-0000600", "walk-in_1"]
     assert state.customer(T, "walk-in_1")["customerGroupUids"] == ["grp-0001"]

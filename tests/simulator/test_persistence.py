@@ -33,8 +33,10 @@ def test_changes_survive_a_restart(tmp_path: Path) -> None:
         api = Api(state)
         api.post(f"/tenants/{T}/customer-groups", json={"name": "Pushed segment", "customerGroupUid": "seg-1"})
         walk_in = state.add_customer(T, "walk-in")["customerUid"]
-        api.put(f"/tenants/{T}/customer-groups/seg-1/customers",
-                json={"addCustomerUids": [walk_in, "cust-0000001", "cust-0000019"]})
+        api.put(
+            f"/tenants/{T}/customer-groups/seg-1/customers",
+            json={"addCustomerUids": [walk_in, "cust-0000001", "cust-0000019"]},
+        )
         api.delete(f"/tenants/{T}/customer-groups/grp-0005")
         state.update_customer(T, "cust-0000001", email="endret@example.no")
         api.get(f"/tenants/{T}/customer-groups/grp-0004/customers", params={"sortBy": "lastname"})

@@ -82,8 +82,9 @@ def test_serve_forever_prints_one_ready_line_and_stops_cleanly(sig: signal.Signa
         line = process.stdout.readline()
         match = READY.fullmatch(line.strip())
         assert match, line
-        response = httpx.get(match.group(1) + "/tenants/tenant-2/customer-groups",
-                             headers={"Authorization": "Bearer simulator-token"})
+        response = httpx.get(
+            match.group(1) + "/tenants/tenant-2/customer-groups", headers={"Authorization": "Bearer simulator-token"}
+        )
         assert response.json()["paging"]["totalCount"] == 5
         process.send_signal(sig)
         out, err = process.communicate(timeout=20)

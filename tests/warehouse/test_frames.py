@@ -12,8 +12,13 @@ from pipelines.warehouse.schema import Column, column_name_for_field, customer_f
 
 @pytest.mark.parametrize(
     ("camel", "snake"),
-    [("customerGroupUid", "customer_group_uid"), ("firstname", "firstname"), ("ehfEnabled", "ehf_enabled"),
-     ("vatNumber", "vat_number"), ("customerParentUid", "customer_parent_uid")],
+    [
+        ("customerGroupUid", "customer_group_uid"),
+        ("firstname", "firstname"),
+        ("ehfEnabled", "ehf_enabled"),
+        ("vatNumber", "vat_number"),
+        ("customerParentUid", "customer_parent_uid"),
+    ],
 )
 def test_snake_case(camel: str, snake: str) -> None:
     assert snake_case(camel) == snake
@@ -32,46 +37,88 @@ def test_customer_columns_follow_the_spec_with_types() -> None:
 
 
 def test_frames_keep_python_values_and_json_text() -> None:
-    item = {"customerUid": "c1", "paymentTerms": 30, "credit": {"limit": 5, "balance": 1}, "defaultStore": None,
-            "firstname": "Å\t\"x\"\n\\N", "relevance": 0.5}
+    item = {
+        "customerUid": "c1",
+        "paymentTerms": 30,
+        "credit": {"limit": 5, "balance": 1},
+        "defaultStore": None,
+        "firstname": 'Å\t"x"\n\\N',
+        "relevance": 0.5,
+    }
     frame = customers_frame([item], CustomerColumns())
     row = frame.iloc[0]
     assert row["customer_uid"] == "c1"
     assert row["payment_terms"] == 30 and isinstance(row["payment_terms"], int)
     assert row["credit"] == '{"limit":5,"balance":1}'
     assert row["default_store"] is None
-    assert row["firstname"] == "Å\t\"x\"\n\\N"
+    assert row["firstname"] == 'Å\t"x"\n\\N'
     assert row["row_hash"] == row_hash(item)
     assert row["_spec_deviations"] is None
     assert list(groups_frame([]).columns) == [
-        "customer_group_uid", "name", "created_by", "created_at", "last_modified_by", "last_modified_at",
-        "_spec_deviations"]
+        "customer_group_uid",
+        "name",
+        "created_by",
+        "created_at",
+        "last_modified_by",
+        "last_modified_at",
+        "_spec_deviations",
+    ]
 
 
 def test_deviating_values_keep_their_json_form_and_misfits_move_to_the_record() -> None:
-    item = {"customerUid": "c1", "paymentTerms": "30 dager", "ehfEnabled": "yes", "createdAt": 1700000000,
-            "postalCode": 5003, "credit": "unlimited", "email": None, "customerType": "PARTNER",
-            "contacts": [{"role": "OWNER"}]}
+    item = {
+        "customerUid": "c1",
+        "paymentTerms": "30 dager",
+        "ehfEnabled": "yes",
+        "createdAt": 1700000000,
+        "postalCode": 5003,
+        "credit": "unlimited",
+        "email": None,
+        "customerType": "PARTNER",
+        "contacts": [{"role": "OWNER"}],
+    }
     clean = {"customerUid": "c2", "paymentTerms": 30}
-    deviations = {"c1": {"paymentTerms": "type", "ehfEnabled": "type", "createdAt": "type", "postalCode": "type",
-                         "credit": "type", "email": "null", "customerType": "enum", "contacts.role": "enum",
-                         "city": "missing"}}
+    deviations = {
+        "c1": {
+            "paymentTerms": "type",
+            "ehfEnabled": "type",
+            "createdAt": "type",
+            "postalCode": "type",
+            "credit": "type",
+            "email": "null",
+            "customerType": "enum",
+            "contacts.role": "enum",
+            "city": "missing",
+        }
+    }
     first, second = customers_frame([item, clean], CustomerColumns(), deviations).to_dict("records")
     assert (first["payment_terms"], first["ehf_enabled"], first["created_at"]) == (None, None, None)
     assert (first["postal_code"], first["credit"], first["email"], first["customer_type"]) == (
-        "5003", '"unlimited"', None, "PARTNER")
+        "5003",
+        '"unlimited"',
+        None,
+        "PARTNER",
+    )
     assert first["contacts"] == '[{"role":"OWNER"}]'
     assert orjson.loads(first["_spec_deviations"]) == {
-        "paymentTerms": {"case": "type", "value": "30 dager"}, "ehfEnabled": {"case": "type", "value": "yes"},
-        "createdAt": {"case": "type", "value": 1700000000}, "postalCode": {"case": "type"},
-        "credit": {"case": "type"}, "email": {"case": "null"}, "customerType": {"case": "enum"},
-        "contacts.role": {"case": "enum"}, "city": {"case": "missing"}}
+        "paymentTerms": {"case": "type", "value": "30 dager"},
+        "ehfEnabled": {"case": "type", "value": "yes"},
+        "createdAt": {"case": "type", "value": 1700000000},
+        "postalCode": {"case": "type"},
+        "credit": {"case": "type"},
+        "email": {"case": "null"},
+        "customerType": {"case": "enum"},
+        "contacts.role": {"case": "enum"},
+        "city": {"case": "missing"},
+    }
     assert (second["payment_terms"], second["_spec_deviations"]) == (30, None)
     group = {"customerGroupUid": "g1", "name": 7, "createdAt": "yesterday"}
     (row,) = groups_frame([group], {"g1": {"name": "type", "createdAt": "format"}}).to_dict("records")
     assert (row["name"], row["created_at"]) == ("7", None)
     assert orjson.loads(row["_spec_deviations"]) == {
-        "name": {"case": "type"}, "createdAt": {"case": "format", "value": "yesterday"}}
+        "name": {"case": "type"},
+        "createdAt": {"case": "format", "value": "yesterday"},
+    }
 
 
 def test_fields_without_a_column_go_to_extra_fields_and_known_columns_take_theirs() -> None:
@@ -87,8 +134,14 @@ def test_fields_without_a_column_go_to_extra_fields_and_known_columns_take_their
     ]
     frame = customers_frame(items, columns)
     assert list(frame.columns) == [
-        "customer_uid", *(c.name for c in spec), "loyalty_tier", "x_legacy", "extra_fields", "row_hash",
-        "_spec_deviations"]
+        "customer_uid",
+        *(c.name for c in spec),
+        "loyalty_tier",
+        "x_legacy",
+        "extra_fields",
+        "row_hash",
+        "_spec_deviations",
+    ]
     rows = frame.to_dict("records")
     # text columns take JSON text for non-strings; a column whose field is unknown stays NULL;
     # fields without a column are one JSON object, NULLs left out, and no object when there are none
@@ -104,7 +157,9 @@ def test_fields_without_a_column_go_to_extra_fields_and_known_columns_take_their
 def test_memberships_frame_pairs_the_group_with_each_member() -> None:
     frame = memberships_frame("g1", [{"customerUid": "c1"}, {"customerUid": "c2"}])
     assert frame.to_dict("records") == [
-        {"customer_group_uid": "g1", "customer_uid": "c1"}, {"customer_group_uid": "g1", "customer_uid": "c2"}]
+        {"customer_group_uid": "g1", "customer_uid": "c1"},
+        {"customer_group_uid": "g1", "customer_uid": "c2"},
+    ]
     assert memberships_frame("g1", []).shape == (0, 2)
 
 
@@ -115,17 +170,28 @@ def test_row_hash_ignores_key_order() -> None:
 
 def test_discover_reports_each_unregistered_field_once_typed_by_its_first_value() -> None:
     columns = CustomerColumns(registered=frozenset({"known"}))
-    added = columns.discover([{"customerUid": "c", "loyaltyTier": "GOLD", "points": 3, "x": None, "known": 1},
-                              {"customerUid": "d", "loyaltyTier": 5, "weird\"; drop": True, "x": [1]}])
+    added = columns.discover(
+        [
+            {"customerUid": "c", "loyaltyTier": "GOLD", "points": 3, "x": None, "known": 1},
+            {"customerUid": "d", "loyaltyTier": 5, 'weird"; drop': True, "x": [1]},
+        ]
+    )
     assert added == [("loyaltyTier", "text"), ("points", "bigint"), ('weird"; drop', "boolean"), ("x", "jsonb")]
     assert columns.discover([{"customerUid": "e", "loyaltyTier": "X", "email": "e@x.no"}]) == []
 
 
 @pytest.mark.parametrize(
     ("api_field", "column"),
-    [("loyaltyTier", "loyalty_tier"), ("points", "points"),
-     # a spec column's or a bookkeeping column's name, a leading underscore, too long, empty: hashed
-     ("customer_type", None), ("extraFields", None), ("_secret", None), ("a" * 64, None), ("", None)],
+    [
+        ("loyaltyTier", "loyalty_tier"),
+        ("points", "points"),
+        # a spec column's or a bookkeeping column's name, a leading underscore, too long, empty: hashed
+        ("customer_type", None),
+        ("extraFields", None),
+        ("_secret", None),
+        ("a" * 64, None),
+        ("", None),
+    ],
 )
 def test_column_names_of_new_fields_are_stable_and_never_clash(api_field: str, column: str | None) -> None:
     name = column_name_for_field(api_field)

@@ -238,7 +238,11 @@ def test_a_customer_changed_between_two_of_its_groups_keeps_the_copy_read_last(d
     state = _state()
     tenant = state.tenant_uids()[0]
     groups_of = {
-        uid: [g["customerGroupUid"] for g in state.groups(tenant) if uid in state.member_uids(tenant, g["customerGroupUid"])]
+        uid: [
+            g["customerGroupUid"]
+            for g in state.groups(tenant)
+            if uid in state.member_uids(tenant, g["customerGroupUid"])
+        ]
         for uid in state.customer_uids(tenant)
     }
     customer = next(uid for uid, groups in groups_of.items() if len(groups) >= 2)
@@ -416,5 +420,7 @@ def test_load_runs_records_the_run(database_url: str) -> None:
     ("concurrency", "page_size", "pages"),
     [(8, 1000, 8), (8, 100, 80), (8, 25, 320), (8, 999, 8), (4, 5000, 4), (1, 1, 1000)],
 )
-def test_the_page_budget_holds_a_thousand_customers_per_connection(concurrency: int, page_size: int, pages: int) -> None:
+def test_the_page_budget_holds_a_thousand_customers_per_connection(
+    concurrency: int, page_size: int, pages: int
+) -> None:
     assert page_budget(concurrency, page_size) == pages

@@ -61,8 +61,13 @@ def _field_columns(conn: psycopg.Connection[Any]) -> list[str]:
 
 
 def test_plan_promotes_oldest_first_up_to_the_cap_binds_old_columns_and_keeps_clashes() -> None:
-    pending = [("loyaltyTier", "text"), ("points", "bigint"), ("loyalty_tier", "text"), ("legacyThing", "bigint"),
-               ("late", "jsonb")]
+    pending = [
+        ("loyaltyTier", "text"),
+        ("points", "bigint"),
+        ("loyalty_tier", "text"),
+        ("legacyThing", "bigint"),
+        ("late", "jsonb"),
+    ]
     promote, keep = plan_promotions(
         pending, {"email": "text", "legacy_thing": "numeric", "older": "text"}, {"email"}, cap=4
     )
@@ -103,7 +108,8 @@ def test_only_the_tables_a_load_changed_are_analysed() -> None:
     ]
     unchanged.customer_versions_opened = 1
     assert [s.as_string(None).split(" (")[0] for s in analyze_statements(unchanged)] == [
-        'ANALYZE "flowretail"."customer_snapshots"', 'ANALYZE "flowretail"."load_runs"'
+        'ANALYZE "flowretail"."customer_snapshots"',
+        'ANALYZE "flowretail"."load_runs"',
     ]
 
 
@@ -115,27 +121,36 @@ def test_a_new_api_field_lands_in_extra_fields_and_migrate_promotes_it(database_
     tenant = state.tenant_uids()[0]
     _load(state, database_url, tenant, "run-1")
     uid = _first_member(state, tenant)
-    state.update_customer(tenant, uid, new_fields=True, loyaltyTier="GOLD", loyaltyPoints=1200,
-                          preferences={"a": [1, 2]}, nothing=None)
+    state.update_customer(
+        tenant, uid, new_fields=True, loyaltyTier="GOLD", loyaltyPoints=1200, preferences={"a": [1, 2]}, nothing=None
+    )
     result = _load(state, database_url, tenant, "run-2")
     assert sorted(result.new_fields) == ["loyaltyPoints", "loyaltyTier", "preferences"]
     current = "FROM flowretail.customer_snapshots WHERE tenant_uid = %s AND customer_uid = %s AND valid_to IS NULL"
     with psycopg.connect(database_url) as conn:
         assert _field_columns(conn) == ["extra_fields"]  # the load added no column
         assert _rows(conn, f"SELECT extra_fields {current}", tenant, uid) == [
-            ({"loyaltyTier": "GOLD", "loyaltyPoints": 1200, "preferences": {"a": [1, 2]}},)]
-        assert _rows(conn, "SELECT api_field, pg_type, status, column_name, first_seen_run_id "
-                     "FROM flowretail.customer_fields ORDER BY 1") == [
+            ({"loyaltyTier": "GOLD", "loyaltyPoints": 1200, "preferences": {"a": [1, 2]}},)
+        ]
+        assert _rows(
+            conn,
+            "SELECT api_field, pg_type, status, column_name, first_seen_run_id "
+            "FROM flowretail.customer_fields ORDER BY 1",
+        ) == [
             ("loyaltyPoints", "bigint", "pending", None, "run-2"),
             ("loyaltyTier", "text", "pending", None, "run-2"),
             ("preferences", "jsonb", "pending", None, "run-2"),
         ]
     report = migrate(database_url)
     assert [(p.api_field, p.column_name) for p in report.promoted] == [
-        ("loyaltyPoints", "loyalty_points"), ("loyaltyTier", "loyalty_tier"), ("preferences", "preferences")]
+        ("loyaltyPoints", "loyalty_points"),
+        ("loyaltyTier", "loyalty_tier"),
+        ("preferences", "preferences"),
+    ]
     with psycopg.connect(database_url) as conn:
-        assert _rows(conn, f"SELECT loyalty_tier, loyalty_points, preferences, extra_fields {current}", tenant, uid) == [
-            ("GOLD", 1200, {"a": [1, 2]}, None)]
+        assert _rows(
+            conn, f"SELECT loyalty_tier, loyalty_points, preferences, extra_fields {current}", tenant, uid
+        ) == [("GOLD", 1200, {"a": [1, 2]}, None)]
         assert {r[0] for r in _rows(conn, "SELECT status FROM flowretail.customer_fields")} == {"column"}
     again = _load(state, database_url, tenant, "run-3")
     assert (again.new_fields, again.customer_versions_opened, again.customer_versions_closed) == ([], 0, 0)
@@ -176,12 +191,14 @@ def test_a_busy_table_defers_promotion_and_loses_nothing(database_url: str, monk
     with psycopg.connect(database_url) as conn:
         assert _rows(conn, "SELECT status FROM flowretail.customer_fields") == [("pending",)]
         assert _rows(conn, "SELECT extra_fields FROM flowretail.customer_snapshots WHERE customer_uid = %s", uid) == [
-            ({"loyaltyTier": "GOLD"},)]
+            ({"loyaltyTier": "GOLD"},)
+        ]
     # the next load's check promotes it once the table is free
     _load(state, database_url, tenant, "run-2")
     with psycopg.connect(database_url) as conn:
-        assert _rows(conn, "SELECT loyalty_tier, extra_fields FROM flowretail.customer_snapshots "
-                     "WHERE customer_uid = %s", uid) == [("GOLD", None)]
+        assert _rows(
+            conn, "SELECT loyalty_tier, extra_fields FROM flowretail.customer_snapshots WHERE customer_uid = %s", uid
+        ) == [("GOLD", None)]
 
 
 def _wait_until_blocked_by(database_url: str, blocker_pid: int, thread: threading.Thread) -> None:
@@ -227,16 +244,27 @@ def test_two_tenants_loads_and_an_analyst_never_wait_for_each_others_merge(datab
     try:
         _wait_until_blocked_by(database_url, blocker.info.backend_pid, thread)
         with psycopg.connect(database_url) as watch:  # tenant 1's open merge holds no ACCESS EXCLUSIVE lock
-            assert _rows(watch, "SELECT c.relname FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
-                         "WHERE l.mode = 'AccessExclusiveLock' AND c.relnamespace = 'flowretail'::regnamespace") == []
+            assert (
+                _rows(
+                    watch,
+                    "SELECT c.relname FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+                    "WHERE l.mode = 'AccessExclusiveLock' AND c.relnamespace = 'flowretail'::regnamespace",
+                )
+                == []
+            )
         impatient = make_conninfo(database_url, options="-c lock_timeout=2000")
         results[second] = _load(state, impatient, second, "b-2")
         with psycopg.connect(impatient) as analyst:
             seen = [
                 row
                 for tenant, uid in uids.items()
-                for row in _rows(analyst, "SELECT tenant_uid, email, extra_fields FROM flowretail.customer_snapshots "
-                                 "WHERE tenant_uid = %s AND customer_uid = %s AND valid_to IS NULL", tenant, uid)
+                for row in _rows(
+                    analyst,
+                    "SELECT tenant_uid, email, extra_fields FROM flowretail.customer_snapshots "
+                    "WHERE tenant_uid = %s AND customer_uid = %s AND valid_to IS NULL",
+                    tenant,
+                    uid,
+                )
             ]
             analyst.execute("SELECT count(*) FROM flowretail.customer_group_memberships")
         assert thread.is_alive(), "tenant 1's merge must still be open"
@@ -249,7 +277,9 @@ def test_two_tenants_loads_and_an_analyst_never_wait_for_each_others_merge(datab
     assert results[second].new_fields == []  # tenant 1 registered it before its merge
     # the analyst saw tenant 1 as before its merge and tenant 2 after its own
     assert [(t, e == f"{t}@x.no", x) for t, e, x in seen] == [
-        (first, False, None), (second, True, {"loyaltyTier": f"GOLD-{second}"})]
+        (first, False, None),
+        (second, True, {"loyaltyTier": f"GOLD-{second}"}),
+    ]
     with psycopg.connect(database_url) as conn:
         for tenant in (first, second):
             assert _expected_tables(state, tenant) == _actual_tables(conn, tenant)
@@ -357,7 +387,10 @@ def test_the_migrate_command_creates_then_finds_the_schema_current(
     monkeypatch.setenv("DATABASE_URL", database_url)
     assert main(["migrate"]) == 0
     assert capsys.readouterr().out.splitlines() == [
-        "created schema flowretail", "created schema analytics", "schema brought up to date"]
+        "created schema flowretail",
+        "created schema analytics",
+        "schema brought up to date",
+    ]
     assert main(["migrate"]) == 0
     assert capsys.readouterr().out.splitlines() == ["schema already up to date"]
     assert main(["migrate", "--force"]) == 0

@@ -50,28 +50,48 @@ def test_spec_breaking_customers_are_loaded_as_they_come(state: SimulatorState, 
     api = {uid: state.customer(TENANT, uid) for uid in ("cust-0000014", "cust-0000015", "cust-0000016")}
     with psycopg.connect(database_url) as conn:
         assert _row(conn, "cust-0000013", "email, mobile, credit, _spec_deviations") == (
-            None, None, None, {"email": {"case": "null"}, "mobile": {"case": "null"}, "credit": {"case": "null"}})
+            None,
+            None,
+            None,
+            {"email": {"case": "null"}, "mobile": {"case": "null"}, "credit": {"case": "null"}},
+        )
         assert _row(conn, "cust-0000014", "payment_terms, relevance, ehf_enabled, postal_code, _spec_deviations") == (
-            None, None, None, str(api["cust-0000014"]["postalCode"]), {
-                "paymentTerms": {"case": "type", "value": "30 dager"}, "relevance": {"case": "type", "value": "high"},
-                "ehfEnabled": {"case": "type", "value": "yes"}, "postalCode": {"case": "type"}})
+            None,
+            None,
+            None,
+            str(api["cust-0000014"]["postalCode"]),
+            {
+                "paymentTerms": {"case": "type", "value": "30 dager"},
+                "relevance": {"case": "type", "value": "high"},
+                "ehfEnabled": {"case": "type", "value": "yes"},
+                "postalCode": {"case": "type"},
+            },
+        )
         assert _row(conn, "cust-0000015", "addresses, _spec_deviations") == (
-            api["cust-0000015"]["addresses"], {"addresses.type": {"case": "enum"}})
+            api["cust-0000015"]["addresses"],
+            {"addresses.type": {"case": "enum"}},
+        )
         assert api["cust-0000015"]["addresses"][0]["type"] == "PICKUP_POINT"
         served = api["cust-0000016"]["firstname"]
         assert "\x00" in served
         assert _row(conn, "cust-0000016", "firstname, ehf, _spec_deviations") == (
-            served.replace("\x00", ""), {"enabled": False, "address": ""},
-            {"firstname": {"case": "nul_removed"}, "ehf.address": {"case": "nul_removed"}})
+            served.replace("\x00", ""),
+            {"enabled": False, "address": ""},
+            {"firstname": {"case": "nul_removed"}, "ehf.address": {"case": "nul_removed"}},
+        )
         assert _row(conn, "cust-0000017", "email, credit, _spec_deviations") == (
-            None, None, {"email": {"case": "missing"}, "credit": {"case": "missing"}})
+            None,
+            None,
+            {"email": {"case": "missing"}, "credit": {"case": "missing"}},
+        )
         others = conn.execute(
             "SELECT count(*) FROM flowretail.customer_snapshots WHERE _spec_deviations IS NOT NULL "
             "AND customer_uid NOT IN ('cust-0000013', 'cust-0000014', 'cust-0000015', 'cust-0000016', 'cust-0000017')"
         ).fetchone()
         assert others == (0,)
-        assert conn.execute("SELECT count(*) FROM flowretail.customer_groups WHERE _spec_deviations IS NOT NULL"
-                            ).fetchone() == (0,)
+        assert conn.execute(
+            "SELECT count(*) FROM flowretail.customer_groups WHERE _spec_deviations IS NOT NULL"
+        ).fetchone() == (0,)
         run = conn.execute("SELECT status, spec_deviations FROM flowretail.load_runs WHERE run_id = 'run-1'").fetchone()
     assert run == ("succeeded", COUNTS)
 
@@ -85,8 +105,9 @@ def test_a_load_true_to_the_spec_records_no_deviation(database_url: str) -> None
     assert result.spec_deviations == {}
     with psycopg.connect(database_url) as conn:
         assert conn.execute("SELECT spec_deviations FROM flowretail.load_runs").fetchone() == ({},)
-        assert conn.execute("SELECT count(*) FROM flowretail.customer_snapshots WHERE _spec_deviations IS NOT NULL"
-                            ).fetchone() == (0,)
+        assert conn.execute(
+            "SELECT count(*) FROM flowretail.customer_snapshots WHERE _spec_deviations IS NOT NULL"
+        ).fetchone() == (0,)
 
 
 def test_strict_mode_fails_as_before_naming_the_first_violation(state: SimulatorState, database_url: str) -> None:
@@ -97,7 +118,10 @@ def test_strict_mode_fails_as_before_naming_the_first_violation(state: Simulator
     # reported first is up to the event loop, so each group holding a deviant customer gives one.
     first_error = {
         "cust-0000013": ("email", 'null is not of type "string"'),
-        "cust-0000014": ("postalCode", f'{state.customer(TENANT, "cust-0000014")["postalCode"]} is not of type "string"'),
+        "cust-0000014": (
+            "postalCode",
+            f'{state.customer(TENANT, "cust-0000014")["postalCode"]} is not of type "string"',
+        ),
         "cust-0000015": ("addresses[0].type", '"PICKUP_POINT" is not one of "DELIVERY_ADDRESS" or "INVOICE_ADDRESS"'),
         "cust-0000017": ("email", '"email" is a required property'),
         "cust-0000016": ("firstname", "contains U+0000, which PostgreSQL cannot store"),

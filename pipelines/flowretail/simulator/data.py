@@ -85,54 +85,314 @@ def now_ms() -> int:
 
 
 _FIRST = {
-    "NO": ["Ola", "Kari", "Per", "Ingrid", "Lars", "Anne", "Magnus", "Sigrid", "Henrik", "Ingvild",
-           "Øystein", "Åse", "Bjørn", "Solveig", "Håkon", "Marit", "Torbjørn", "Ragnhild", "Jørgen", "Liv"],
-    "SE": ["Erik", "Anna", "Lars", "Karin", "Johan", "Maria", "Anders", "Elin", "Björn", "Åsa",
-           "Mikael", "Linnéa", "Sven", "Ingrid", "Oskar", "Märta", "Göran", "Ebba", "Nils", "Frida"],
-    "DK": ["Jens", "Mette", "Søren", "Hanne", "Mads", "Camilla", "Rasmus", "Line", "Niels", "Signe",
-           "Kasper", "Birgitte", "Frederik", "Ida", "Morten", "Louise", "Anders", "Sofie", "Jørgen", "Karen"],
-    "FI": ["Mikko", "Aino", "Juha", "Laura", "Antti", "Sanna", "Jussi", "Johanna", "Matti", "Päivi",
-           "Ville", "Emilia", "Timo", "Tiina", "Jari", "Helmi", "Pekka", "Katja", "Eero", "Sari"],
+    "NO": [
+        "Ola",
+        "Kari",
+        "Per",
+        "Ingrid",
+        "Lars",
+        "Anne",
+        "Magnus",
+        "Sigrid",
+        "Henrik",
+        "Ingvild",
+        "Øystein",
+        "Åse",
+        "Bjørn",
+        "Solveig",
+        "Håkon",
+        "Marit",
+        "Torbjørn",
+        "Ragnhild",
+        "Jørgen",
+        "Liv",
+    ],
+    "SE": [
+        "Erik",
+        "Anna",
+        "Lars",
+        "Karin",
+        "Johan",
+        "Maria",
+        "Anders",
+        "Elin",
+        "Björn",
+        "Åsa",
+        "Mikael",
+        "Linnéa",
+        "Sven",
+        "Ingrid",
+        "Oskar",
+        "Märta",
+        "Göran",
+        "Ebba",
+        "Nils",
+        "Frida",
+    ],
+    "DK": [
+        "Jens",
+        "Mette",
+        "Søren",
+        "Hanne",
+        "Mads",
+        "Camilla",
+        "Rasmus",
+        "Line",
+        "Niels",
+        "Signe",
+        "Kasper",
+        "Birgitte",
+        "Frederik",
+        "Ida",
+        "Morten",
+        "Louise",
+        "Anders",
+        "Sofie",
+        "Jørgen",
+        "Karen",
+    ],
+    "FI": [
+        "Mikko",
+        "Aino",
+        "Juha",
+        "Laura",
+        "Antti",
+        "Sanna",
+        "Jussi",
+        "Johanna",
+        "Matti",
+        "Päivi",
+        "Ville",
+        "Emilia",
+        "Timo",
+        "Tiina",
+        "Jari",
+        "Helmi",
+        "Pekka",
+        "Katja",
+        "Eero",
+        "Sari",
+    ],
 }
 _LAST = {
-    "NO": ["Hansen", "Johansen", "Olsen", "Larsen", "Andersen", "Pedersen", "Nilsen", "Kristiansen", "Jensen",
-           "Karlsen", "Johnsen", "Pettersen", "Eriksen", "Berg", "Haugen", "Hagen", "Johannessen", "Andreassen",
-           "Jacobsen", "Dahl", "Jørgensen", "Halvorsen", "Lie", "Bakken", "Sæther", "Solberg", "Strand", "Moe",
-           "Nygård", "Kvamme"],
-    "SE": ["Andersson", "Johansson", "Karlsson", "Nilsson", "Eriksson", "Larsson", "Olsson", "Persson",
-           "Svensson", "Gustafsson", "Pettersson", "Jonsson", "Jansson", "Hansson", "Bengtsson", "Jönsson",
-           "Lindberg", "Jakobsson", "Magnusson", "Lindström", "Olofsson", "Lindqvist", "Lindgren", "Berg",
-           "Axelsson", "Bergström", "Lundberg", "Lind", "Lundgren", "Åberg"],
-    "DK": ["Nielsen", "Jensen", "Hansen", "Pedersen", "Andersen", "Christensen", "Larsen", "Sørensen",
-           "Rasmussen", "Jørgensen", "Petersen", "Madsen", "Kristensen", "Olsen", "Thomsen", "Christiansen",
-           "Poulsen", "Johansen", "Møller", "Mortensen", "Knudsen", "Jakobsen", "Mikkelsen", "Olesen",
-           "Frederiksen", "Laursen", "Henriksen", "Lund", "Holm", "Schmidt"],
-    "FI": ["Korhonen", "Virtanen", "Mäkinen", "Nieminen", "Mäkelä", "Hämäläinen", "Laine", "Heikkinen",
-           "Koskinen", "Järvinen", "Lehtonen", "Lehtinen", "Saarinen", "Salminen", "Heinonen", "Niemi",
-           "Heikkilä", "Kinnunen", "Salonen", "Turunen", "Salo", "Laitinen", "Tuominen", "Rantanen",
-           "Karjalainen", "Jokinen", "Mattila", "Savolainen", "Lahtinen", "Ahonen"],
+    "NO": [
+        "Hansen",
+        "Johansen",
+        "Olsen",
+        "Larsen",
+        "Andersen",
+        "Pedersen",
+        "Nilsen",
+        "Kristiansen",
+        "Jensen",
+        "Karlsen",
+        "Johnsen",
+        "Pettersen",
+        "Eriksen",
+        "Berg",
+        "Haugen",
+        "Hagen",
+        "Johannessen",
+        "Andreassen",
+        "Jacobsen",
+        "Dahl",
+        "Jørgensen",
+        "Halvorsen",
+        "Lie",
+        "Bakken",
+        "Sæther",
+        "Solberg",
+        "Strand",
+        "Moe",
+        "Nygård",
+        "Kvamme",
+    ],
+    "SE": [
+        "Andersson",
+        "Johansson",
+        "Karlsson",
+        "Nilsson",
+        "Eriksson",
+        "Larsson",
+        "Olsson",
+        "Persson",
+        "Svensson",
+        "Gustafsson",
+        "Pettersson",
+        "Jonsson",
+        "Jansson",
+        "Hansson",
+        "Bengtsson",
+        "Jönsson",
+        "Lindberg",
+        "Jakobsson",
+        "Magnusson",
+        "Lindström",
+        "Olofsson",
+        "Lindqvist",
+        "Lindgren",
+        "Berg",
+        "Axelsson",
+        "Bergström",
+        "Lundberg",
+        "Lind",
+        "Lundgren",
+        "Åberg",
+    ],
+    "DK": [
+        "Nielsen",
+        "Jensen",
+        "Hansen",
+        "Pedersen",
+        "Andersen",
+        "Christensen",
+        "Larsen",
+        "Sørensen",
+        "Rasmussen",
+        "Jørgensen",
+        "Petersen",
+        "Madsen",
+        "Kristensen",
+        "Olsen",
+        "Thomsen",
+        "Christiansen",
+        "Poulsen",
+        "Johansen",
+        "Møller",
+        "Mortensen",
+        "Knudsen",
+        "Jakobsen",
+        "Mikkelsen",
+        "Olesen",
+        "Frederiksen",
+        "Laursen",
+        "Henriksen",
+        "Lund",
+        "Holm",
+        "Schmidt",
+    ],
+    "FI": [
+        "Korhonen",
+        "Virtanen",
+        "Mäkinen",
+        "Nieminen",
+        "Mäkelä",
+        "Hämäläinen",
+        "Laine",
+        "Heikkinen",
+        "Koskinen",
+        "Järvinen",
+        "Lehtonen",
+        "Lehtinen",
+        "Saarinen",
+        "Salminen",
+        "Heinonen",
+        "Niemi",
+        "Heikkilä",
+        "Kinnunen",
+        "Salonen",
+        "Turunen",
+        "Salo",
+        "Laitinen",
+        "Tuominen",
+        "Rantanen",
+        "Karjalainen",
+        "Jokinen",
+        "Mattila",
+        "Savolainen",
+        "Lahtinen",
+        "Ahonen",
+    ],
 }
 _STREETS = {
-    "NO": ["Storgata", "Kirkegata", "Kongens gate", "Dronningens gate", "Bygdøy allé", "Thorvald Meyers gate",
-           "Markveien", "Strandgaten", "Olav Tryggvasons gate", "Skippergata", "Fjellveien", "Sjøgata"],
-    "SE": ["Drottninggatan", "Storgatan", "Kungsgatan", "Sveavägen", "Götgatan", "Vasagatan", "Södra vägen",
-           "Järnvägsgatan", "Linnégatan", "Östra Hamngatan"],
-    "DK": ["Vesterbrogade", "Nørrebrogade", "Strøget", "Østerbrogade", "Algade", "Søndergade", "Jernbanegade",
-           "Amagerbrogade", "Frederiksberg Allé", "Gammel Kongevej"],
-    "FI": ["Mannerheimintie", "Aleksanterinkatu", "Hämeenkatu", "Kauppakatu", "Rautatienkatu", "Esplanadi",
-           "Puistokatu", "Yliopistonkatu", "Itäinen Pitkäkatu", "Hämeentie"],
+    "NO": [
+        "Storgata",
+        "Kirkegata",
+        "Kongens gate",
+        "Dronningens gate",
+        "Bygdøy allé",
+        "Thorvald Meyers gate",
+        "Markveien",
+        "Strandgaten",
+        "Olav Tryggvasons gate",
+        "Skippergata",
+        "Fjellveien",
+        "Sjøgata",
+    ],
+    "SE": [
+        "Drottninggatan",
+        "Storgatan",
+        "Kungsgatan",
+        "Sveavägen",
+        "Götgatan",
+        "Vasagatan",
+        "Södra vägen",
+        "Järnvägsgatan",
+        "Linnégatan",
+        "Östra Hamngatan",
+    ],
+    "DK": [
+        "Vesterbrogade",
+        "Nørrebrogade",
+        "Strøget",
+        "Østerbrogade",
+        "Algade",
+        "Søndergade",
+        "Jernbanegade",
+        "Amagerbrogade",
+        "Frederiksberg Allé",
+        "Gammel Kongevej",
+    ],
+    "FI": [
+        "Mannerheimintie",
+        "Aleksanterinkatu",
+        "Hämeenkatu",
+        "Kauppakatu",
+        "Rautatienkatu",
+        "Esplanadi",
+        "Puistokatu",
+        "Yliopistonkatu",
+        "Itäinen Pitkäkatu",
+        "Hämeentie",
+    ],
 }
 # (city, lowest postal code, highest postal code) as integers; formatted per country.
 _CITIES = {
-    "NO": [("Oslo", 150, 1295), ("Bergen", 5003, 5099), ("Trondheim", 7010, 7099), ("Stavanger", 4005, 4099),
-           ("Tromsø", 9006, 9020), ("Kristiansand", 4608, 4639), ("Drammen", 3015, 3048), ("Bodø", 8003, 8023)],
-    "SE": [("Stockholm", 11120, 11899), ("Göteborg", 41101, 41879), ("Malmö", 21115, 21774),
-           ("Uppsala", 75220, 75758), ("Västerås", 72210, 72481), ("Örebro", 70210, 70382),
-           ("Linköping", 58222, 58758)],
-    "DK": [("København K", 1050, 1472), ("Aarhus C", 8000, 8000), ("Odense C", 5000, 5000),
-           ("Aalborg", 9000, 9000), ("Esbjerg", 6700, 6715), ("Randers C", 8900, 8900)],
-    "FI": [("Helsinki", 100, 990), ("Espoo", 2100, 2940), ("Tampere", 33100, 33960), ("Turku", 20100, 20960),
-           ("Oulu", 90100, 90940), ("Jyväskylä", 40100, 40950)],
+    "NO": [
+        ("Oslo", 150, 1295),
+        ("Bergen", 5003, 5099),
+        ("Trondheim", 7010, 7099),
+        ("Stavanger", 4005, 4099),
+        ("Tromsø", 9006, 9020),
+        ("Kristiansand", 4608, 4639),
+        ("Drammen", 3015, 3048),
+        ("Bodø", 8003, 8023),
+    ],
+    "SE": [
+        ("Stockholm", 11120, 11899),
+        ("Göteborg", 41101, 41879),
+        ("Malmö", 21115, 21774),
+        ("Uppsala", 75220, 75758),
+        ("Västerås", 72210, 72481),
+        ("Örebro", 70210, 70382),
+        ("Linköping", 58222, 58758),
+    ],
+    "DK": [
+        ("København K", 1050, 1472),
+        ("Aarhus C", 8000, 8000),
+        ("Odense C", 5000, 5000),
+        ("Aalborg", 9000, 9000),
+        ("Esbjerg", 6700, 6715),
+        ("Randers C", 8900, 8900),
+    ],
+    "FI": [
+        ("Helsinki", 100, 990),
+        ("Espoo", 2100, 2940),
+        ("Tampere", 33100, 33960),
+        ("Turku", 20100, 20960),
+        ("Oulu", 90100, 90940),
+        ("Jyväskylä", 40100, 40950),
+    ],
 }
 _EMAIL_DOMAINS = {
     "NO": ["gmail.com", "online.no", "hotmail.no", "outlook.com", "icloud.com"],
@@ -142,10 +402,44 @@ _EMAIL_DOMAINS = {
 }
 _DIALLING_CODES = {"NO": "+47", "SE": "+46", "DK": "+45", "FI": "+358"}
 _LEGAL_FORMS = {"NO": ["AS", "AS", "ASA"], "SE": ["AB"], "DK": ["ApS", "A/S"], "FI": ["Oy", "Oyj"]}
-_COMPANY_WORDS = ["Nordlys", "Fjell", "Fjord", "Vik", "Berg", "Skog", "Havbris", "Polar", "Midnatt", "Nord",
-                  "Sol", "Elv", "Tind", "Granitt", "Bølge", "Lyng", "Furu", "Birk", "Skjær", "Øya"]
-_COMPANY_TRADES = ["Handel", "Bygg", "Sport", "Interiør", "Mat", "Elektro", "Data", "Regnskap", "Transport",
-                   "Konsult", "Design", "Eiendom", "Catering", "Optikk"]
+_COMPANY_WORDS = [
+    "Nordlys",
+    "Fjell",
+    "Fjord",
+    "Vik",
+    "Berg",
+    "Skog",
+    "Havbris",
+    "Polar",
+    "Midnatt",
+    "Nord",
+    "Sol",
+    "Elv",
+    "Tind",
+    "Granitt",
+    "Bølge",
+    "Lyng",
+    "Furu",
+    "Birk",
+    "Skjær",
+    "Øya",
+]
+_COMPANY_TRADES = [
+    "Handel",
+    "Bygg",
+    "Sport",
+    "Interiør",
+    "Mat",
+    "Elektro",
+    "Data",
+    "Regnskap",
+    "Transport",
+    "Konsult",
+    "Design",
+    "Eiendom",
+    "Catering",
+    "Optikk",
+]
 _DEPARTMENTS = ["Innkjøp", "Avd. Vest", "Avd. Øst", "Lager", "Butikkdrift", "Økonomi"]
 _ACCOUNT_MANAGERS = [
     ("usr-0001", "Kari Nordmann", "KN"),
@@ -165,14 +459,40 @@ _STORES = [
 _ORIGINS = ["pos", "pos", "webshop", "webshop", "import", "api", ""]
 _CONSENT_SOURCES = ["pos", "webshop", "myPage", "import", "customerService"]
 _CONSENTS = [("newsletter", 0.6), ("sms", 0.35), ("email_marketing", 0.45)]
-_NOTES = ["Ønsker faktura på e-post", "Kunde siden 2012", "Ring før levering", "Stamkund \u2013 ge 10 % rabatt",
-          "Kontakt via innkjøpsavdelingen", "Leveres til bakdør", "Foretrækker SMS", "Toimitus arkisin"]
+_NOTES = [
+    "Ønsker faktura på e-post",
+    "Kunde siden 2012",
+    "Ring før levering",
+    "Stamkund \u2013 ge 10 % rabatt",
+    "Kontakt via innkjøpsavdelingen",
+    "Leveres til bakdør",
+    "Foretrækker SMS",
+    "Toimitus arkisin",
+]
 _CONTACT_ROLES = ["ADMIN", "PURCHASER", "ACCOUNTING", "NONE"]
 _PRICELISTS_COMPANY = ["", "pl-b2b-standard", "pl-b2b-gold", "pl-wholesale"]
-_STAFF = ["kari.nordmann@flowretail.example", "sven.lindqvist@flowretail.example",
-          "mette.holm@flowretail.example", "system"]
-_ASCII = str.maketrans({"ø": "o", "Ø": "O", "å": "a", "Å": "A", "æ": "ae", "Æ": "AE", "ä": "a", "Ä": "A",
-                        "ö": "o", "Ö": "O", "é": "e", "ü": "u"})
+_STAFF = [
+    "kari.nordmann@flowretail.example",
+    "sven.lindqvist@flowretail.example",
+    "mette.holm@flowretail.example",
+    "system",
+]
+_ASCII = str.maketrans(
+    {
+        "ø": "o",
+        "Ø": "O",
+        "å": "a",
+        "Å": "A",
+        "æ": "ae",
+        "Æ": "AE",
+        "ä": "a",
+        "Ä": "A",
+        "ö": "o",
+        "Ö": "O",
+        "é": "e",
+        "ü": "u",
+    }
+)
 
 LONG_VALUE = ("Lang kommentar om kunden \u2013 æøå ÆØÅ, «sitat» og mer. " * 120)[:5000]
 # Strings a naive loader breaks on (CSV/COPY quoting, NULL markers, encodings, sizes). Each hostile
@@ -188,7 +508,7 @@ HOSTILE_VALUES: list[str] = [
     "Åse 😀🎉 Ølberg 👨‍👩‍👧‍👦",
     LONG_VALUE,
     "",
-    "=HYPERLINK(\"http://x.example\";\"y\"),+1;-2@",
+    '=HYPERLINK("http://x.example";"y"),+1;-2@',
     "Robert'); DROP TABLE customers;--",
 ]
 EMPTY_VARIANT = HOSTILE_VALUES.index("")
@@ -198,11 +518,34 @@ HOSTILE_GROUP_NAMES = [
     "Sommer 😀 2025\nNy linje, \\ NULL",
 ]
 _GROUP_NAMES = [
-    "VIP-kunder", "Kundeklubb Gull", "Kundeklubb Sølv", "Bedriftskunder", "Stamkunder Oslo", "Black Week",
-    "Julekampanje", "Sommerkampanje", "Inaktive 12 mnd", "Nye kunder", "Storkunder B2B", "Ansatte",
-    "Studentrabatt", "Medlemmer", "Kampanj Sverige", "Kunder Danmark", "Asiakkaat Suomi", "Bergen sentrum",
-    "Trondheim og omegn", "Göteborg butik", "Nettbutikk aktive", "Gavekort-kjøpere", "Sportsklubber",
-    "Borettslag", "Frisører", "Barnehager", "Restauranter", "Hytteeiere",
+    "VIP-kunder",
+    "Kundeklubb Gull",
+    "Kundeklubb Sølv",
+    "Bedriftskunder",
+    "Stamkunder Oslo",
+    "Black Week",
+    "Julekampanje",
+    "Sommerkampanje",
+    "Inaktive 12 mnd",
+    "Nye kunder",
+    "Storkunder B2B",
+    "Ansatte",
+    "Studentrabatt",
+    "Medlemmer",
+    "Kampanj Sverige",
+    "Kunder Danmark",
+    "Asiakkaat Suomi",
+    "Bergen sentrum",
+    "Trondheim og omegn",
+    "Göteborg butik",
+    "Nettbutikk aktive",
+    "Gavekort-kjøpere",
+    "Sportsklubber",
+    "Borettslag",
+    "Frisører",
+    "Barnehager",
+    "Restauranter",
+    "Hytteeiere",
 ]
 _SPECIAL_NAMES = ["Tom gruppe", "Én kunde", "Topp 100", "Nyhetsbrev \u2013 alle"]
 # What real APIs send that the spec does not allow, one kind per customer (13, 14, ... of each
@@ -284,7 +627,11 @@ class CustomerFactory:
     def hostile_indices(self) -> list[int]:
         """Every customer carrying a hostile string or breaking the spec; the group plan makes sure
         they are listed somewhere."""
-        deviant = [i for i in range(FIRST_DEVIANT, FIRST_DEVIANT + len(SPEC_DEVIATIONS)) if self.deviation_variant(i) is not None]
+        deviant = [
+            i
+            for i in range(FIRST_DEVIANT, FIRST_DEVIANT + len(SPEC_DEVIATIONS))
+            if self.deviation_variant(i) is not None
+        ]
         if not self.hostile:
             return deviant
         first = range(1, min(len(HOSTILE_VALUES), self.base_count - 1) + 1)
@@ -390,7 +737,9 @@ class CustomerFactory:
             "origin": rng.choice(_ORIGINS),
             "createdAt": iso_from_ms(created_ms),
             "lastModifiedAt": iso_from_ms(modified_ms),
-            "pricelistUid": rng.choice(_PRICELISTS_COMPANY) if is_company else ("pl-member" if rng.random() < 0.1 else ""),
+            "pricelistUid": rng.choice(_PRICELISTS_COMPANY)
+            if is_company
+            else ("pl-member" if rng.random() < 0.1 else ""),
             "vatNumber": _vat_number(country, orgnr) if is_company else "",
             "loyaltyId": f"70{rng.randint(0, 10**11 - 1):011d}" if not is_company and rng.random() < 0.55 else "",
             "internalNote": rng.choice(_NOTES) if rng.random() < 0.15 else "",
@@ -418,20 +767,22 @@ class CustomerFactory:
         for number in range(rng.choice([0, 0, 1, 1, 2])):
             kind = "DELIVERY_ADDRESS" if number == 0 else "INVOICE_ADDRESS"
             a_city, a_low, a_high = rng.choice(_CITIES[country])
-            record["addresses"].append({
-                "customerAddressUid": f"adr-{index}-{number + 1}",
-                "type": kind,
-                "displayName": "Levering" if kind == "DELIVERY_ADDRESS" else "Faktura",
-                "firstname": first,
-                "lastname": last,
-                "companyName": company,
-                "address": f"{rng.choice(_STREETS[country])} {rng.randint(1, 90)}",
-                "postalCode": _postal_code(country, rng.randint(a_low, a_high)),
-                "city": a_city,
-                "countryCode": country,
-                "email": email,
-                "phone": mobile,
-            })
+            record["addresses"].append(
+                {
+                    "customerAddressUid": f"adr-{index}-{number + 1}",
+                    "type": kind,
+                    "displayName": "Levering" if kind == "DELIVERY_ADDRESS" else "Faktura",
+                    "firstname": first,
+                    "lastname": last,
+                    "companyName": company,
+                    "address": f"{rng.choice(_STREETS[country])} {rng.randint(1, 90)}",
+                    "postalCode": _postal_code(country, rng.randint(a_low, a_high)),
+                    "city": a_city,
+                    "countryCode": country,
+                    "email": email,
+                    "phone": mobile,
+                }
+            )
         if is_company:
             record["contacts"] = _contacts(index, country, created_ms, modified_ms, orgnr, rng)
             if rng.random() < 0.15:
@@ -532,13 +883,15 @@ def _consents(index: int, created_ms: int, rng: FastRandom) -> list[dict[str, An
         when = created_ms + rng.randrange(86_400_000 * 30)
         status = rng.random() < 0.85
         for _change in range(rng.choice([1, 1, 1, 2, 3])):
-            entries.append({
-                "consentUid": f"cns-{index}-{len(entries) + 1}",
-                "name": name,
-                "status": status,
-                "source": rng.choice(_CONSENT_SOURCES),
-                "createdAt": iso_from_ms(min(when, _MODIFIED_UNTIL)),
-            })
+            entries.append(
+                {
+                    "consentUid": f"cns-{index}-{len(entries) + 1}",
+                    "name": name,
+                    "status": status,
+                    "source": rng.choice(_CONSENT_SOURCES),
+                    "createdAt": iso_from_ms(min(when, _MODIFIED_UNTIL)),
+                }
+            )
             status = not status
             when += rng.randrange(86_400_000, 86_400_000 * 400)
     return entries
@@ -553,20 +906,22 @@ def _contacts(
         first = rng.choice(_FIRST[country])
         last = rng.choice(_LAST[country])
         local = f"{first}.{last}".lower().translate(_ASCII)
-        contacts.append({
-            "customerContactUid": f"con-{index}-{number + 1}",
-            "firstname": first,
-            "lastname": last,
-            "displayName": f"{first} {last}",
-            "email": f"{local}@firma.{country.lower()}",
-            "mobile": _mobile(country, rng),
-            "role": rng.choice(_CONTACT_ROLES),
-            "createdAt": iso_from_ms(created_ms),
-            "lastModifiedAt": iso_from_ms(modified_ms),
-            "extensions": [{"extensionCode": "TWO_INVOICE", "organizationUid": f"org-{orgnr}"}]
-            if rng.random() < 0.1
-            else [],
-        })
+        contacts.append(
+            {
+                "customerContactUid": f"con-{index}-{number + 1}",
+                "firstname": first,
+                "lastname": last,
+                "displayName": f"{first} {last}",
+                "email": f"{local}@firma.{country.lower()}",
+                "mobile": _mobile(country, rng),
+                "role": rng.choice(_CONTACT_ROLES),
+                "createdAt": iso_from_ms(created_ms),
+                "lastModifiedAt": iso_from_ms(modified_ms),
+                "extensions": [{"extensionCode": "TWO_INVOICE", "organizationUid": f"org-{orgnr}"}]
+                if rng.random() < 0.1
+                else [],
+            }
+        )
     return contacts
 
 
@@ -574,8 +929,20 @@ def _apply_hostile(record: dict[str, Any], variant: int) -> None:
     """Put one hostile string in the fields a loader is most likely to mishandle."""
     value = HOSTILE_VALUES[variant]
     if variant == EMPTY_VARIANT:
-        for key in ("firstname", "lastname", "displayName", "companyName", "address", "postalCode", "city",
-                    "email", "mobile", "externalId", "origin", "internalNote"):
+        for key in (
+            "firstname",
+            "lastname",
+            "displayName",
+            "companyName",
+            "address",
+            "postalCode",
+            "city",
+            "email",
+            "mobile",
+            "externalId",
+            "origin",
+            "internalNote",
+        ):
             record[key] = ""
         return
     if variant == LONG_VARIANT:
@@ -601,13 +968,22 @@ def _break_spec(record: dict[str, Any], kind: str) -> None:
         digits = "".join(ch for ch in record["postalCode"] if ch.isdigit()) or "0"
         record.update(paymentTerms="30 dager", relevance="high", ehfEnabled="yes", postalCode=int(digits))
     elif kind == "unknown_enum":
-        record["addresses"] = [{
-            "customerAddressUid": f"adr-{record['customerUid']}-pickup", "type": "PICKUP_POINT",
-            "displayName": "Hentested", "firstname": record["firstname"], "lastname": record["lastname"],
-            "companyName": record["companyName"], "address": record["address"], "postalCode": record["postalCode"],
-            "city": record["city"], "countryCode": record["countryCode"], "email": record["email"],
-            "phone": record["mobile"],
-        }]
+        record["addresses"] = [
+            {
+                "customerAddressUid": f"adr-{record['customerUid']}-pickup",
+                "type": "PICKUP_POINT",
+                "displayName": "Hentested",
+                "firstname": record["firstname"],
+                "lastname": record["lastname"],
+                "companyName": record["companyName"],
+                "address": record["address"],
+                "postalCode": record["postalCode"],
+                "city": record["city"],
+                "countryCode": record["countryCode"],
+                "email": record["email"],
+                "phone": record["mobile"],
+            }
+        ]
     elif kind == "nul":
         record.update(firstname=_with_nul(record["firstname"]), ehf={"enabled": False, "address": "\x00"})
     elif kind == "missing":
@@ -672,13 +1048,15 @@ def plan_groups(
             name = base if cycle == 0 else f"{base} {cycle + 1}"
         created = _CREATED_FROM + rng.randrange(_CREATED_SPAN)
         modified = created + rng.randrange(max(1, _MODIFIED_UNTIL - created))
-        plans.append(GroupPlan(
-            uid=group_uid(index, groups),
-            name=name,
-            created_ms=created,
-            created_by=rng.choice(_STAFF),
-            modified_ms=modified,
-            modified_by=rng.choice(_STAFF),
-            members=members,
-        ))
+        plans.append(
+            GroupPlan(
+                uid=group_uid(index, groups),
+                name=name,
+                created_ms=created,
+                created_by=rng.choice(_STAFF),
+                modified_ms=modified,
+                modified_by=rng.choice(_STAFF),
+                members=members,
+            )
+        )
     return plans

@@ -169,9 +169,7 @@ def parse_page_request(query: Mapping[str, str], config: SimulatorConfig, sort_f
     size = min(requested, config.page_size_cap)
     sort_by = query.get("sortBy", sort_fields[0])
     if sort_by not in sort_fields:
-        raise SimulatorError(
-            400, f"sortBy {sort_by!r} is not a sortable field; use one of: {', '.join(sort_fields)}"
-        )
+        raise SimulatorError(400, f"sortBy {sort_by!r} is not a sortable field; use one of: {', '.join(sort_fields)}")
     direction = query.get("sortDirection", "ASC")
     if direction not in ("ASC", "DESC"):
         raise SimulatorError(400, f"sortDirection must be ASC or DESC, got {direction!r}")
@@ -428,7 +426,9 @@ class SimulatorState:
             if group_uid is None or group_uid == "":
                 group_uid = self._new_group_uid(tenant)
             elif not is_uid(group_uid):
-                raise SimulatorError(400, f"customerGroupUid {group_uid!r} is not a valid UID (letters, digits, - and _)")
+                raise SimulatorError(
+                    400, f"customerGroupUid {group_uid!r} is not a valid UID (letters, digits, - and _)"
+                )
             if group_uid in tenant.groups:
                 raise SimulatorError(409, f"customer group {group_uid!r} already exists in tenant {tenant.uid!r}")
             stamp = self.now()
