@@ -14,6 +14,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import dict_row
 
 from pipelines.progress import progress_logger
 from pipelines.runtime import Environment
@@ -311,18 +312,40 @@ def launch(
     return summary
 
 
+ORPHAN_COLUMNS = ["tenant_uid", "customer_group_uid", "segment", "ownership", "live_size", "last_push_at"]
+RETIREMENT_COLUMNS = [
+    "tenant_uid",
+    "customer_group_uid",
+    "segment",
+    "dry_run",
+    "keep_group",
+    "status",
+    "live_before",
+    "removed",
+    "deleted",
+    "detail",
+]
+
+
+def _rows_of_runs(
+    conn: psycopg.Connection[Any], table: str, columns: list[str], run_ids: list[str], order_by: list[str]
+) -> list[dict[str, Any]]:
+    """The rows that the given runs wrote into one of the push tables, as dicts of ``columns``."""
+    query = sql.SQL("SELECT {} FROM {}.{} WHERE run_id = ANY(%s) ORDER BY {}").format(
+        sql.SQL(", ").join(map(sql.Identifier, columns)),
+        sql.Identifier(SCHEMA),
+        sql.Identifier(table),
+        sql.SQL(", ").join(map(sql.Identifier, order_by)),
+    )
+    with conn.cursor(row_factory=dict_row) as cursor:
+        return cursor.execute(query, (run_ids,)).fetchall()
+
+
 def _read_orphans(conn: psycopg.Connection[Any], summary: RunSummary, push_run_ids: list[str]) -> None:
-    if not push_run_ids:
-        return
-    rows = conn.execute(
-        sql.SQL(
-            "SELECT tenant_uid, customer_group_uid, segment, ownership, live_size, last_push_at "
-            "FROM {}.segment_push_orphans WHERE run_id = ANY(%s) ORDER BY tenant_uid, customer_group_uid"
-        ).format(sql.Identifier(SCHEMA)),
-        (push_run_ids,),
-    ).fetchall()
-    keys = ["tenant_uid", "customer_group_uid", "segment", "ownership", "live_size", "last_push_at"]
-    summary.orphans = [dict(zip(keys, row, strict=True)) for row in rows]
+    if push_run_ids:
+        summary.orphans = _rows_of_runs(
+            conn, "segment_push_orphans", ORPHAN_COLUMNS, push_run_ids, ["tenant_uid", "customer_group_uid"]
+        )
 
 
 def _stale_models(conn: psycopg.Connection[Any], summary: RunSummary, *, drop: bool) -> None:
@@ -384,26 +407,9 @@ def retire(
         )
         run_ids.append(result.run_id)
     with psycopg.connect(env.database_url) as conn:
-        rows = conn.execute(
-            sql.SQL(
-                "SELECT tenant_uid, customer_group_uid, segment, dry_run, keep_group, status, live_before, removed, "
-                "deleted, detail FROM {}.segment_push_retirements WHERE run_id = ANY(%s) ORDER BY tenant_uid"
-            ).format(sql.Identifier(SCHEMA)),
-            (run_ids,),
-        ).fetchall()
-    keys = [
-        "tenant_uid",
-        "customer_group_uid",
-        "segment",
-        "dry_run",
-        "keep_group",
-        "status",
-        "live_before",
-        "removed",
-        "deleted",
-        "detail",
-    ]
-    summary.retirements = [dict(zip(keys, row, strict=True)) for row in rows]
+        summary.retirements = _rows_of_runs(
+            conn, "segment_push_retirements", RETIREMENT_COLUMNS, run_ids, ["tenant_uid"]
+        )
     summary.problems += [
         f"retire of {r['customer_group_uid']} for tenant {r['tenant_uid']} {r['status']}: {r['detail']}"
         for r in summary.retirements
