@@ -367,7 +367,7 @@ def test_database_password_is_masked_in_connection_errors(scenario: ScenarioReco
 @pytest.mark.reliability(
     area="secrets and transport",
     injected="`flowretail load` with DATABASE_URL at a closed loopback port, password in the URL, with and without --verbose",
-    expected="exit 1 (or the raised error) with a clear line; the password in no output, log or file",
+    expected="exit 1 with one line naming DATABASE_URL, password masked; the password in no output, log or file",
 )
 def test_database_password_never_printed_by_the_cli(
     monkeypatch: pytest.MonkeyPatch,
@@ -388,20 +388,22 @@ def test_database_password_never_printed_by_the_cli(
         monkeypatch.setenv("DATABASE_URL", f"postgresql://flow:{PASSWORD}@127.0.0.1:9/warehouse")
         assert main(["load", "--tenant", "tenant-1"]) == 1
         first = capfd.readouterr()
-        with pytest.raises(psycopg.OperationalError) as raised:
-            main(["--verbose", "load", "--tenant", "tenant-1"])
+        assert main(["--verbose", "load", "--tenant", "tenant-1"]) == 1
     verbose = capfd.readouterr()
-    assert first.err.splitlines()[-1:] == [
-        'error: OperationalError: connection failed: connection to server at "127.0.0.1", port 9 failed: '
-        "Connection refused Is the server running on that host and accepting TCP/IP connections? "
-        "(rerun with --verbose for detail)",
-    ]
+    line = (
+        "error: DATABASE_URL: cannot connect to postgresql://flow:***@127.0.0.1:9/warehouse: connection failed: "
+        'connection to server at "127.0.0.1", port 9 failed: Connection refused Is the server running on that host '
+        "and accepting TCP/IP connections?"
+    )
+    # The schema check before any job meets the closed port first: one line naming the variable.
+    assert first.err.splitlines()[-1:] == [line]
+    assert verbose.err.splitlines()[-1:] == [line]
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
-    hits = _hits(first.out + first.err + verbose.out + verbose.err + caplog.text + str(raised.value), PASSWORD) + sum(
+    hits = _hits(first.out + first.err + verbose.out + verbose.err + caplog.text, PASSWORD) + sum(
         _hits(p.read_bytes(), PASSWORD) for p in files
     )
     scenario.tokens(0)
-    scenario.note(f"password occurrences: {hits}; the problem takes two lines (libpq's hint)")
+    scenario.note(f"password occurrences: {hits}")
     assert hits == 0
 
 
