@@ -6,6 +6,7 @@ import itertools
 import json
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -15,8 +16,10 @@ from pipelines.cli import main
 from pipelines.flowretail.simulator import SimulatorConfig, SimulatorState, build_state, running_simulator
 
 
-@pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, database_url: str) -> Iterator[tuple[SimulatorState, str]]:
+@contextmanager
+def simulated_product(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[SimulatorState]:
+    """The environment `flowretail` commands read, pointed at a fresh two-tenant simulator and a
+    private DAGSTER_HOME under ``tmp_path``; DATABASE_URL is left to the caller."""
     state = build_state(SimulatorConfig(tenants=2, customers=300, groups=5))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
@@ -26,6 +29,12 @@ def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, database_url: str) -> I
         monkeypatch.setenv("FLOWRETAIL_TOKEN", state.token)
         monkeypatch.setenv("FLOWRETAIL_TENANT_UIDS", ",".join(state.tenant_uids()))
         monkeypatch.setenv("FLOWRETAIL_RATE_LIMIT", "1000")
+        yield state
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, database_url: str) -> Iterator[tuple[SimulatorState, str]]:
+    with simulated_product(monkeypatch, tmp_path) as state:
         monkeypatch.setenv("DATABASE_URL", database_url)
         yield state, database_url
 

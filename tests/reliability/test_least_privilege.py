@@ -18,8 +18,8 @@ import pytest
 from psycopg import sql
 
 from pipelines.cli import main
-from pipelines.flowretail.simulator import SimulatorConfig, build_state, running_simulator
 from pipelines.warehouse.embedded import bundled_psql
+from tests.test_cli import simulated_product
 
 GRANTS = Path(__file__).resolve().parents[2] / "deploy" / "grants"
 
@@ -61,15 +61,7 @@ def roles(database_url: str) -> Iterator[Roles]:
 
 @pytest.fixture
 def product_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    state = build_state(SimulatorConfig(tenants=2, customers=300, groups=5))
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
-    (tmp_path / "dagster_home").mkdir()
-    with running_simulator(state) as base_url:
-        monkeypatch.setenv("FLOWRETAIL_BASE_URL", base_url)
-        monkeypatch.setenv("FLOWRETAIL_TOKEN", state.token)
-        monkeypatch.setenv("FLOWRETAIL_TENANT_UIDS", ",".join(state.tenant_uids()))
-        monkeypatch.setenv("FLOWRETAIL_RATE_LIMIT", "1000")
+    with simulated_product(monkeypatch, tmp_path):
         yield
 
 
