@@ -138,12 +138,15 @@ WHERE n.nspname = %(schema)s AND c.relname = %(name)s AND c.relkind = 'v'
 # analyses what it writes, so this normally finds nothing; it keeps a brand-new database (or a loader
 # that does not) from planning a tenant's queries on empty statistics, where a filter on one tenant
 # is estimated at a handful of rows and a nested loop over a view takes minutes.
-_STALE_SOURCES_QUERY = """
+# Only sources never analysed: whoever writes a source analyses what it wrote (the product's loads
+# analyse the key and filter columns of each raw table they change), and autovacuum keeps the rest
+# current. n_mod_since_analyze is no guide here: an ANALYZE of some columns leaves it as it was, so
+# every model would analyse every column of a wide source again after each load.
+_UNANALYSED_SOURCES_QUERY = """
 SELECT schemaname, relname
 FROM pg_catalog.pg_stat_user_tables
 WHERE schemaname = ANY(%(schemas)s) AND relname = ANY(%(names)s)
-  AND (n_mod_since_analyze > 50 + 0.1 * n_live_tup
-       OR (last_analyze IS NULL AND last_autoanalyze IS NULL AND n_live_tup > 0))
+  AND last_analyze IS NULL AND last_autoanalyze IS NULL AND n_live_tup > 0
 """
 
 
@@ -382,7 +385,7 @@ def relation_columns(conn: psycopg.Connection[Any], schema: str, name: str) -> t
 
 
 def _refresh_source_statistics(conn: psycopg.Connection[Any], model: Model, project: Project) -> None:
-    """Analyse the sources a model reads whose statistics are missing or stale (see the query)."""
+    """Analyse the sources a model reads that have never been analysed (see the query)."""
     wanted = {
         (project.sources[s.source_name].schema, s.table_name) for s in model.sources if s.source_name in project.sources
     }
@@ -390,7 +393,7 @@ def _refresh_source_statistics(conn: psycopg.Connection[Any], model: Model, proj
         return
     with conn.transaction():
         rows = conn.execute(
-            _STALE_SOURCES_QUERY,
+            _UNANALYSED_SOURCES_QUERY,
             {"schemas": sorted({schema for schema, _ in wanted}), "names": sorted({name for _, name in wanted})},
         ).fetchall()
     for schema, name in rows:
@@ -603,15 +606,18 @@ def run_data_test(
     try:
         with conn.transaction():
             count_row = conn.execute(sql.SQL("SELECT count(*) FROM (\n{}\n) AS failing_rows").format(query)).fetchone()
-            with conn.cursor(name=f"data_test_sample_{id(test):x}", row_factory=dict_row) as cursor:
-                cursor.execute(query)
-                sample = cursor.fetchmany(sample_size) if sample_size > 0 else []
+            failing_rows = int(count_row[0]) if count_row else 0
+            sample: list[dict[str, Any]] = []
+            if failing_rows and sample_size > 0:  # a passing test would run its query a second time for nothing
+                with conn.cursor(name=f"data_test_sample_{id(test):x}", row_factory=dict_row) as cursor:
+                    cursor.execute(query)
+                    sample = cursor.fetchmany(sample_size)
     except psycopg.Error as error:
         raise DataTestError(
             f"{test.defined_in}: data test {test.name} on model {test.model} could not run: {_database_message(error)}"
         ) from error
     return DataTestResult(
-        failing_rows=int(count_row[0]) if count_row else 0,
+        failing_rows=failing_rows,
         sample=[{column: _json_friendly(value) for column, value in row.items()} for row in sample],
     )
 
