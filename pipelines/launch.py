@@ -228,6 +228,65 @@ def _unsynced_local_run_history(dagster_home: Path) -> None:
 _LISTENERS: dict[str, Any] = {}  # one listener per run history, however often launch() runs
 
 
+@dataclass
+class _TenantRuns:
+    """What one tenant's runs left for the summary: their run ids and one line per problem."""
+
+    load_run_id: str | None = None
+    push_run_id: str | None = None
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _TenantWork:
+    """What ``launch`` asks of each tenant: the same for all of them."""
+
+    defs: Any
+    instance: Any
+    command: str
+    segments: list[str] | None
+    dry_run: bool
+    overrides: Collection[str]
+    quiet: dict[str, Any]
+
+
+def _run_tenant(work: _TenantWork, tenant_uid: str) -> _TenantRuns:
+    """One tenant's load, then its push: a push never waits for another tenant's load."""
+    runs = _TenantRuns()
+    if work.command in ("load", "run"):
+        progress_logger.info("%s: loading", tenant_uid)
+        result = work.defs.resolve_job_def("warehouse_load").execute_in_process(
+            partition_key=tenant_uid, instance=work.instance, raise_on_error=False, run_config=work.quiet
+        )
+        runs.load_run_id = result.run_id
+        if not result.success:
+            runs.problems += [f"load of tenant {tenant_uid} failed: {m}" for m in _failure_messages(result)] or [
+                f"load of tenant {tenant_uid} failed"
+            ]
+            return runs
+    if work.command in ("push", "run"):
+        from pipelines.reverse_etl.assets import STEPS_IN_PROCESS_TAG, push_run_config, push_selection
+
+        progress_logger.info("%s: planning%s pushes", tenant_uid, " (dry run)" if work.dry_run else " and applying")
+        # In process, one step at a time with the whole client budget: a step process per segment
+        # costs a Dagster import (3-4 CPU-s) for pushes that take well under a second here.
+        pushed = work.defs.resolve_job_def("segment_push").execute_in_process(
+            partition_key=tenant_uid,
+            instance=work.instance,
+            tags={STEPS_IN_PROCESS_TAG: "true"},
+            raise_on_error=False,
+            run_config={
+                **push_run_config(dry_run=work.dry_run, overrides=work.overrides).to_config_dict(),
+                **work.quiet,
+            },
+            asset_selection=push_selection(work.segments, dry_run=work.dry_run),
+        )
+        runs.push_run_id = pushed.run_id
+        failures = [] if pushed.success else _failure_messages(pushed, report_blocked_checks=False)
+        runs.problems += [f"push for tenant {tenant_uid} failed: {m}" for m in failures]
+    return runs
+
+
 def launch(
     env: Environment,
     *,
@@ -261,40 +320,15 @@ def launch(
         summary.problems.append(str(exc))
         return summary
     quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL" if not verbose else "INFO"}}}}
-    load_run_ids: list[str] = []
-    push_run_ids: list[str] = []
-    for tenant_uid in selected:
-        if command in ("load", "run"):
-            progress_logger.info("%s: loading", tenant_uid)
-            result = defs.resolve_job_def("warehouse_load").execute_in_process(
-                partition_key=tenant_uid, instance=instance, raise_on_error=False, run_config=quiet
-            )
-            load_run_ids.append(result.run_id)
-            if not result.success:
-                summary.problems += [f"load of tenant {tenant_uid} failed: {m}" for m in _failure_messages(result)] or [
-                    f"load of tenant {tenant_uid} failed"
-                ]
-                continue
-        if command in ("push", "run"):
-            from pipelines.reverse_etl.assets import STEPS_IN_PROCESS_TAG, push_run_config, push_selection
-
-            progress_logger.info("%s: planning%s pushes", tenant_uid, " (dry run)" if dry_run else " and applying")
-            # In process, one step at a time with the whole client budget: a step process per segment
-            # costs a Dagster import (3-4 CPU-s) for pushes that take well under a second here.
-            pushed = defs.resolve_job_def("segment_push").execute_in_process(
-                partition_key=tenant_uid,
-                instance=instance,
-                tags={STEPS_IN_PROCESS_TAG: "true"},
-                raise_on_error=False,
-                run_config={
-                    **push_run_config(dry_run=dry_run, overrides=overrides).to_config_dict(),
-                    **quiet,
-                },
-                asset_selection=push_selection(segments, dry_run=dry_run),
-            )
-            failures = [] if pushed.success else _failure_messages(pushed, report_blocked_checks=False)
-            push_run_ids.append(pushed.run_id)
-            summary.problems += [f"push for tenant {tenant_uid} failed: {m}" for m in failures]
+    work = _TenantWork(defs, instance, command, segments, dry_run, overrides, quiet)
+    # One tenant after another: Dagster's in-process runs are not thread-safe (a run's start
+    # reconfigures logging while another run logs), and a process per tenant costs a Dagster import
+    # each. A deployment runs tenants at once through its run queue.
+    outcomes = [_run_tenant(work, tenant_uid) for tenant_uid in selected]
+    for outcome in outcomes:
+        summary.problems += outcome.problems
+    load_run_ids = [o.load_run_id for o in outcomes if o.load_run_id is not None]
+    push_run_ids = [o.push_run_id for o in outcomes if o.push_run_id is not None]
     if command in ("load", "run") and load_run_ids and cross_tenant_jobs:
         # Models declared tenant_scope='all' read every tenant: once, after all the loads.
         progress_logger.info("building the models spanning tenants")
