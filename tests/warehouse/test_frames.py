@@ -7,7 +7,8 @@ import pytest
 
 from pipelines.warehouse.frames import CustomerColumns, customers_frame, groups_frame, memberships_frame, row_hash
 from pipelines.warehouse.postgres import advisory_lock_key, mask_url
-from pipelines.warehouse.schema import Column, column_name_for_field, customer_field_columns, snake_case
+from pipelines.warehouse.schema import Column, customer_field_columns, snake_case
+from pipelines.warehouse.tables import column_name_for_field
 
 
 @pytest.mark.parametrize(
