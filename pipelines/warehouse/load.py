@@ -46,7 +46,7 @@ from pipelines.warehouse.frames import (
     memberships_frame,
 )
 from pipelines.warehouse.migrate import MIGRATE_LOCK, ensure_current_schema
-from pipelines.warehouse.postgres import advisory_lock_key, mask_url
+from pipelines.warehouse.postgres import advisory_lock_key, mask_url, masked_database_url
 from pipelines.warehouse.schema import (
     DEVIATIONS_COLUMN,
     EXTRA_FIELDS_COLUMN,
@@ -703,5 +703,8 @@ async def _record_failure(database_url: str, result: TenantLoadResult, exc: Base
             await _record_run(conn, result, "failed", message)
     except (psycopg.Error, OSError) as db_exc:
         logger.warning(
-            "could not record the failed load of %s in %s: %s", result.tenant_uid, mask_url(database_url), db_exc
+            "could not record the failed load of %s in %s: %s",
+            result.tenant_uid,
+            masked_database_url(database_url),
+            mask_url(str(db_exc)),
         )

@@ -31,7 +31,7 @@ import psycopg
 from psycopg import sql
 
 from pipelines.sql_models.project import DEFAULT_TARGET_SCHEMA
-from pipelines.warehouse.postgres import create_schema_if_missing, mask_url
+from pipelines.warehouse.postgres import create_schema_if_missing, mask_url, masked_database_url
 from pipelines.warehouse.schema import EXTRA_FIELDS_COLUMN, MAX_PROMOTED_FIELDS, SCHEMA, customer_field_columns
 from pipelines.warehouse.tables import (
     Statement,
@@ -266,7 +266,7 @@ def _connect(database_url: str) -> psycopg.Connection[Any]:
         return psycopg.connect(database_url, autocommit=True)
     except psycopg.OperationalError as exc:
         detail = mask_url(" ".join(str(exc).split()))
-        raise MigrationError(f"DATABASE_URL: cannot connect to {mask_url(database_url)}: {detail}") from None
+        raise MigrationError(f"DATABASE_URL: cannot connect to {masked_database_url(database_url)}: {detail}") from None
 
 
 def migrate_on(conn: psycopg.Connection[Any], *, force: bool = False) -> MigrationReport:
