@@ -368,16 +368,16 @@ def _render(element: Any, schema: str | None = None) -> str:
     ).strip()
 
 
-def _add_if_missing(table: sa.Table, column: sa.Column[Any]) -> sql.Composed:
+def _add_if_missing(table: sa.Table, column: sa.Column[Any], schema: str | None = None) -> sql.Composed:
     """Add a column only when it is missing. ``ADD COLUMN IF NOT EXISTS`` alone would take an ACCESS
     EXCLUSIVE lock on every run, queueing behind (and then blocking) any reader of the table."""
     return sql.SQL(
         "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = {}::regclass AND attname = {} "
         "AND NOT attisdropped) THEN ALTER TABLE {} ADD COLUMN {}; END IF; END $$"
     ).format(
-        sql.Literal(f"{table.schema}.{table.name}"),
+        sql.Literal(sql.Identifier(str(schema or table.schema), table.name).as_string(None)),
         sql.Literal(column.name),
-        sql.Identifier(str(table.schema), table.name),
+        sql.Identifier(str(schema or table.schema), table.name),
         sql.SQL(_render(CreateColumn(column))),
     )
 
@@ -385,7 +385,7 @@ def _add_if_missing(table: sa.Table, column: sa.Column[Any]) -> sql.Composed:
 def table_ddl(table: sa.Table, schema: str | None = None) -> list[Statement]:
     """Idempotent DDL of one table: create it, add columns declared later, create its indexes."""
     statements: list[Statement] = [sql.SQL(_render(CreateTable(table, if_not_exists=True), schema))]
-    statements += [_add_if_missing(table, c) for c in table.columns if c.info.get("added_later")]
+    statements += [_add_if_missing(table, c, schema) for c in table.columns if c.info.get("added_later")]
     statements += [
         sql.SQL(_render(CreateIndex(index, if_not_exists=True), schema))
         for index in sorted(table.indexes, key=lambda i: str(i.name))

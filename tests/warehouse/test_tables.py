@@ -11,7 +11,16 @@ import psycopg
 from pipelines.sql_models.built import record_built
 from pipelines.warehouse.load import _RUN_ARGUMENTS, TenantLoadResult
 from pipelines.warehouse.migrate import ddl_fingerprint, ensure_current_schema, migrate
-from pipelines.warehouse.tables import column_names, load_runs, model_relations, table_ddl, upsert_sql
+from pipelines.warehouse.schema import RAW_TABLE_STATISTICS
+from pipelines.warehouse.tables import (
+    column_names,
+    load_runs,
+    metadata,
+    model_relations,
+    table_ddl,
+    upsert_sql,
+    warehouse_tables,
+)
 from tests.conftest import fresh_database
 
 BEFORE_METADATA_SQL = Path(__file__).with_name("schema_before_metadata.sql")
@@ -93,3 +102,9 @@ def test_every_load_runs_column_comes_from_the_result_or_the_call() -> None:
     upsert = upsert_sql(load_runs, keep=("started_at",)).as_string(None)
     assert '"finished_at" = EXCLUDED."finished_at"' in upsert
     assert '"started_at" = EXCLUDED' not in upsert and '"run_id" = EXCLUDED' not in upsert
+
+
+def test_the_analysed_statistics_name_declared_tables_and_columns() -> None:
+    warehouse_tables()
+    for table, columns in RAW_TABLE_STATISTICS.items():
+        assert set(columns) <= set(column_names(metadata.tables[f"flowretail.{table}"])), table
