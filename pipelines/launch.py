@@ -7,7 +7,7 @@ not from the process's memory, so the CLI shows exactly what an analyst would fi
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -346,6 +346,33 @@ def launch(
     return summary
 
 
+# What the summary shows of each run: column names, or an expression with the key it is shown as.
+LOAD_COLUMNS: list[str | sql.Composable] = [
+    "tenant_uid",
+    "status",
+    "groups_rows",
+    "memberships_rows",
+    "customers_rows",
+    "pages",
+    "requests",
+    "retries",
+    sql.SQL("round(extract(epoch FROM finished_at - started_at)::numeric, 1) AS seconds"),
+]
+PUSH_COLUMNS: list[str | sql.Composable] = [
+    "tenant_uid",
+    "segment",
+    "customer_group_uid",
+    "status",
+    "applied_adds",
+    "applied_removes",
+    "withheld_removes",
+    sql.SQL("jsonb_array_length(rejected_uids) AS rejected"),
+    "verified",
+    "calls",
+    "blocked",
+    "planned_adds",
+    "planned_removes",
+]
 ORPHAN_COLUMNS = ["tenant_uid", "customer_group_uid", "segment", "ownership", "live_size", "last_push_at"]
 RETIREMENT_COLUMNS = [
     "tenant_uid",
@@ -362,11 +389,15 @@ RETIREMENT_COLUMNS = [
 
 
 def _rows_of_runs(
-    conn: psycopg.Connection[Any], table: str, columns: list[str], run_ids: list[str], order_by: list[str]
+    conn: psycopg.Connection[Any],
+    table: str,
+    columns: Sequence[str | sql.Composable],
+    run_ids: list[str],
+    order_by: list[str],
 ) -> list[dict[str, Any]]:
-    """The rows that the given runs wrote into one of the push tables, as dicts of ``columns``."""
+    """The rows that the given runs wrote into one of the run tables, as dicts of ``columns``."""
     query = sql.SQL("SELECT {} FROM {}.{} WHERE run_id = ANY(%s) ORDER BY {}").format(
-        sql.SQL(", ").join(map(sql.Identifier, columns)),
+        sql.SQL(", ").join(sql.Identifier(c) if isinstance(c, str) else c for c in columns),
         sql.Identifier(SCHEMA),
         sql.Identifier(table),
         sql.SQL(", ").join(map(sql.Identifier, order_by)),
@@ -472,66 +503,34 @@ def _read_summary(
     push_run_ids: list[str],
     tenants: list[str],
 ) -> None:
-    s = sql.Identifier(SCHEMA)
     if load_run_ids:
-        rows = conn.execute(
-            sql.SQL(
-                "SELECT tenant_uid, status, groups_rows, memberships_rows, customers_rows, pages, requests, retries, "
-                "round(extract(epoch FROM finished_at - started_at)::numeric, 1) FROM {}.load_runs "
-                "WHERE run_id = ANY(%s) ORDER BY tenant_uid"
-            ).format(s),
-            (load_run_ids,),
-        ).fetchall()
-        keys = [
-            "tenant_uid",
-            "status",
-            "groups_rows",
-            "memberships_rows",
-            "customers_rows",
-            "pages",
-            "requests",
-            "retries",
-            "seconds",
-        ]
-        summary.loads = [dict(zip(keys, row, strict=True)) for row in rows]
+        summary.loads = _rows_of_runs(conn, "load_runs", LOAD_COLUMNS, load_run_ids, ["tenant_uid"])
+    summary.segments = _segment_sizes(conn, tenants)
+    if push_run_ids:
+        summary.pushes = _rows_of_runs(conn, "segment_push_runs", PUSH_COLUMNS, push_run_ids, ["tenant_uid", "segment"])
+        summary.problems += _push_problems(summary.pushes)
+
+
+def _segment_sizes(conn: psycopg.Connection[Any], tenants: list[str]) -> list[dict[str, Any]]:
     exists = conn.execute("SELECT to_regclass('analytics.segment_membership') IS NOT NULL").fetchone()
-    if exists and exists[0]:
-        rows = conn.execute(
-            "SELECT tenant_uid, segment, count(*) FROM analytics.segment_membership WHERE tenant_uid = ANY(%s) "
-            "GROUP BY 1, 2 ORDER BY 1, 2",
+    if not (exists and exists[0]):
+        return []
+    with conn.cursor(row_factory=dict_row) as cursor:
+        return cursor.execute(
+            "SELECT tenant_uid, segment, count(*) AS customers FROM analytics.segment_membership "
+            "WHERE tenant_uid = ANY(%s) GROUP BY 1, 2 ORDER BY 1, 2",
             (tenants,),
         ).fetchall()
-        summary.segments = [{"tenant_uid": t, "segment": seg, "customers": n} for t, seg, n in rows]
-    if push_run_ids:
-        rows = conn.execute(
-            sql.SQL(
-                "SELECT tenant_uid, segment, customer_group_uid, status, applied_adds, applied_removes, "
-                "withheld_removes, jsonb_array_length(rejected_uids), verified, calls, blocked, planned_adds, "
-                "planned_removes FROM {}.segment_push_runs WHERE run_id = ANY(%s) ORDER BY tenant_uid, segment"
-            ).format(s),
-            (push_run_ids,),
-        ).fetchall()
-        keys = [
-            "tenant_uid",
-            "segment",
-            "customer_group_uid",
-            "status",
-            "applied_adds",
-            "applied_removes",
-            "withheld_removes",
-            "rejected",
-            "verified",
-            "calls",
-            "blocked",
-            "planned_adds",
-            "planned_removes",
-        ]
-        summary.pushes = [dict(zip(keys, row, strict=True)) for row in rows]
-        for push in summary.pushes:
-            if push["status"] == "blocked":
-                summary.problems.append(
-                    f"push of {push['segment']} for tenant {push['tenant_uid']} blocked: {'; '.join(push['blocked'])}"
-                    + override_hint(push["blocked"])
-                )
-            elif push["status"] == "failed":
-                summary.problems.append(f"push of {push['segment']} for tenant {push['tenant_uid']} was not verified")
+
+
+def _push_problems(pushes: list[dict[str, Any]]) -> list[str]:
+    problems = []
+    for push in pushes:
+        if push["status"] == "blocked":
+            problems.append(
+                f"push of {push['segment']} for tenant {push['tenant_uid']} blocked: {'; '.join(push['blocked'])}"
+                + override_hint(push["blocked"])
+            )
+        elif push["status"] == "failed":
+            problems.append(f"push of {push['segment']} for tenant {push['tenant_uid']} was not verified")
+    return problems

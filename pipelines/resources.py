@@ -14,7 +14,7 @@ from pipelines.flowretail.config import ApiTuning
 from pipelines.flowretail.secrets import clean_token
 from pipelines.settings import ConfigError, client_config_or_config_error
 from pipelines.warehouse.api_budget import BudgetLimits, SharedBudget
-from pipelines.warehouse.postgres import mask_url
+from pipelines.warehouse.postgres import mask_url, masked_database_url
 
 
 class TenantToken(dg.Config):  # type: ignore[misc]
@@ -78,5 +78,5 @@ class WarehouseResource(dg.ConfigurableResource):  # type: ignore[misc]
             return psycopg.connect(self.database_url, **kwargs)
         except psycopg.OperationalError as exc:
             raise ConfigError(
-                f"DATABASE_URL: cannot connect to {mask_url(self.database_url)}: {mask_url(str(exc))}"
+                f"DATABASE_URL: cannot connect to {masked_database_url(self.database_url)}: {mask_url(str(exc))}"
             ) from None

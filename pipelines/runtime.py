@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from pipelines.settings import Settings, load_settings
 from pipelines.warehouse.embedded import start_embedded_postgres
-from pipelines.warehouse.postgres import mask_url
+from pipelines.warehouse.postgres import masked_database_url
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -52,7 +52,7 @@ class Environment:
 
     @property
     def masked_database_url(self) -> str:
-        return mask_url(self.database_url)
+        return masked_database_url(self.database_url)
 
 
 def private_state_dir(path: Path) -> Path:

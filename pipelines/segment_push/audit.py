@@ -19,6 +19,7 @@ from pipelines.flowretail.errors import ApiStatusError, BadRequestError, FlowRet
 from pipelines.segment_push.plan import PushHistory, PushTarget, SegmentPushPlan
 from pipelines.warehouse.postgres import advisory_lock_key, create_schema_if_missing
 from pipelines.warehouse.schema import SCHEMA
+from pipelines.warehouse.tables import PUSH_TABLES, Statement, ddl_statements
 
 T = TypeVar("T")
 _S = sql.Identifier(SCHEMA)
@@ -29,126 +30,9 @@ class PushRefusedError(RuntimeError):
     """This run's plan may not be applied now: another push of the group runs, or the plan is stale."""
 
 
-# Applied by `flowretail migrate` (pipelines/warehouse/migrate.py), never on a push's path.
-PUSH_TABLES_SQL: list[sql.Composed] = [
-    sql.SQL(
-        """CREATE TABLE IF NOT EXISTS {}.segment_push_groups (
-    tenant_uid text NOT NULL,
-    customer_group_uid text NOT NULL,
-    segment text NOT NULL,
-    ownership text NOT NULL CHECK (ownership IN ('created', 'adopted')),
-    since timestamptz NOT NULL,
-    first_push_done_at timestamptz,
-    PRIMARY KEY (tenant_uid, customer_group_uid)
-)"""
-    ).format(_S),
-    sql.SQL(
-        """CREATE TABLE IF NOT EXISTS {}.segment_push_runs (
-    run_id text NOT NULL,
-    tenant_uid text NOT NULL,
-    segment text NOT NULL,
-    customer_group_uid text NOT NULL,
-    status text NOT NULL,
-    dry_run boolean NOT NULL DEFAULT false,
-    plan_hash text NOT NULL,
-    group_action text NOT NULL,
-    mode text NOT NULL,
-    segment_count bigint NOT NULL,
-    live_count bigint NOT NULL,
-    planned_adds bigint NOT NULL,
-    planned_removes bigint NOT NULL,
-    withheld_removes bigint NOT NULL,
-    drift_added bigint NOT NULL,
-    drift_removed bigint NOT NULL,
-    applied_adds bigint NOT NULL DEFAULT 0,
-    applied_removes bigint NOT NULL DEFAULT 0,
-    rejected_uids jsonb NOT NULL DEFAULT '[]',
-    blocked jsonb NOT NULL DEFAULT '[]',
-    verified boolean,
-    calls bigint NOT NULL DEFAULT 0,
-    duration_seconds double precision,
-    plan jsonb NOT NULL,
-    planned_at timestamptz NOT NULL,
-    finished_at timestamptz,
-    error text,
-    PRIMARY KEY (run_id, tenant_uid, segment)
-)"""
-    ).format(_S),
-    sql.SQL(
-        """CREATE TABLE IF NOT EXISTS {}.segment_push_log (
-    id bigserial PRIMARY KEY,
-    run_id text NOT NULL,
-    tenant_uid text NOT NULL,
-    segment text NOT NULL,
-    customer_group_uid text NOT NULL,
-    action text NOT NULL,
-    uid_count bigint NOT NULL DEFAULT 0,
-    batch_number integer,
-    http_status integer,
-    error text,
-    add_uids jsonb NOT NULL DEFAULT '[]',
-    remove_uids jsonb NOT NULL DEFAULT '[]',
-    at timestamptz NOT NULL DEFAULT now()
-)"""
-    ).format(_S),
-    sql.SQL(
-        """CREATE TABLE IF NOT EXISTS {}.segment_push_members (
-    tenant_uid text NOT NULL,
-    segment text NOT NULL,
-    customer_group_uid text NOT NULL,
-    customer_uid text NOT NULL,
-    PRIMARY KEY (tenant_uid, segment, customer_group_uid, customer_uid)
-)"""
-    ).format(_S),
-    # Lifecycle: 'retired' once `flowretail push --retire` emptied (and, unless kept, deleted) the group.
-    sql.SQL(
-        "ALTER TABLE {}.segment_push_groups ADD COLUMN IF NOT EXISTS status text NOT NULL DEFAULT 'active' "
-        "CHECK (status IN ('active', 'retired'))"
-    ).format(_S),
-    sql.SQL("ALTER TABLE {}.segment_push_groups ADD COLUMN IF NOT EXISTS retired_at timestamptz").format(_S),
-    sql.SQL(
-        """CREATE TABLE IF NOT EXISTS {}.segment_push_orphans (
-    run_id text NOT NULL,
-    tenant_uid text NOT NULL,
-    customer_group_uid text NOT NULL,
-    segment text NOT NULL,
-    ownership text NOT NULL,
-    live_size bigint,
-    last_push_at timestamptz,
-    noted_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (run_id, tenant_uid, customer_group_uid)
-)"""
-    ).format(_S),
-    sql.SQL(
-        """CREATE TABLE IF NOT EXISTS {}.segment_push_retirements (
-    run_id text NOT NULL,
-    tenant_uid text NOT NULL,
-    customer_group_uid text NOT NULL,
-    segment text,
-    dry_run boolean NOT NULL,
-    keep_group boolean NOT NULL,
-    status text NOT NULL,
-    live_before bigint,
-    removed bigint NOT NULL DEFAULT 0,
-    deleted boolean NOT NULL DEFAULT false,
-    detail text,
-    at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (run_id, tenant_uid, customer_group_uid)
-)"""
-    ).format(_S),
-    # What add/remove call sizes one API installation took and refused for a tenant (see batching.py),
-    # keyed by the base URL (which never carries credentials), never by anything secret.
-    sql.SQL(
-        """CREATE TABLE IF NOT EXISTS {}.segment_push_batch_limits (
-    api_base_url text NOT NULL,
-    tenant_uid text NOT NULL,
-    accepted integer NOT NULL,
-    refused integer,
-    learned_at timestamptz NOT NULL,
-    PRIMARY KEY (api_base_url, tenant_uid)
-)"""
-    ).format(_S),
-]
+# Applied by `flowretail migrate` (pipelines/warehouse/migrate.py), never on a push's path; the
+# tables are declared in pipelines/warehouse/tables.py.
+PUSH_TABLES_SQL: list[Statement] = ddl_statements(PUSH_TABLES)
 
 BATCH_LIMIT_MAX_AGE_DAYS = 7  # a server may raise its limit: after this, the next push probes again
 

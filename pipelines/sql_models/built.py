@@ -16,7 +16,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-REGISTRY = "_sql_model_relations"
+from pipelines.warehouse.tables import model_relations, table_ddl
+
+REGISTRY = model_relations.name
 _LOCK = 0x464C4D52  # "FLMR": serialises creation of the registry table
 _KINDS = {"r": "TABLE", "v": "VIEW", "m": "MATERIALIZED VIEW", "p": "TABLE"}
 
@@ -36,12 +38,8 @@ def record_built(conn: psycopg.Connection[Any], schema: str, name: str, material
     registry = sql.Identifier(schema, REGISTRY)
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
-        conn.execute(
-            sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY, materialized text NOT NULL, "
-                "built_at timestamptz NOT NULL)"
-            ).format(registry)
-        )
+        for statement in table_ddl(model_relations, schema):
+            conn.execute(statement)
         conn.execute(
             sql.SQL(
                 "INSERT INTO {} (name, materialized, built_at) VALUES (%s, %s, now()) "

@@ -46,16 +46,16 @@ from pipelines.warehouse.frames import (
     memberships_frame,
 )
 from pipelines.warehouse.migrate import MIGRATE_LOCK, ensure_current_schema
-from pipelines.warehouse.postgres import advisory_lock_key, mask_url
+from pipelines.warehouse.postgres import advisory_lock_key, mask_url, masked_database_url
 from pipelines.warehouse.schema import (
     DEVIATIONS_COLUMN,
     EXTRA_FIELDS_COLUMN,
     RAW_TABLE_STATISTICS,
     SCHEMA,
-    SNAPSHOT_BOOKKEEPING_COLUMNS,
     Column,
     customer_field_columns,
 )
+from pipelines.warehouse.tables import column_names, load_runs, snapshot_bookkeeping_columns, upsert_sql
 
 logger = logging.getLogger(__name__)
 
@@ -552,7 +552,7 @@ async def read_customer_columns(conn: psycopg.AsyncConnection[Any]) -> CustomerC
     columns = [
         Column(name, pg_type, field_of.get(name))
         for name, pg_type in catalog
-        if name not in SNAPSHOT_BOOKKEEPING_COLUMNS
+        if name not in snapshot_bookkeeping_columns()
     ]
     return CustomerColumns(columns, frozenset(api_field for api_field, _ in registry))
 
@@ -596,49 +596,18 @@ def analyze_statements(result: TenantLoadResult) -> list[sql.Composed]:
     ]
 
 
+# Columns of load_runs that are no field of TenantLoadResult: the rest are read from the field of the same name.
+_RUN_ARGUMENTS = ("status", "error")
+# A run's row is written when it starts and again when it ends; the second keeps the first's start.
+_RECORD_RUN = upsert_sql(load_runs, keep=("started_at",))
+
+
 async def _record_run(
     conn: psycopg.AsyncConnection[Any], result: TenantLoadResult, status: str, error: str | None
 ) -> None:
-    await conn.execute(
-        sql.SQL(
-            "INSERT INTO {}.load_runs (run_id, tenant_uid, started_at, finished_at, status, groups_rows, "
-            "memberships_rows, customers_rows, membership_periods_opened, membership_periods_closed, "
-            "customer_versions_opened, customer_versions_closed, pages, requests, retries, rate_limited, error, "
-            "spec_deviations) "
-            "VALUES (%(run_id)s, %(tenant_uid)s, %(started_at)s, %(finished_at)s, %(status)s, %(groups_rows)s, "
-            "%(memberships_rows)s, %(customers_rows)s, %(membership_periods_opened)s, %(membership_periods_closed)s, "
-            "%(customer_versions_opened)s, %(customer_versions_closed)s, %(pages)s, %(requests)s, %(retries)s, "
-            "%(rate_limited)s, %(error)s, %(spec_deviations)s) "
-            "ON CONFLICT (run_id, tenant_uid) DO UPDATE SET finished_at = EXCLUDED.finished_at, "
-            "status = EXCLUDED.status, groups_rows = EXCLUDED.groups_rows, memberships_rows = EXCLUDED.memberships_rows, "
-            "customers_rows = EXCLUDED.customers_rows, membership_periods_opened = EXCLUDED.membership_periods_opened, "
-            "membership_periods_closed = EXCLUDED.membership_periods_closed, "
-            "customer_versions_opened = EXCLUDED.customer_versions_opened, "
-            "customer_versions_closed = EXCLUDED.customer_versions_closed, pages = EXCLUDED.pages, "
-            "requests = EXCLUDED.requests, retries = EXCLUDED.retries, rate_limited = EXCLUDED.rate_limited, "
-            "error = EXCLUDED.error, spec_deviations = EXCLUDED.spec_deviations"
-        ).format(sql.Identifier(SCHEMA)),
-        {
-            "run_id": result.run_id,
-            "tenant_uid": result.tenant_uid,
-            "started_at": result.started_at,
-            "finished_at": result.finished_at,
-            "status": status,
-            "groups_rows": result.groups_rows,
-            "memberships_rows": result.memberships_rows,
-            "customers_rows": result.customers_rows,
-            "membership_periods_opened": result.membership_periods_opened,
-            "membership_periods_closed": result.membership_periods_closed,
-            "customer_versions_opened": result.customer_versions_opened,
-            "customer_versions_closed": result.customer_versions_closed,
-            "pages": result.pages,
-            "requests": result.requests,
-            "retries": result.retries,
-            "rate_limited": result.rate_limited,
-            "error": error,
-            "spec_deviations": Jsonb(result.spec_deviations),
-        },
-    )
+    row = {name: getattr(result, name) for name in column_names(load_runs) if name not in _RUN_ARGUMENTS}
+    row |= {"status": status, "error": error, "spec_deviations": Jsonb(result.spec_deviations)}
+    await conn.execute(_RECORD_RUN, row)
 
 
 async def load_tenant(
@@ -734,5 +703,8 @@ async def _record_failure(database_url: str, result: TenantLoadResult, exc: Base
             await _record_run(conn, result, "failed", message)
     except (psycopg.Error, OSError) as db_exc:
         logger.warning(
-            "could not record the failed load of %s in %s: %s", result.tenant_uid, mask_url(database_url), db_exc
+            "could not record the failed load of %s in %s: %s",
+            result.tenant_uid,
+            masked_database_url(database_url),
+            mask_url(str(db_exc)),
         )

@@ -10,7 +10,7 @@ every analyst's query wait for the slowest load. So the loads run no DDL at all,
   checking the role's privileges, so a missing one stops the run with one line;
 - applies the idempotent statements of ``ddl_steps()`` under ``lock_timeout`` when the schema is
   behind: the marker ``flowretail.schema_version`` holds a hash of those statements, so a load's
-  check costs one indexed read, and appending a statement is all a new table or column needs;
+  check costs one indexed read, and declaring a table or column in tables.py is all it needs;
 - promotes API fields the loads registered (``customer_fields``, status ``pending``) to columns of
   ``customer_snapshots``, at most ``MAX_PROMOTED_FIELDS`` of them, moving their values out of
   ``extra_fields``; later fields stay in ``extra_fields`` for good.
@@ -30,17 +30,14 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from pipelines.segment_push.audit import PUSH_TABLES_SQL
 from pipelines.sql_models.project import DEFAULT_TARGET_SCHEMA
-from pipelines.warehouse.postgres import create_schema_if_missing, mask_url
-from pipelines.warehouse.schema import (
-    EXTRA_FIELDS_COLUMN,
-    MAX_PROMOTED_FIELDS,
-    SCHEMA,
-    SNAPSHOT_BOOKKEEPING_COLUMNS,
+from pipelines.warehouse.postgres import create_schema_if_missing, mask_url, masked_database_url
+from pipelines.warehouse.schema import EXTRA_FIELDS_COLUMN, MAX_PROMOTED_FIELDS, SCHEMA, customer_field_columns
+from pipelines.warehouse.tables import (
+    Statement,
     column_name_for_field,
-    create_tables_sql,
-    customer_field_columns,
+    ddl_statements,
+    snapshot_bookkeeping_columns,
 )
 
 logger = logging.getLogger(__name__)
@@ -63,13 +60,17 @@ def product_schemas() -> tuple[str, ...]:
     return (SCHEMA, DEFAULT_TARGET_SCHEMA)
 
 
-def ddl_steps() -> list[sql.Composed]:
-    """Every idempotent DDL statement of the warehouse, in order. Extend the lists, not this function."""
-    return [*create_tables_sql(), *PUSH_TABLES_SQL]
+def ddl_steps() -> list[Statement]:
+    """Every idempotent DDL statement of the warehouse, in order, rendered from its table declarations
+    (pipelines/warehouse/tables.py): declare a table or column there, not here."""
+    return ddl_statements()
 
 
-def ddl_fingerprint(steps: list[sql.Composed] | None = None) -> str:
-    """The schema version: a hash of the statements, so any appended statement makes the schema 'behind'."""
+def ddl_fingerprint(steps: list[Statement] | None = None) -> str:
+    """The schema version: a hash of the statements, so any declared change makes the schema 'behind'.
+
+    A new SQLAlchemy release that renders the same DDL differently changes it too; the statements
+    are idempotent, so that costs one migrate and changes nothing."""
     text = "\n;\n".join(step.as_string(None) for step in (ddl_steps() if steps is None else steps))
     return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
 
@@ -265,7 +266,7 @@ def _connect(database_url: str) -> psycopg.Connection[Any]:
         return psycopg.connect(database_url, autocommit=True)
     except psycopg.OperationalError as exc:
         detail = mask_url(" ".join(str(exc).split()))
-        raise MigrationError(f"DATABASE_URL: cannot connect to {mask_url(database_url)}: {detail}") from None
+        raise MigrationError(f"DATABASE_URL: cannot connect to {masked_database_url(database_url)}: {detail}") from None
 
 
 def migrate_on(conn: psycopg.Connection[Any], *, force: bool = False) -> MigrationReport:
@@ -304,7 +305,7 @@ def migrate_on(conn: psycopg.Connection[Any], *, force: bool = False) -> Migrati
 
 
 def _apply_ddl(conn: psycopg.Connection[Any], role: str, fingerprint: str) -> None:
-    step: sql.Composed | None = None
+    step: Statement | None = None
     try:
         with conn.transaction():
             conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(DDL_LOCK_TIMEOUT)))
@@ -349,7 +350,7 @@ def _promote_fields(conn: psycopg.Connection[Any], report: MigrationReport) -> N
         "AND attnum > 0 AND NOT attisdropped",
         (f'"{SCHEMA}".customer_snapshots',),
     ).fetchall()
-    field_columns = {str(n): str(t) for n, t in catalog if n not in SNAPSHOT_BOOKKEEPING_COLUMNS}
+    field_columns = {str(n): str(t) for n, t in catalog if n not in snapshot_bookkeeping_columns()}
     registered = conn.execute(
         sql.SQL("SELECT column_name FROM {}.customer_fields WHERE column_name IS NOT NULL").format(s)
     ).fetchall()

@@ -26,7 +26,7 @@ from pipelines.flowretail.errors import RetriesExhaustedError, SpecViolationErro
 from pipelines.flowretail.simulator import SimulatorConfig, build_state, running_simulator
 from pipelines.settings import ConfigError, Settings, load_settings
 from pipelines.warehouse.load import load_tenant
-from pipelines.warehouse.postgres import mask_url
+from pipelines.warehouse.postgres import mask_url, masked_database_url
 from tests.reliability.conftest import ScenarioRecord
 from tests.reliability.support import LIST_GROUPS, asgi, client_config, make_state, run_load, tenant_of
 from tests.simulator.helpers import https_simulator
@@ -336,8 +336,8 @@ def test_database_password_is_masked_in_the_failure_log(
             admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(sql.Identifier(dbname)))
     warnings = [r.getMessage() for r in caplog.records if r.name == "pipelines.warehouse.load"]
     assert len(warnings) == 1
-    masked = mask_url(with_password)
-    assert masked == with_password.replace(secret, "***")
+    masked = masked_database_url(with_password)
+    assert secret not in masked and f"{urlsplit(with_password).username}:***@" in masked
     assert warnings[0].startswith(f"could not record the failed load of {tenant_of(state)} in {masked}: ")
     assert "is not currently accepting connections" in warnings[0]
     hits = _hits(caplog.text, PASSWORD)

@@ -1,5 +1,5 @@
 -- The warehouse DDL of the release before `flowretail migrate` (main at f4a1917), rendered from
--- create_tables_sql() and PUSH_TABLES_SQL: tests build an old warehouse with it and upgrade it in place.
+-- that release's DDL strings (create_tables_sql() and PUSH_TABLES_SQL): tests build an old warehouse with it and upgrade it in place.
 
 CREATE SCHEMA IF NOT EXISTS "flowretail";
 

@@ -6,8 +6,9 @@ import orjson
 import pytest
 
 from pipelines.warehouse.frames import CustomerColumns, customers_frame, groups_frame, memberships_frame, row_hash
-from pipelines.warehouse.postgres import advisory_lock_key, mask_url
-from pipelines.warehouse.schema import Column, column_name_for_field, customer_field_columns, snake_case
+from pipelines.warehouse.postgres import advisory_lock_key, mask_url, masked_database_url
+from pipelines.warehouse.schema import Column, customer_field_columns, snake_case
+from pipelines.warehouse.tables import column_name_for_field
 
 
 @pytest.mark.parametrize(
@@ -213,6 +214,23 @@ def test_column_names_of_new_fields_are_stable_and_never_clash(api_field: str, c
 )
 def test_mask_url(raw: str, masked: str) -> None:
     assert mask_url(raw) == masked
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        ("postgresql://bob:s3cret@db:5432/x", "postgresql://bob:***@db:5432/x"),
+        ("postgresql://u:p%40ss@h/db", "postgresql://u:***@h/db"),
+        (
+            "postgresql://bob@db/x?password=s3cret&sslmode=require",
+            "postgresql://bob@db/x?password=%2A%2A%2A&sslmode=require",
+        ),
+        ("postgresql://postgres:@/postgres?host=/tmp/x", "postgresql://postgres:@/postgres?host=%2Ftmp%2Fx"),
+        ("host=db password=s3cret user=bob", "host=db password=*** user=bob"),
+    ],
+)
+def test_a_database_url_is_shown_with_its_password_hidden(url: str, masked: str) -> None:
+    assert masked_database_url(url) == masked
 
 
 def test_advisory_lock_keys_are_the_crc32_of_the_parts() -> None:

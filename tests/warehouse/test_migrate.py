@@ -31,9 +31,9 @@ from pipelines.warehouse.migrate import (
 from pipelines.warehouse.schema import (
     MAX_PROMOTED_FIELDS,
     RAW_TABLE_STATISTICS,
-    SNAPSHOT_BOOKKEEPING_COLUMNS,
     customer_field_columns,
 )
+from pipelines.warehouse.tables import snapshot_bookkeeping_columns
 from tests.warehouse.test_load import _actual_tables, _expected_tables, _first_member, _load, _state
 
 RELEASE_SQL = Path(__file__).with_name("release_2026_11_schema.sql")
@@ -45,7 +45,7 @@ def _rows(conn: psycopg.Connection[Any], query: str, *params: Any) -> list[tuple
 
 
 def _field_columns(conn: psycopg.Connection[Any]) -> list[str]:
-    spec = {c.name for c in customer_field_columns()} | (SNAPSHOT_BOOKKEEPING_COLUMNS - {"extra_fields"})
+    spec = {c.name for c in customer_field_columns()} | (snapshot_bookkeeping_columns() - {"extra_fields"})
     return [
         r[0]
         for r in _rows(
