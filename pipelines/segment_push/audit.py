@@ -17,12 +17,12 @@ from psycopg.types.json import Jsonb
 
 from pipelines.flowretail.errors import ApiStatusError, BadRequestError, FlowRetailError
 from pipelines.segment_push.plan import PushHistory, PushTarget, SegmentPushPlan
-from pipelines.warehouse.postgres import advisory_lock_key, create_schema_if_missing
+from pipelines.warehouse.locks import PUSH_TABLES_LOCK, push_group_lock
+from pipelines.warehouse.postgres import create_schema_if_missing
 from pipelines.warehouse.schema import SCHEMA
 
 T = TypeVar("T")
 _S = sql.Identifier(SCHEMA)
-_GROUP_LOCK_NAMESPACE = 0x464C5047  # "FLPG": advisory-lock class id of pushes into one customer group
 
 
 class PushRefusedError(RuntimeError):
@@ -183,7 +183,7 @@ def ensure_push_tables(conn: psycopg.Connection[Any]) -> None:
     """The push tables alone, for tests and benchmarks that use no warehouse load."""
     create_schema_if_missing(conn, SCHEMA)
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (0x464C5250,))
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (PUSH_TABLES_LOCK,))
         for statement in PUSH_TABLES_SQL:
             conn.execute(statement)
 
@@ -525,7 +525,7 @@ def claim_group(conn: psycopg.Connection[Any], run_id: str, plan: SegmentPushPla
 @contextlib.contextmanager
 def group_lock(conn: psycopg.Connection[Any], tenant_uid: str, group_uid: str) -> Iterator[None]:
     """The group's write lock: pushes and retirements of one group never interleave their calls."""
-    key = (_GROUP_LOCK_NAMESPACE, advisory_lock_key(tenant_uid, group_uid))
+    key = push_group_lock(tenant_uid, group_uid)
     row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", key).fetchone()
     if not (row and row[0]):
         raise PushRefusedError(
