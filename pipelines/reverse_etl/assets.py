@@ -28,6 +28,7 @@ from pipelines.segment_push.audit import (
     read_segment_uids,
 )
 from pipelines.segment_push.plan import GUARDS, PushTarget, SegmentPushPlan
+from pipelines.segment_push.status import PushStatus
 from pipelines.sql_models.project import Model
 from pipelines.transform.assets import model_key, project
 from pipelines.warehouse.migrate import ensure_current_schema
@@ -214,7 +215,7 @@ def _push_asset(model: Model, target: PushTarget) -> dg.AssetsDefinition:
                     f"no push plan for {model.name} in this run; materialize {plan_key(model.name).to_user_string()} with it"
                 )
             status, plan = recorded
-            if status != "planned":
+            if status != PushStatus.PLANNED:
                 raise dg.Failure(f"the plan for {model.name} is {status}; nothing was written")
             segment_uids = read_segment_uids(conn, project.target_schema, model.name, tenant_uid)
 

@@ -23,6 +23,7 @@ from psycopg import sql
 from pipelines.flowretail.client import AsyncFlowRetailClient
 from pipelines.flowretail.errors import NotFoundError
 from pipelines.segment_push.audit import audited, group_lock, log_call
+from pipelines.segment_push.status import GroupStatus, PushStatus, RetireStatus
 from pipelines.warehouse.schema import SCHEMA
 
 _S = sql.Identifier(SCHEMA)
@@ -65,10 +66,10 @@ def registered_groups(conn: psycopg.Connection[Any], tenant_uid: str) -> list[Re
         sql.SQL(
             "SELECT g.tenant_uid, g.customer_group_uid, g.segment, g.ownership, g.status, "
             "(SELECT max(r.finished_at) FROM {}.segment_push_runs r WHERE r.tenant_uid = g.tenant_uid "
-            "AND r.customer_group_uid = g.customer_group_uid AND r.status = 'verified' AND NOT r.dry_run) "
+            "AND r.customer_group_uid = g.customer_group_uid AND r.status = %s AND NOT r.dry_run) "
             "FROM {}.segment_push_groups g WHERE g.tenant_uid = %s ORDER BY g.customer_group_uid"
         ).format(_S, _S),
-        (tenant_uid,),
+        (PushStatus.VERIFIED, tenant_uid),
     ).fetchall()
     return [RegisteredGroup(*row) for row in rows]
 
@@ -76,7 +77,7 @@ def registered_groups(conn: psycopg.Connection[Any], tenant_uid: str) -> list[Re
 def orphan_candidates(registry: Iterable[RegisteredGroup], declared_group_uids: Iterable[str]) -> list[RegisteredGroup]:
     """Active registered groups whose uid no current segment declares (pure)."""
     declared = set(declared_group_uids)
-    return [g for g in registry if g.status == "active" and g.group_uid not in declared]
+    return [g for g in registry if g.status == GroupStatus.ACTIVE and g.group_uid not in declared]
 
 
 async def find_orphans(
@@ -121,7 +122,7 @@ class Retirement:
     segment: str | None
     dry_run: bool
     keep_group: bool
-    status: str = "failed"
+    status: RetireStatus = RetireStatus.FAILED
     live_before: int | None = None
     removed: int = 0
     deleted: bool = False
@@ -178,7 +179,7 @@ async def retire_group(
         with group_lock(conn, tenant_uid, group_uid):
             await _retire_locked(client, conn, run_id, result, batch_size)
     except Exception as exc:
-        result.status = "refused" if isinstance(exc, RetireRefusedError) else "failed"
+        result.status = RetireStatus.REFUSED if isinstance(exc, RetireRefusedError) else RetireStatus.FAILED
         result.detail = str(exc)
         raise
     finally:
@@ -217,7 +218,7 @@ async def _retire_locked(
         members = None
     result.live_before = None if members is None else len(members)
     if result.dry_run:
-        result.status = "dry_run"
+        result.status = RetireStatus.DRY_RUN
         result.detail = _describe(result, members, batch_size)
         return
     for number, start in enumerate(range(0, len(members or ()), batch_size), start=1):
@@ -232,7 +233,7 @@ async def _retire_locked(
             await call("delete", 204, partial(client.delete_customer_group, tenant, group))
         result.deleted = True
     _mark_retired(conn, tenant, group)
-    result.status = "retired"
+    result.status = RetireStatus.RETIRED
     result.detail = _describe(result, members, batch_size)
 
 
@@ -249,10 +250,10 @@ def _mark_retired(conn: psycopg.Connection[Any], tenant_uid: str, group_uid: str
     with conn.transaction():
         conn.execute(
             sql.SQL(
-                "UPDATE {}.segment_push_groups SET status = 'retired', retired_at = now() "
+                "UPDATE {}.segment_push_groups SET status = %s, retired_at = now() "
                 "WHERE tenant_uid = %s AND customer_group_uid = %s"
             ).format(_S),
-            (tenant_uid, group_uid),
+            (GroupStatus.RETIRED, tenant_uid, group_uid),
         )
         conn.execute(
             sql.SQL("DELETE FROM {}.segment_push_members WHERE tenant_uid = %s AND customer_group_uid = %s").format(_S),
