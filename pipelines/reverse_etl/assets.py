@@ -22,12 +22,12 @@ from pipelines.ingest.jobs import warehouse_load_job
 from pipelines.metadata import md_table, table_schema
 from pipelines.partitions import DEFAULT_TOKEN_NAME, TOKEN_TAG, tenant_partitions
 from pipelines.resources import FlowRetailResource, WarehouseResource
-from pipelines.segment_push.apply import PushOutcome, execute_plan, plan_and_record
+from pipelines.segment_push.apply import execute_plan, plan_and_record
 from pipelines.segment_push.audit import (
     load_recorded_plan,
     read_segment_uids,
 )
-from pipelines.segment_push.plan import GUARDS, PushTarget, SegmentPushPlan
+from pipelines.segment_push.plan import GUARDS, PushOutcome, PushTarget, SegmentPushPlan
 from pipelines.segment_push.status import PushStatus
 from pipelines.sql_models.project import Model
 from pipelines.transform.assets import model_key, project

@@ -6,7 +6,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import psycopg
@@ -28,6 +28,7 @@ from pipelines.segment_push.audit import (
 from pipelines.segment_push.batching import BatchSizer
 from pipelines.segment_push.plan import (
     LiveGroup,
+    PushOutcome,
     PushTarget,
     SegmentPushPlan,
     is_verified,
@@ -41,22 +42,6 @@ T = TypeVar("T")
 
 class ForeignGroupError(RuntimeError):
     """The group uid turned out to belong to a group this product did not create (409 on create)."""
-
-
-@dataclass
-class PushOutcome:
-    """What a push did: applied counts, refused uids, calls, verification and notes for the operator."""
-
-    plan: SegmentPushPlan
-    verified: bool = False
-    applied_adds: int = 0
-    applied_removes: int = 0
-    rejected: dict[str, str] = field(default_factory=dict)
-    calls: int = 0
-    duration_seconds: float = 0.0
-    live_after_count: int = 0
-    notes: list[str] = field(default_factory=list)
-    error: str | None = None
 
 
 @dataclass
@@ -342,17 +327,5 @@ async def _execute_claimed(
         raise
     finally:
         outcome.duration_seconds = time.perf_counter() - started
-        record_outcome(
-            conn,
-            run_id=run_id,
-            plan=plan,
-            verified=outcome.verified,
-            live_after=live_after,
-            applied_adds=outcome.applied_adds,
-            applied_removes=outcome.applied_removes,
-            rejected=outcome.rejected,
-            calls=outcome.calls,
-            duration_seconds=outcome.duration_seconds,
-            error=outcome.error,
-        )
+        record_outcome(conn, run_id, outcome, live_after)
     return outcome

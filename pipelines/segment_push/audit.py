@@ -17,7 +17,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from pipelines.flowretail.errors import ApiStatusError, BadRequestError, FlowRetailError
-from pipelines.segment_push.plan import PushHistory, PushTarget, SegmentPushPlan
+from pipelines.segment_push.plan import PushHistory, PushOutcome, PushTarget, SegmentPushPlan
 from pipelines.segment_push.status import GroupStatus, PushStatus
 from pipelines.warehouse.locks import PUSH_TABLES_LOCK, push_group_lock
 from pipelines.warehouse.postgres import create_schema_if_missing
@@ -442,34 +442,24 @@ def register_group(
 
 
 def record_outcome(
-    conn: psycopg.Connection[Any],
-    *,
-    run_id: str,
-    plan: SegmentPushPlan,
-    verified: bool,
-    live_after: frozenset[str],
-    applied_adds: int,
-    applied_removes: int,
-    rejected: dict[str, str],
-    calls: int,
-    duration_seconds: float,
-    error: str | None,
+    conn: psycopg.Connection[Any], run_id: str, outcome: PushOutcome, live_after: frozenset[str]
 ) -> None:
     """Finish the run row; only a verified push moves the remembered state and completes adoption."""
+    rejected = sorted(outcome.rejected.items())
     finished = {
-        "status": PushStatus.VERIFIED if verified else PushStatus.FAILED,
-        "verified": verified,
-        "applied_adds": applied_adds,
-        "applied_removes": applied_removes,
-        "rejected_uids": Jsonb([{"customer_uid": uid, "error": message} for uid, message in sorted(rejected.items())]),
-        "calls": calls,
-        "duration_seconds": duration_seconds,
-        "error": error,
+        "status": PushStatus.VERIFIED if outcome.verified else PushStatus.FAILED,
+        "verified": outcome.verified,
+        "applied_adds": outcome.applied_adds,
+        "applied_removes": outcome.applied_removes,
+        "rejected_uids": Jsonb([{"customer_uid": uid, "error": message} for uid, message in rejected]),
+        "calls": outcome.calls,
+        "duration_seconds": outcome.duration_seconds,
+        "error": outcome.error,
     }
     with conn.transaction():
-        _update_run(conn, run_id, plan, finished, finish=True)
-        if verified:
-            _remember_pushed(conn, plan, live_after)
+        _update_run(conn, run_id, outcome.plan, finished, finish=True)
+        if outcome.verified:
+            _remember_pushed(conn, outcome.plan, live_after)
 
 
 def _remember_pushed(conn: psycopg.Connection[Any], plan: SegmentPushPlan, live_after: frozenset[str]) -> None:

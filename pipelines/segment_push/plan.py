@@ -207,6 +207,22 @@ class SegmentPushPlan:
         }
 
 
+@dataclass
+class PushOutcome:
+    """What a push did: applied counts, refused uids, calls, verification and notes for the operator."""
+
+    plan: SegmentPushPlan
+    verified: bool = False
+    applied_adds: int = 0
+    applied_removes: int = 0
+    rejected: dict[str, str] = field(default_factory=dict)
+    calls: int = 0
+    duration_seconds: float = 0.0
+    live_after_count: int = 0
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
 def plan_batches(adds: tuple[str, ...], removes: tuple[str, ...], batch_size: int) -> list[MemberBatch]:
     """Fewest calls: fill each call with up to ``batch_size`` uids, adds first, removes after."""
     if batch_size < 1:
