@@ -155,7 +155,7 @@ PUSH_TABLES_SQL: list[sql.Composed] = [
 BATCH_LIMIT_MAX_AGE_DAYS = 7  # a server may raise its limit: after this, the next push probes again
 
 
-def _insert(table: str, row: Mapping[str, object]) -> sql.Composed:
+def insert_into(table: str, row: Mapping[str, object]) -> sql.Composed:
     """``INSERT INTO <table> (<the row's keys>) VALUES (%(key)s, …)``: the row names each column once."""
     return sql.SQL("INSERT INTO {}.{} ({}) VALUES ({})").format(
         _S,
@@ -165,7 +165,7 @@ def _insert(table: str, row: Mapping[str, object]) -> sql.Composed:
     )
 
 
-def _assign(columns: Iterable[str], *, excluded: bool = False) -> sql.Composed:
+def assignments(columns: Iterable[str], *, excluded: bool = False) -> sql.Composed:
     """``column = %(column)s, …``, or with ``excluded`` the upsert's ``column = EXCLUDED.column, …``."""
     value = "EXCLUDED.{0}" if excluded else "{1}"
     return sql.SQL(", ").join(
@@ -186,7 +186,7 @@ def _update_run(
         sql.SQL(
             "UPDATE {}.segment_push_runs SET {}{} WHERE run_id = %(run_id)s AND tenant_uid = %(tenant_uid)s "
             "AND segment = %(segment)s"
-        ).format(_S, _assign(values), sql.SQL(", finished_at = now()" if finish else "")),
+        ).format(_S, assignments(values), sql.SQL(", finished_at = now()" if finish else "")),
         {**values, **_run_key(run_id, plan)},
     )
 
@@ -342,9 +342,9 @@ def record_plan(conn: psycopg.Connection[Any], run_id: str, plan: SegmentPushPla
     """
     row = PlanRow.of(run_id, plan, dry_run=dry_run).params()
     conn.execute(
-        _insert("segment_push_runs", row)
+        insert_into("segment_push_runs", row)
         + sql.SQL(" ON CONFLICT (run_id, tenant_uid, segment) DO UPDATE SET {}").format(
-            _assign(["status", "plan_hash", "plan", "blocked", "planned_at"], excluded=True)
+            assignments(["status", "plan_hash", "plan", "blocked", "planned_at"], excluded=True)
         ),
         row,
     )
@@ -382,7 +382,7 @@ def log_call(
         "add_uids": Jsonb(list(add_uids)),
         "remove_uids": Jsonb(list(remove_uids)),
     }
-    returned = conn.execute(_insert("segment_push_log", row) + sql.SQL(" RETURNING id"), row).fetchone()
+    returned = conn.execute(insert_into("segment_push_log", row) + sql.SQL(" RETURNING id"), row).fetchone()
     assert returned is not None
     return int(returned[0])
 

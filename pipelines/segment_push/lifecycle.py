@@ -22,7 +22,7 @@ from psycopg import sql
 
 from pipelines.flowretail.client import AsyncFlowRetailClient
 from pipelines.flowretail.errors import NotFoundError
-from pipelines.segment_push.audit import audited, group_lock, log_call
+from pipelines.segment_push.audit import assignments, audited, group_lock, insert_into, log_call
 from pipelines.segment_push.status import GroupStatus, PushStatus, RetireStatus
 from pipelines.warehouse.schema import SCHEMA
 
@@ -103,14 +103,16 @@ def record_orphans(conn: psycopg.Connection[Any], run_id: str, tenant_uid: str, 
             sql.SQL("DELETE FROM {}.segment_push_orphans WHERE run_id = %s AND tenant_uid = %s").format(_S),
             (run_id, tenant_uid),
         )
-        for o in orphans:
-            conn.execute(
-                sql.SQL(
-                    "INSERT INTO {}.segment_push_orphans (run_id, tenant_uid, customer_group_uid, segment, ownership, "
-                    "live_size, last_push_at) VALUES (%s, %s, %s, %s, %s, %s, %s)"
-                ).format(_S),
-                (run_id, o.tenant_uid, o.group_uid, o.segment, o.ownership, o.live_size, o.last_push_at),
-            )
+        for orphan in orphans:
+            row = _row(run_id, orphan)
+            conn.execute(insert_into("segment_push_orphans", row), row)
+
+
+def _row(run_id: str, record: OrphanGroup | Retirement) -> dict[str, Any]:
+    """A run's record as its table row: the dataclass fields are the columns, the group uid's aside."""
+    row = {"run_id": run_id, **asdict(record)}
+    row["customer_group_uid"] = row.pop("group_uid")
+    return row
 
 
 @dataclass
@@ -262,25 +264,12 @@ def _mark_retired(conn: psycopg.Connection[Any], tenant_uid: str, group_uid: str
 
 
 def _record_retirement(conn: psycopg.Connection[Any], run_id: str, r: Retirement) -> None:
+    row = _row(run_id, r)
+    outcome = ["status", "live_before", "removed", "deleted", "detail"]
     conn.execute(
-        sql.SQL(
-            "INSERT INTO {}.segment_push_retirements (run_id, tenant_uid, customer_group_uid, segment, dry_run, "
-            "keep_group, status, live_before, removed, deleted, detail) VALUES "
-            "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (run_id, tenant_uid, customer_group_uid) "
-            "DO UPDATE SET status = EXCLUDED.status, live_before = EXCLUDED.live_before, removed = EXCLUDED.removed, "
-            "deleted = EXCLUDED.deleted, detail = EXCLUDED.detail, at = now()"
-        ).format(_S),
-        (
-            run_id,
-            r.tenant_uid,
-            r.group_uid,
-            r.segment,
-            r.dry_run,
-            r.keep_group,
-            r.status,
-            r.live_before,
-            r.removed,
-            r.deleted,
-            r.detail,
+        insert_into("segment_push_retirements", row)
+        + sql.SQL(" ON CONFLICT (run_id, tenant_uid, customer_group_uid) DO UPDATE SET {}, at = now()").format(
+            assignments(outcome, excluded=True)
         ),
+        row,
     )
