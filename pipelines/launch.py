@@ -19,6 +19,7 @@ from psycopg.rows import dict_row
 from pipelines.progress import progress_logger
 from pipelines.runtime import Environment
 from pipelines.segment_push.plan import override_hint
+from pipelines.segment_push.status import PushStatus, RetireStatus
 from pipelines.warehouse.migrate import MigrationError, ensure_current_schema
 from pipelines.warehouse.schema import SCHEMA
 
@@ -478,7 +479,7 @@ def retire(
     summary.problems += [
         f"retire of {r['customer_group_uid']} for tenant {r['tenant_uid']} {r['status']}: {r['detail']}"
         for r in summary.retirements
-        if r["status"] in ("refused", "failed")
+        if r["status"] in (RetireStatus.REFUSED, RetireStatus.FAILED)
     ]
     return summary
 
@@ -526,11 +527,11 @@ def _segment_sizes(conn: psycopg.Connection[Any], tenants: list[str]) -> list[di
 def _push_problems(pushes: list[dict[str, Any]]) -> list[str]:
     problems = []
     for push in pushes:
-        if push["status"] == "blocked":
+        if push["status"] == PushStatus.BLOCKED:
             problems.append(
                 f"push of {push['segment']} for tenant {push['tenant_uid']} blocked: {'; '.join(push['blocked'])}"
                 + override_hint(push["blocked"])
             )
-        elif push["status"] == "failed":
+        elif push["status"] == PushStatus.FAILED:
             problems.append(f"push of {push['segment']} for tenant {push['tenant_uid']} was not verified")
     return problems

@@ -8,6 +8,7 @@ from typing import Any
 
 import dagster as dg
 import psycopg
+from tabulate import tabulate
 
 
 def table_schema(conn: psycopg.Connection[Any], schema: str, table: str) -> dg.TableSchema:
@@ -41,7 +42,13 @@ def md_escape(value: object) -> str:
 
 
 def md_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
-    """A Markdown table whose every cell is escaped with :func:`md_escape`."""
-    lines = ["| " + " | ".join(md_escape(h) for h in header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(md_escape(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
+    """A Markdown (GitHub) table whose every cell is escaped with :func:`md_escape`.
+
+    Cells are text as they are: no number parsing, so "007" or "1e3" stay as written.
+    """
+    return tabulate(
+        [[md_escape(cell) for cell in row] for row in rows],
+        headers=[md_escape(h) for h in header],
+        tablefmt="github",
+        disable_numparse=True,
+    )

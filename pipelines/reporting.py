@@ -16,6 +16,8 @@ import plotly.express as px
 import psycopg
 from plotly.io import to_html
 
+from pipelines.segment_push.status import PushStatus
+
 REPORT_DIR = Path(".flowretail") / "report"
 
 
@@ -27,12 +29,18 @@ class ReportData:
     push_runs: pd.DataFrame
 
 
-def _frame(conn: psycopg.Connection[Any], relation: str, query: str, columns: list[str]) -> pd.DataFrame:
+def _frame(
+    conn: psycopg.Connection[Any],
+    relation: str,
+    query: str,
+    columns: list[str],
+    params: tuple[object, ...] | None = None,
+) -> pd.DataFrame:
     """The query's rows, or an empty frame while the relation it reads does not exist yet."""
     exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (relation,)).fetchone()
     if not exists or not exists[0]:
         return pd.DataFrame(columns=columns)
-    return pd.DataFrame(conn.execute(query).fetchall(), columns=columns)
+    return pd.DataFrame(conn.execute(query, params).fetchall(), columns=columns)
 
 
 def read_report_data(conn: psycopg.Connection[Any]) -> ReportData:
@@ -40,8 +48,9 @@ def read_report_data(conn: psycopg.Connection[Any]) -> ReportData:
         conn,
         "flowretail.segment_push_runs",
         "SELECT planned_at, tenant_uid, segment, segment_count FROM flowretail.segment_push_runs "
-        "WHERE status <> 'dry_run' ORDER BY planned_at",
+        "WHERE status <> %s ORDER BY planned_at",
         ["at", "tenant_uid", "segment", "customers"],
+        (PushStatus.DRY_RUN,),
     )
     membership_changes = _frame(
         conn,

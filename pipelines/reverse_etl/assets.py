@@ -16,18 +16,20 @@ from collections.abc import Collection, Iterator
 from typing import Any
 
 import dagster as dg
+import psycopg
 from dagster import AssetExecutionContext
 
 from pipelines.ingest.jobs import warehouse_load_job
 from pipelines.metadata import md_table, table_schema
 from pipelines.partitions import DEFAULT_TOKEN_NAME, TOKEN_TAG, tenant_partitions
 from pipelines.resources import FlowRetailResource, WarehouseResource
-from pipelines.segment_push.apply import PushOutcome, execute_plan, plan_and_record
+from pipelines.segment_push.apply import execute_plan, plan_and_record
 from pipelines.segment_push.audit import (
     load_recorded_plan,
     read_segment_uids,
 )
-from pipelines.segment_push.plan import GUARDS, PushTarget, SegmentPushPlan
+from pipelines.segment_push.plan import GUARDS, PushOutcome, PushTarget, SegmentPushPlan
+from pipelines.segment_push.status import PushStatus
 from pipelines.sql_models.project import Model
 from pipelines.transform.assets import model_key, project
 from pipelines.warehouse.migrate import ensure_current_schema
@@ -107,24 +109,56 @@ def _plan_markdown(plan: SegmentPushPlan) -> str:
     return md_table(["", ""], rows)
 
 
-def _plan_asset(model: Model, target: PushTarget) -> dg.AssetsDefinition:
-    key = plan_key(model.name)
-
-    @dg.asset(
+def _stage_asset(key: dg.AssetKey, dep: dg.AssetKey, description: str, check_specs: list[dg.AssetCheckSpec]) -> Any:
+    """The ``@dg.asset`` of one push stage of a segment: what the plan and the push asset share."""
+    return dg.asset(
         key=key,
-        deps=[model_key(model.name)],
+        deps=[dep],
         partitions_def=tenant_partitions,
         group_name="reverse_etl",
         owners=OWNERS,
         kinds={"python", "postgres"},
-        description=(
-            f"The plan that makes Flow Retail group `{target.group_uid}` match segment `{model.name}` "
-            "for one tenant: computed from the group's live members, recorded in "
-            "flowretail.segment_push_runs before any write, and held back by the guard checks."
-        ),
-        check_specs=[
-            dg.AssetCheckSpec(guard.name, asset=key, description=guard.description, blocking=True) for guard in GUARDS
-        ],
+        description=description,
+        check_specs=check_specs,
+    )
+
+
+def _plan_metadata(plan: SegmentPushPlan, config: PushPlanConfig, plan_schema: dg.TableSchema) -> dict[str, Any]:
+    return {
+        "plan": dg.MetadataValue.md(_plan_markdown(plan)),
+        "plan_hash": plan.plan_hash,
+        "dry_run": config.dry_run,
+        "planned_adds": len(plan.adds),
+        "planned_removes": len(plan.removes),
+        "withheld_removes": len(plan.withheld_removes),
+        "drift_added": len(plan.drift_added),
+        "drift_removed": len(plan.drift_removed),
+        "segment_count": plan.segment_count,
+        "live_count": plan.live_count,
+        "dagster/column_schema": plan_schema,
+    }
+
+
+def _guard_results(plan: SegmentPushPlan) -> Iterator[dg.AssetCheckResult]:
+    """One blocking check result per guard: a tripped guard the caller did not allow fails its check."""
+    for guard in plan.guards:
+        yield dg.AssetCheckResult(
+            check_name=guard.name,
+            passed=not guard.blocked,
+            metadata={"tripped": guard.tripped, "allowed_by_caller": guard.allowed, "detail": guard.detail},
+        )
+
+
+def _plan_asset(model: Model, target: PushTarget) -> dg.AssetsDefinition:
+    key = plan_key(model.name)
+
+    @_stage_asset(
+        key,
+        model_key(model.name),
+        f"The plan that makes Flow Retail group `{target.group_uid}` match segment `{model.name}` "
+        "for one tenant: computed from the group's live members, recorded in "
+        "flowretail.segment_push_runs before any write, and held back by the guard checks.",
+        [dg.AssetCheckSpec(guard.name, asset=key, description=guard.description, blocking=True) for guard in GUARDS],
     )
     def plan_push(
         context: AssetExecutionContext,
@@ -153,49 +187,62 @@ def _plan_asset(model: Model, target: PushTarget) -> dg.AssetsDefinition:
 
             plan = asyncio.run(make_plan())
             plan_schema = table_schema(conn, SCHEMA, "segment_push_runs")
-        summary = plan.summary()
-        context.log.info(f"push plan for {model.name} / {tenant_uid}: {summary}")
-        yield dg.MaterializeResult(
-            metadata={
-                "plan": dg.MetadataValue.md(_plan_markdown(plan)),
-                "plan_hash": plan.plan_hash,
-                "dry_run": config.dry_run,
-                "planned_adds": len(plan.adds),
-                "planned_removes": len(plan.removes),
-                "withheld_removes": len(plan.withheld_removes),
-                "drift_added": len(plan.drift_added),
-                "drift_removed": len(plan.drift_removed),
-                "segment_count": plan.segment_count,
-                "live_count": plan.live_count,
-                "dagster/column_schema": plan_schema,
-            }
-        )
-        for guard in plan.guards:
-            yield dg.AssetCheckResult(
-                check_name=guard.name,
-                passed=not guard.blocked,
-                metadata={"tripped": guard.tripped, "allowed_by_caller": guard.allowed, "detail": guard.detail},
-            )
+        context.log.info(f"push plan for {model.name} / {tenant_uid}: {plan.summary()}")
+        yield dg.MaterializeResult(metadata=_plan_metadata(plan, config, plan_schema))
+        yield from _guard_results(plan)
 
     return plan_push
+
+
+def _planned(
+    conn: psycopg.Connection[Any], run_id: str, tenant_uid: str, model: Model, target: PushTarget
+) -> SegmentPushPlan:
+    """This run's recorded plan for the segment, which must still be waiting for its push."""
+    recorded = load_recorded_plan(conn, run_id, tenant_uid, target)
+    if recorded is None:
+        raise dg.Failure(
+            f"no push plan for {model.name} in this run; materialize {plan_key(model.name).to_user_string()} with it"
+        )
+    status, plan = recorded
+    if status != PushStatus.PLANNED:
+        raise dg.Failure(f"the plan for {model.name} is {status}; nothing was written")
+    return plan
+
+
+def _push_metadata(plan: SegmentPushPlan, outcome: PushOutcome, log_schema: dg.TableSchema) -> dict[str, Any]:
+    counts = {
+        "added": outcome.applied_adds,
+        "removed": outcome.applied_removes,
+        "withheld": len(plan.withheld_removes),
+        "rejected": len(outcome.rejected),
+        "calls": outcome.calls,
+        "verified": outcome.verified,
+    }
+    return {
+        "added": outcome.applied_adds,
+        "removed": outcome.applied_removes,
+        "withheld_removes": len(plan.withheld_removes),
+        "rejected_uids": len(outcome.rejected),
+        "calls": outcome.calls,
+        "verified": outcome.verified,
+        "group_size_after": outcome.live_after_count,
+        "duration_seconds": round(outcome.duration_seconds, 3),
+        "result": dg.MetadataValue.md(md_table(list(counts), [list(counts.values())])),
+        "notes": "; ".join(outcome.notes) or "none",
+        "dagster/column_schema": log_schema,
+    }
 
 
 def _push_asset(model: Model, target: PushTarget) -> dg.AssetsDefinition:
     key = push_key(model.name)
 
-    @dg.asset(
-        key=key,
-        deps=[plan_key(model.name)],
-        partitions_def=tenant_partitions,
-        group_name="reverse_etl",
-        owners=OWNERS,
-        kinds={"python", "postgres"},
-        description=(
-            f"Flow Retail customer group `{target.group_uid}` ({target.group_name!r}) made to contain segment "
-            f"`{model.name}` ({target.mode}): applies this run's recorded plan in batches, logs each call "
-            "to flowretail.segment_push_log and verifies by reading the group back."
-        ),
-        check_specs=[
+    @_stage_asset(
+        key,
+        plan_key(model.name),
+        f"Flow Retail customer group `{target.group_uid}` ({target.group_name!r}) made to contain segment "
+        f"`{model.name}` ({target.mode}): applies this run's recorded plan in batches, logs each call "
+        "to flowretail.segment_push_log and verifies by reading the group back.",
+        [
             dg.AssetCheckSpec(
                 "live_matches_segment",
                 asset=key,
@@ -208,14 +255,7 @@ def _push_asset(model: Model, target: PushTarget) -> dg.AssetsDefinition:
     ) -> Iterator[Any]:
         tenant_uid = context.partition_key
         with warehouse.connect(autocommit=True) as conn:
-            recorded = load_recorded_plan(conn, context.run.run_id, tenant_uid, target)
-            if recorded is None:
-                raise dg.Failure(
-                    f"no push plan for {model.name} in this run; materialize {plan_key(model.name).to_user_string()} with it"
-                )
-            status, plan = recorded
-            if status != "planned":
-                raise dg.Failure(f"the plan for {model.name} is {status}; nothing was written")
+            plan = _planned(conn, context.run.run_id, tenant_uid, model, target)
             segment_uids = read_segment_uids(conn, project.target_schema, model.name, tenant_uid)
 
             async def apply() -> PushOutcome:
@@ -228,34 +268,7 @@ def _push_asset(model: Model, target: PushTarget) -> dg.AssetsDefinition:
             log_schema = table_schema(conn, SCHEMA, "segment_push_log")
         for note in outcome.notes:
             context.log.warning(note)
-        result_md = md_table(
-            ["added", "removed", "withheld", "rejected", "calls", "verified"],
-            [
-                (
-                    outcome.applied_adds,
-                    outcome.applied_removes,
-                    len(plan.withheld_removes),
-                    len(outcome.rejected),
-                    outcome.calls,
-                    outcome.verified,
-                )
-            ],
-        )
-        yield dg.MaterializeResult(
-            metadata={
-                "added": outcome.applied_adds,
-                "removed": outcome.applied_removes,
-                "withheld_removes": len(plan.withheld_removes),
-                "rejected_uids": len(outcome.rejected),
-                "calls": outcome.calls,
-                "verified": outcome.verified,
-                "group_size_after": outcome.live_after_count,
-                "duration_seconds": round(outcome.duration_seconds, 3),
-                "result": dg.MetadataValue.md(result_md),
-                "notes": "; ".join(outcome.notes) or "none",
-                "dagster/column_schema": log_schema,
-            }
-        )
+        yield dg.MaterializeResult(metadata=_push_metadata(plan, outcome, log_schema))
         yield dg.AssetCheckResult(
             check_name="live_matches_segment",
             passed=outcome.verified,

@@ -6,7 +6,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import psycopg
@@ -28,6 +28,7 @@ from pipelines.segment_push.audit import (
 from pipelines.segment_push.batching import BatchSizer
 from pipelines.segment_push.plan import (
     LiveGroup,
+    PushOutcome,
     PushTarget,
     SegmentPushPlan,
     is_verified,
@@ -41,22 +42,6 @@ T = TypeVar("T")
 
 class ForeignGroupError(RuntimeError):
     """The group uid turned out to belong to a group this product did not create (409 on create)."""
-
-
-@dataclass
-class PushOutcome:
-    """What a push did: applied counts, refused uids, calls, verification and notes for the operator."""
-
-    plan: SegmentPushPlan
-    verified: bool = False
-    applied_adds: int = 0
-    applied_removes: int = 0
-    rejected: dict[str, str] = field(default_factory=dict)
-    calls: int = 0
-    duration_seconds: float = 0.0
-    live_after_count: int = 0
-    notes: list[str] = field(default_factory=list)
-    error: str | None = None
 
 
 @dataclass
@@ -308,51 +293,28 @@ async def execute_plan(
 ) -> PushOutcome:
     """Under the group's push lock: ensure the group, send the batches, read it back, record whether it matches."""
     with claim_group(conn, run_id, plan):
-        return await _execute_claimed(client, conn, run_id, plan, segment_uids, batch_size)
-
-
-async def _execute_claimed(
-    client: AsyncFlowRetailClient,
-    conn: psycopg.Connection[Any],
-    run_id: str,
-    plan: SegmentPushPlan,
-    segment_uids: frozenset[str],
-    batch_size: int,
-) -> PushOutcome:
-    started = time.perf_counter()
-    outcome = PushOutcome(plan)
-    pusher = _Pusher(client, conn, run_id, plan, outcome)
-    live_after: frozenset[str] = frozenset()
-    try:
-        await pusher.ensure_group()
-        await _send_learning(pusher, batch_size)
-        name_after, live_after = await pusher.read_back()
-        outcome.live_after_count = len(live_after)
-        outcome.verified = is_verified(plan, live_after, segment_uids, frozenset(outcome.rejected))
-        if name_after != plan.expected_name:
-            outcome.verified = False
-            outcome.error = (
-                f"the group is named {name_after!r} after the push, not {plan.expected_name!r} "
-                "(renamed or deleted out of band meanwhile); the next run will put it back"
-            )
-        elif not outcome.verified:
-            outcome.error = "the group read back does not match the segment; the next run will retry"
-    except (FlowRetailError, OSError, ForeignGroupError) as exc:
-        outcome.error = str(exc)
-        raise
-    finally:
-        outcome.duration_seconds = time.perf_counter() - started
-        record_outcome(
-            conn,
-            run_id=run_id,
-            plan=plan,
-            verified=outcome.verified,
-            live_after=live_after,
-            applied_adds=outcome.applied_adds,
-            applied_removes=outcome.applied_removes,
-            rejected=outcome.rejected,
-            calls=outcome.calls,
-            duration_seconds=outcome.duration_seconds,
-            error=outcome.error,
-        )
-    return outcome
+        started = time.perf_counter()
+        outcome = PushOutcome(plan)
+        pusher = _Pusher(client, conn, run_id, plan, outcome)
+        live_after: frozenset[str] = frozenset()
+        try:
+            await pusher.ensure_group()
+            await _send_learning(pusher, batch_size)
+            name_after, live_after = await pusher.read_back()
+            outcome.live_after_count = len(live_after)
+            outcome.verified = is_verified(plan, live_after, segment_uids, frozenset(outcome.rejected))
+            if name_after != plan.expected_name:
+                outcome.verified = False
+                outcome.error = (
+                    f"the group is named {name_after!r} after the push, not {plan.expected_name!r} "
+                    "(renamed or deleted out of band meanwhile); the next run will put it back"
+                )
+            elif not outcome.verified:
+                outcome.error = "the group read back does not match the segment; the next run will retry"
+        except (FlowRetailError, OSError, ForeignGroupError) as exc:
+            outcome.error = str(exc)
+            raise
+        finally:
+            outcome.duration_seconds = time.perf_counter() - started
+            record_outcome(conn, run_id, outcome, live_after)
+        return outcome

@@ -7,7 +7,8 @@ any push can be traced and reversed.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -16,14 +17,15 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from pipelines.flowretail.errors import ApiStatusError, BadRequestError, FlowRetailError
-from pipelines.segment_push.plan import PushHistory, PushTarget, SegmentPushPlan
-from pipelines.warehouse.postgres import advisory_lock_key, create_schema_if_missing
+from pipelines.segment_push.plan import PushHistory, PushOutcome, PushTarget, SegmentPushPlan
+from pipelines.segment_push.status import GroupStatus, PushStatus
+from pipelines.warehouse.locks import PUSH_TABLES_LOCK, push_group_lock
+from pipelines.warehouse.postgres import create_schema_if_missing
 from pipelines.warehouse.schema import SCHEMA
 from pipelines.warehouse.tables import PUSH_TABLES, Statement, ddl_statements
 
 T = TypeVar("T")
 _S = sql.Identifier(SCHEMA)
-_GROUP_LOCK_NAMESPACE = 0x464C5047  # "FLPG": advisory-lock class id of pushes into one customer group
 
 
 class PushRefusedError(RuntimeError):
@@ -35,6 +37,42 @@ class PushRefusedError(RuntimeError):
 PUSH_TABLES_SQL: list[Statement] = ddl_statements(PUSH_TABLES)
 
 BATCH_LIMIT_MAX_AGE_DAYS = 7  # a server may raise its limit: after this, the next push probes again
+
+
+def insert_into(table: str, row: Mapping[str, object]) -> sql.Composed:
+    """``INSERT INTO <table> (<the row's keys>) VALUES (%(key)s, …)``: the row names each column once."""
+    return sql.SQL("INSERT INTO {}.{} ({}) VALUES ({})").format(
+        _S,
+        sql.Identifier(table),
+        sql.SQL(", ").join(map(sql.Identifier, row)),
+        sql.SQL(", ").join(map(sql.Placeholder, row)),
+    )
+
+
+def assignments(columns: Iterable[str], *, excluded: bool = False) -> sql.Composed:
+    """``column = %(column)s, …``, or with ``excluded`` the upsert's ``column = EXCLUDED.column, …``."""
+    value = "EXCLUDED.{0}" if excluded else "{1}"
+    return sql.SQL(", ").join(
+        sql.SQL("{0} = " + value).format(sql.Identifier(column), sql.Placeholder(column)) for column in columns
+    )
+
+
+def _run_key(run_id: str, plan: SegmentPushPlan) -> dict[str, str]:
+    """The primary key of a plan's ``segment_push_runs`` row, as named parameters."""
+    return {"run_id": run_id, "tenant_uid": plan.tenant_uid, "segment": plan.target.segment}
+
+
+def _update_run(
+    conn: psycopg.Connection[Any], run_id: str, plan: SegmentPushPlan, values: Mapping[str, object], *, finish: bool
+) -> None:
+    """Set ``values`` on the plan's run row (and, with ``finish``, its ``finished_at`` to now)."""
+    conn.execute(
+        sql.SQL(
+            "UPDATE {}.segment_push_runs SET {}{} WHERE run_id = %(run_id)s AND tenant_uid = %(tenant_uid)s "
+            "AND segment = %(segment)s"
+        ).format(_S, assignments(values), sql.SQL(", finished_at = now()" if finish else "")),
+        {**values, **_run_key(run_id, plan)},
+    )
 
 
 def read_batch_limit(conn: psycopg.Connection[Any], api_base_url: str, tenant_uid: str) -> tuple[int, int | None]:
@@ -67,7 +105,7 @@ def ensure_push_tables(conn: psycopg.Connection[Any]) -> None:
     """The push tables alone, for tests and benchmarks that use no warehouse load."""
     create_schema_if_missing(conn, SCHEMA)
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (0x464C5250,))
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (PUSH_TABLES_LOCK,))
         for statement in PUSH_TABLES_SQL:
             conn.execute(statement)
 
@@ -96,9 +134,9 @@ def read_history(conn: psycopg.Connection[Any], tenant_uid: str, segment: str, g
     last_count = conn.execute(
         sql.SQL(
             "SELECT segment_count FROM {}.segment_push_runs WHERE tenant_uid = %s AND segment = %s "
-            "AND customer_group_uid = %s AND status = 'verified' AND NOT dry_run ORDER BY finished_at DESC LIMIT 1"
+            "AND customer_group_uid = %s AND status = %s AND NOT dry_run ORDER BY finished_at DESC LIMIT 1"
         ).format(_S),
-        (tenant_uid, segment, group_uid),
+        (tenant_uid, segment, group_uid, PushStatus.VERIFIED),
     ).fetchone()
     members: frozenset[str] | None = None
     if owner is not None and owner[1]:
@@ -120,50 +158,79 @@ def read_history(conn: psycopg.Connection[Any], tenant_uid: str, segment: str, g
     )
 
 
+@dataclass(frozen=True)
+class PlanRow:
+    """A ``segment_push_runs`` row as a plan is recorded: each field is the column of the same name."""
+
+    run_id: str
+    tenant_uid: str
+    segment: str
+    customer_group_uid: str
+    status: PushStatus
+    dry_run: bool
+    plan_hash: str
+    group_action: str
+    mode: str
+    segment_count: int
+    live_count: int
+    planned_adds: int
+    planned_removes: int
+    withheld_removes: int
+    drift_added: int
+    drift_removed: int
+    blocked: Jsonb
+    plan: Jsonb
+    planned_at: datetime
+
+    @classmethod
+    def of(cls, run_id: str, plan: SegmentPushPlan, *, dry_run: bool) -> PlanRow:
+        status = PushStatus.BLOCKED if plan.blocked else (PushStatus.DRY_RUN if dry_run else PushStatus.PLANNED)
+        body = {
+            "adds": list(plan.adds),
+            "removes": list(plan.removes),
+            "withheld_removes": list(plan.withheld_removes),
+            "drift_added": list(plan.drift_added),
+            "drift_removed": list(plan.drift_removed),
+            "live_name": plan.live_name,
+            "adopted": plan.adopted,
+        }
+        return cls(
+            **_run_key(run_id, plan),
+            customer_group_uid=plan.target.group_uid,
+            status=status,
+            dry_run=dry_run,
+            plan_hash=plan.plan_hash,
+            group_action=plan.group_action,
+            mode=plan.effective_mode,
+            segment_count=plan.segment_count,
+            live_count=plan.live_count,
+            planned_adds=len(plan.adds),
+            planned_removes=len(plan.removes),
+            withheld_removes=len(plan.withheld_removes),
+            drift_added=len(plan.drift_added),
+            drift_removed=len(plan.drift_removed),
+            blocked=Jsonb(plan.blocked_reasons),
+            plan=Jsonb(body),
+            planned_at=datetime.now(UTC),
+        )
+
+    def params(self) -> dict[str, object]:
+        """Column name to value (not ``asdict``: that would deep-copy every uid list)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
 def record_plan(conn: psycopg.Connection[Any], run_id: str, plan: SegmentPushPlan, *, dry_run: bool) -> None:
-    """Write the plan before the first write call (status planned, blocked or dry_run)."""
-    status = "blocked" if plan.blocked else ("dry_run" if dry_run else "planned")
+    """Write the plan before the first write call (status planned, blocked or dry_run).
+
+    A plan recorded again by the same run (a retried step) replaces the earlier one's decision.
+    """
+    row = PlanRow.of(run_id, plan, dry_run=dry_run).params()
     conn.execute(
-        sql.SQL(
-            "INSERT INTO {}.segment_push_runs (run_id, tenant_uid, segment, customer_group_uid, status, dry_run, "
-            "plan_hash, group_action, mode, segment_count, live_count, planned_adds, planned_removes, "
-            "withheld_removes, drift_added, drift_removed, blocked, plan, planned_at) VALUES "
-            "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-            "ON CONFLICT (run_id, tenant_uid, segment) DO UPDATE SET status = EXCLUDED.status, "
-            "plan_hash = EXCLUDED.plan_hash, plan = EXCLUDED.plan, blocked = EXCLUDED.blocked, "
-            "planned_at = EXCLUDED.planned_at"
-        ).format(_S),
-        (
-            run_id,
-            plan.tenant_uid,
-            plan.target.segment,
-            plan.target.group_uid,
-            status,
-            dry_run,
-            plan.plan_hash,
-            plan.group_action,
-            plan.effective_mode,
-            plan.segment_count,
-            plan.live_count,
-            len(plan.adds),
-            len(plan.removes),
-            len(plan.withheld_removes),
-            len(plan.drift_added),
-            len(plan.drift_removed),
-            Jsonb(plan.blocked_reasons),
-            Jsonb(
-                {
-                    "adds": list(plan.adds),
-                    "removes": list(plan.removes),
-                    "withheld_removes": list(plan.withheld_removes),
-                    "drift_added": list(plan.drift_added),
-                    "drift_removed": list(plan.drift_removed),
-                    "live_name": plan.live_name,
-                    "adopted": plan.adopted,
-                }
-            ),
-            datetime.now(UTC),
+        insert_into("segment_push_runs", row)
+        + sql.SQL(" ON CONFLICT (run_id, tenant_uid, segment) DO UPDATE SET {}").format(
+            assignments(["status", "plan_hash", "plan", "blocked", "planned_at"], excluded=True)
         ),
+        row,
     )
 
 
@@ -186,28 +253,22 @@ def log_call(
     ``http_status`` NULL means the outcome is not known yet (or never became known, if the process
     died mid-call): the uids the call may have applied are on record either way.
     """
-    row = conn.execute(
-        sql.SQL(
-            "INSERT INTO {}.segment_push_log (run_id, tenant_uid, segment, customer_group_uid, action, uid_count, "
-            "batch_number, http_status, error, add_uids, remove_uids) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-            "RETURNING id"
-        ).format(_S),
-        (
-            run_id,
-            tenant_uid,
-            segment,
-            group_uid,
-            action,
-            len(add_uids) + len(remove_uids),
-            batch_number,
-            http_status,
-            error,
-            Jsonb(list(add_uids)),
-            Jsonb(list(remove_uids)),
-        ),
-    ).fetchone()
-    assert row is not None
-    return int(row[0])
+    row = {
+        "run_id": run_id,
+        "tenant_uid": tenant_uid,
+        "segment": segment,
+        "customer_group_uid": group_uid,
+        "action": action,
+        "uid_count": len(add_uids) + len(remove_uids),
+        "batch_number": batch_number,
+        "http_status": http_status,
+        "error": error,
+        "add_uids": Jsonb(list(add_uids)),
+        "remove_uids": Jsonb(list(remove_uids)),
+    }
+    returned = conn.execute(insert_into("segment_push_log", row) + sql.SQL(" RETURNING id"), row).fetchone()
+    assert returned is not None
+    return int(returned[0])
 
 
 async def audited(
@@ -246,79 +307,74 @@ def register_group(
     conn.execute(
         sql.SQL(
             "INSERT INTO {}.segment_push_groups (tenant_uid, customer_group_uid, segment, ownership, since) "
-            "VALUES (%s, %s, %s, %s, now()) ON CONFLICT (tenant_uid, customer_group_uid) DO UPDATE SET "
-            "segment = EXCLUDED.segment, status = 'active', retired_at = NULL, "
+            "VALUES (%(tenant_uid)s, %(group_uid)s, %(segment)s, %(ownership)s, now()) "
+            "ON CONFLICT (tenant_uid, customer_group_uid) DO UPDATE SET "
+            "segment = EXCLUDED.segment, status = %(active)s, retired_at = NULL, "
             "ownership = CASE WHEN EXCLUDED.ownership = 'created' THEN 'created' "
             "ELSE segment_push_groups.ownership END, "
             "since = CASE WHEN EXCLUDED.ownership = 'created' AND segment_push_groups.ownership <> 'created' "
             "THEN now() ELSE segment_push_groups.since END"
         ).format(_S),
-        (tenant_uid, group_uid, segment, ownership),
+        {
+            "tenant_uid": tenant_uid,
+            "group_uid": group_uid,
+            "segment": segment,
+            "ownership": ownership,
+            "active": GroupStatus.ACTIVE,
+        },
     )
 
 
 def record_outcome(
-    conn: psycopg.Connection[Any],
-    *,
-    run_id: str,
-    plan: SegmentPushPlan,
-    verified: bool,
-    live_after: frozenset[str],
-    applied_adds: int,
-    applied_removes: int,
-    rejected: dict[str, str],
-    calls: int,
-    duration_seconds: float,
-    error: str | None,
+    conn: psycopg.Connection[Any], run_id: str, outcome: PushOutcome, live_after: frozenset[str]
 ) -> None:
     """Finish the run row; only a verified push moves the remembered state and completes adoption."""
-    tenant, segment, group = plan.tenant_uid, plan.target.segment, plan.target.group_uid
+    rejected = sorted(outcome.rejected.items())
+    finished = {
+        "status": PushStatus.VERIFIED if outcome.verified else PushStatus.FAILED,
+        "verified": outcome.verified,
+        "applied_adds": outcome.applied_adds,
+        "applied_removes": outcome.applied_removes,
+        "rejected_uids": Jsonb([{"customer_uid": uid, "error": message} for uid, message in rejected]),
+        "calls": outcome.calls,
+        "duration_seconds": outcome.duration_seconds,
+        "error": outcome.error,
+    }
     with conn.transaction():
-        conn.execute(
+        _update_run(conn, run_id, outcome.plan, finished, finish=True)
+        if outcome.verified:
+            _remember_pushed(conn, outcome.plan, live_after)
+
+
+def _remember_pushed(conn: psycopg.Connection[Any], plan: SegmentPushPlan, live_after: frozenset[str]) -> None:
+    """After a verified push: the group is (again) active and adopted for good, and its members are
+    what the next plan compares the live group with to tell drift."""
+    group = {"tenant_uid": plan.tenant_uid, "segment": plan.target.segment, "group_uid": plan.target.group_uid}
+    conn.execute(
+        sql.SQL(
+            "UPDATE {}.segment_push_groups SET first_push_done_at = coalesce(first_push_done_at, now()), "
+            "segment = %(segment)s, status = %(active)s, retired_at = NULL "
+            "WHERE tenant_uid = %(tenant_uid)s AND customer_group_uid = %(group_uid)s"
+        ).format(_S),
+        {**group, "active": GroupStatus.ACTIVE},
+    )
+    conn.execute(
+        sql.SQL(
+            "DELETE FROM {}.segment_push_members WHERE tenant_uid = %(tenant_uid)s AND segment = %(segment)s "
+            "AND customer_group_uid = %(group_uid)s"
+        ).format(_S),
+        group,
+    )
+    with (
+        conn.cursor() as cur,
+        cur.copy(
             sql.SQL(
-                "UPDATE {}.segment_push_runs SET status = %s, verified = %s, applied_adds = %s, applied_removes = %s, "
-                "rejected_uids = %s, calls = %s, duration_seconds = %s, finished_at = now(), error = %s "
-                "WHERE run_id = %s AND tenant_uid = %s AND segment = %s"
-            ).format(_S),
-            (
-                "verified" if verified else "failed",
-                verified,
-                applied_adds,
-                applied_removes,
-                Jsonb([{"customer_uid": uid, "error": message} for uid, message in sorted(rejected.items())]),
-                calls,
-                duration_seconds,
-                error,
-                run_id,
-                tenant,
-                segment,
-            ),
-        )
-        if not verified:
-            return
-        conn.execute(
-            sql.SQL(
-                "UPDATE {}.segment_push_groups SET first_push_done_at = coalesce(first_push_done_at, now()), "
-                "segment = %s, status = 'active', retired_at = NULL WHERE tenant_uid = %s AND customer_group_uid = %s"
-            ).format(_S),
-            (segment, tenant, group),
-        )
-        conn.execute(
-            sql.SQL(
-                "DELETE FROM {}.segment_push_members WHERE tenant_uid = %s AND segment = %s AND customer_group_uid = %s"
-            ).format(_S),
-            (tenant, segment, group),
-        )
-        with (
-            conn.cursor() as cur,
-            cur.copy(
-                sql.SQL(
-                    "COPY {}.segment_push_members (tenant_uid, segment, customer_group_uid, customer_uid) FROM STDIN"
-                ).format(_S)
-            ) as copy,
-        ):
-            for uid in sorted(live_after):
-                copy.write_row((tenant, segment, group, uid))
+                "COPY {}.segment_push_members (tenant_uid, segment, customer_group_uid, customer_uid) FROM STDIN"
+            ).format(_S)
+        ) as copy,
+    ):
+        for uid in sorted(live_after):
+            copy.write_row((plan.tenant_uid, plan.target.segment, plan.target.group_uid, uid))
 
 
 def load_recorded_plan(
@@ -364,52 +420,63 @@ def claim_group(conn: psycopg.Connection[Any], run_id: str, plan: SegmentPushPla
     older plan still 'planned' must never be applied after this newer one ('superseded'); this
     run's own plan must still be 'planned', and becomes 'pushing'.
     """
-    tenant, segment, group = plan.tenant_uid, plan.target.segment, plan.target.group_uid
-    with group_lock(conn, tenant, group):
+    tenant, segment = plan.tenant_uid, plan.target.segment
+    with group_lock(conn, tenant, plan.target.group_uid):
         with conn.transaction():
             mine = conn.execute(
                 sql.SQL(
                     "SELECT status, planned_at FROM {}.segment_push_runs "
-                    "WHERE run_id = %s AND tenant_uid = %s AND segment = %s FOR UPDATE"
+                    "WHERE run_id = %(run_id)s AND tenant_uid = %(tenant_uid)s AND segment = %(segment)s FOR UPDATE"
                 ).format(_S),
-                (run_id, tenant, segment),
+                _run_key(run_id, plan),
             ).fetchone()
-            if mine is None or mine[0] != "planned":
+            if mine is None or mine[0] != PushStatus.PLANNED:
                 state = "missing" if mine is None else mine[0]
                 raise PushRefusedError(
                     f"the plan of run {run_id} for segment {segment} of tenant {tenant} is {state}; nothing was written"
                 )
-            conn.execute(
-                sql.SQL(
-                    "UPDATE {}.segment_push_runs SET status = 'interrupted', finished_at = now(), "
-                    "error = 'the push process ended before it finished (killed or lost); "
-                    "segment_push_log holds the calls it sent' "
-                    "WHERE tenant_uid = %s AND customer_group_uid = %s AND status = 'pushing' AND run_id <> %s"
-                ).format(_S),
-                (tenant, group, run_id),
-            )
-            conn.execute(
-                sql.SQL(
-                    "UPDATE {}.segment_push_runs SET status = 'superseded', finished_at = now(), "
-                    "error = 'run ' || %s || ' pushed a newer plan into this group first; this plan is never applied' "
-                    "WHERE tenant_uid = %s AND customer_group_uid = %s AND status = 'planned' "
-                    "AND planned_at < %s AND run_id <> %s"
-                ).format(_S),
-                (run_id, tenant, group, mine[1], run_id),
-            )
-            conn.execute(
-                sql.SQL(
-                    "UPDATE {}.segment_push_runs SET status = 'pushing' WHERE run_id = %s AND tenant_uid = %s AND segment = %s"
-                ).format(_S),
-                (run_id, tenant, segment),
-            )
+            _settle_older_runs(conn, run_id, plan, planned_at=mine[1])
+            _update_run(conn, run_id, plan, {"status": PushStatus.PUSHING}, finish=False)
         yield
+
+
+def _settle_older_runs(conn: psycopg.Connection[Any], run_id: str, plan: SegmentPushPlan, planned_at: datetime) -> None:
+    """Under the group's lock: other runs still pushing died; other runs' older plans are never applied."""
+    params = {
+        "run_id": run_id,
+        "tenant_uid": plan.tenant_uid,
+        "group_uid": plan.target.group_uid,
+        "planned_at": planned_at,
+        "pushing": PushStatus.PUSHING,
+        "interrupted": PushStatus.INTERRUPTED,
+        "planned": PushStatus.PLANNED,
+        "superseded": PushStatus.SUPERSEDED,
+    }
+    conn.execute(
+        sql.SQL(
+            "UPDATE {}.segment_push_runs SET status = %(interrupted)s, finished_at = now(), "
+            "error = 'the push process ended before it finished (killed or lost); "
+            "segment_push_log holds the calls it sent' "
+            "WHERE tenant_uid = %(tenant_uid)s AND customer_group_uid = %(group_uid)s AND status = %(pushing)s "
+            "AND run_id <> %(run_id)s"
+        ).format(_S),
+        params,
+    )
+    conn.execute(
+        sql.SQL(
+            "UPDATE {}.segment_push_runs SET status = %(superseded)s, finished_at = now(), "
+            "error = 'run ' || %(run_id)s || ' pushed a newer plan into this group first; this plan is never applied' "
+            "WHERE tenant_uid = %(tenant_uid)s AND customer_group_uid = %(group_uid)s AND status = %(planned)s "
+            "AND planned_at < %(planned_at)s AND run_id <> %(run_id)s"
+        ).format(_S),
+        params,
+    )
 
 
 @contextlib.contextmanager
 def group_lock(conn: psycopg.Connection[Any], tenant_uid: str, group_uid: str) -> Iterator[None]:
     """The group's write lock: pushes and retirements of one group never interleave their calls."""
-    key = (_GROUP_LOCK_NAMESPACE, advisory_lock_key(tenant_uid, group_uid))
+    key = push_group_lock(tenant_uid, group_uid)
     row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", key).fetchone()
     if not (row and row[0]):
         raise PushRefusedError(

@@ -22,7 +22,8 @@ from psycopg import sql
 
 from pipelines.flowretail.client import AsyncFlowRetailClient
 from pipelines.flowretail.errors import NotFoundError
-from pipelines.segment_push.audit import audited, group_lock, log_call
+from pipelines.segment_push.audit import assignments, audited, group_lock, insert_into, log_call
+from pipelines.segment_push.status import GroupStatus, PushStatus, RetireStatus
 from pipelines.warehouse.schema import SCHEMA
 
 _S = sql.Identifier(SCHEMA)
@@ -65,10 +66,10 @@ def registered_groups(conn: psycopg.Connection[Any], tenant_uid: str) -> list[Re
         sql.SQL(
             "SELECT g.tenant_uid, g.customer_group_uid, g.segment, g.ownership, g.status, "
             "(SELECT max(r.finished_at) FROM {}.segment_push_runs r WHERE r.tenant_uid = g.tenant_uid "
-            "AND r.customer_group_uid = g.customer_group_uid AND r.status = 'verified' AND NOT r.dry_run) "
+            "AND r.customer_group_uid = g.customer_group_uid AND r.status = %s AND NOT r.dry_run) "
             "FROM {}.segment_push_groups g WHERE g.tenant_uid = %s ORDER BY g.customer_group_uid"
         ).format(_S, _S),
-        (tenant_uid,),
+        (PushStatus.VERIFIED, tenant_uid),
     ).fetchall()
     return [RegisteredGroup(*row) for row in rows]
 
@@ -76,7 +77,7 @@ def registered_groups(conn: psycopg.Connection[Any], tenant_uid: str) -> list[Re
 def orphan_candidates(registry: Iterable[RegisteredGroup], declared_group_uids: Iterable[str]) -> list[RegisteredGroup]:
     """Active registered groups whose uid no current segment declares (pure)."""
     declared = set(declared_group_uids)
-    return [g for g in registry if g.status == "active" and g.group_uid not in declared]
+    return [g for g in registry if g.status == GroupStatus.ACTIVE and g.group_uid not in declared]
 
 
 async def find_orphans(
@@ -102,14 +103,16 @@ def record_orphans(conn: psycopg.Connection[Any], run_id: str, tenant_uid: str, 
             sql.SQL("DELETE FROM {}.segment_push_orphans WHERE run_id = %s AND tenant_uid = %s").format(_S),
             (run_id, tenant_uid),
         )
-        for o in orphans:
-            conn.execute(
-                sql.SQL(
-                    "INSERT INTO {}.segment_push_orphans (run_id, tenant_uid, customer_group_uid, segment, ownership, "
-                    "live_size, last_push_at) VALUES (%s, %s, %s, %s, %s, %s, %s)"
-                ).format(_S),
-                (run_id, o.tenant_uid, o.group_uid, o.segment, o.ownership, o.live_size, o.last_push_at),
-            )
+        for orphan in orphans:
+            row = _row(run_id, orphan)
+            conn.execute(insert_into("segment_push_orphans", row), row)
+
+
+def _row(run_id: str, record: OrphanGroup | Retirement) -> dict[str, Any]:
+    """A run's record as its table row: the dataclass fields are the columns, the group uid's aside."""
+    row = {"run_id": run_id, **asdict(record)}
+    row["customer_group_uid"] = row.pop("group_uid")
+    return row
 
 
 @dataclass
@@ -121,7 +124,7 @@ class Retirement:
     segment: str | None
     dry_run: bool
     keep_group: bool
-    status: str = "failed"
+    status: RetireStatus = RetireStatus.FAILED
     live_before: int | None = None
     removed: int = 0
     deleted: bool = False
@@ -178,7 +181,7 @@ async def retire_group(
         with group_lock(conn, tenant_uid, group_uid):
             await _retire_locked(client, conn, run_id, result, batch_size)
     except Exception as exc:
-        result.status = "refused" if isinstance(exc, RetireRefusedError) else "failed"
+        result.status = RetireStatus.REFUSED if isinstance(exc, RetireRefusedError) else RetireStatus.FAILED
         result.detail = str(exc)
         raise
     finally:
@@ -217,7 +220,7 @@ async def _retire_locked(
         members = None
     result.live_before = None if members is None else len(members)
     if result.dry_run:
-        result.status = "dry_run"
+        result.status = RetireStatus.DRY_RUN
         result.detail = _describe(result, members, batch_size)
         return
     for number, start in enumerate(range(0, len(members or ()), batch_size), start=1):
@@ -232,7 +235,7 @@ async def _retire_locked(
             await call("delete", 204, partial(client.delete_customer_group, tenant, group))
         result.deleted = True
     _mark_retired(conn, tenant, group)
-    result.status = "retired"
+    result.status = RetireStatus.RETIRED
     result.detail = _describe(result, members, batch_size)
 
 
@@ -249,10 +252,10 @@ def _mark_retired(conn: psycopg.Connection[Any], tenant_uid: str, group_uid: str
     with conn.transaction():
         conn.execute(
             sql.SQL(
-                "UPDATE {}.segment_push_groups SET status = 'retired', retired_at = now() "
+                "UPDATE {}.segment_push_groups SET status = %s, retired_at = now() "
                 "WHERE tenant_uid = %s AND customer_group_uid = %s"
             ).format(_S),
-            (tenant_uid, group_uid),
+            (GroupStatus.RETIRED, tenant_uid, group_uid),
         )
         conn.execute(
             sql.SQL("DELETE FROM {}.segment_push_members WHERE tenant_uid = %s AND customer_group_uid = %s").format(_S),
@@ -261,25 +264,12 @@ def _mark_retired(conn: psycopg.Connection[Any], tenant_uid: str, group_uid: str
 
 
 def _record_retirement(conn: psycopg.Connection[Any], run_id: str, r: Retirement) -> None:
+    row = _row(run_id, r)
+    outcome = ["status", "live_before", "removed", "deleted", "detail"]
     conn.execute(
-        sql.SQL(
-            "INSERT INTO {}.segment_push_retirements (run_id, tenant_uid, customer_group_uid, segment, dry_run, "
-            "keep_group, status, live_before, removed, deleted, detail) VALUES "
-            "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (run_id, tenant_uid, customer_group_uid) "
-            "DO UPDATE SET status = EXCLUDED.status, live_before = EXCLUDED.live_before, removed = EXCLUDED.removed, "
-            "deleted = EXCLUDED.deleted, detail = EXCLUDED.detail, at = now()"
-        ).format(_S),
-        (
-            run_id,
-            r.tenant_uid,
-            r.group_uid,
-            r.segment,
-            r.dry_run,
-            r.keep_group,
-            r.status,
-            r.live_before,
-            r.removed,
-            r.deleted,
-            r.detail,
+        insert_into("segment_push_retirements", row)
+        + sql.SQL(" ON CONFLICT (run_id, tenant_uid, customer_group_uid) DO UPDATE SET {}, at = now()").format(
+            assignments(outcome, excluded=True)
         ),
+        row,
     )

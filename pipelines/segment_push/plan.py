@@ -207,6 +207,22 @@ class SegmentPushPlan:
         }
 
 
+@dataclass
+class PushOutcome:
+    """What a push did: applied counts, refused uids, calls, verification and notes for the operator."""
+
+    plan: SegmentPushPlan
+    verified: bool = False
+    applied_adds: int = 0
+    applied_removes: int = 0
+    rejected: dict[str, str] = field(default_factory=dict)
+    calls: int = 0
+    duration_seconds: float = 0.0
+    live_after_count: int = 0
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
 def plan_batches(adds: tuple[str, ...], removes: tuple[str, ...], batch_size: int) -> list[MemberBatch]:
     """Fewest calls: fill each call with up to ``batch_size`` uids, adds first, removes after."""
     if batch_size < 1:
@@ -303,6 +319,45 @@ def adopted_mode(target: PushTarget) -> PushMode:
     return "mirror" if target.mode == "mirror" and target.adopt_existing == "mirror" else "add_only"
 
 
+def group_action(target: PushTarget, live: LiveGroup, history: PushHistory) -> GroupAction:
+    """What the push does to the group itself before any member changes.
+
+    A group the registry knows but the API does not was deleted out of band (``recreate``); an
+    existing group the registry does not know is taken over (``adopt``); an adopted group is
+    renamed only when the segment says ``rename_adopted``.
+    """
+    if live.member_uids is None:
+        return "recreate" if history.ownership is not None else "create"
+    if history.ownership is None:
+        return "adopt"
+    renames = history.ownership == "created" or target.rename_adopted
+    return "rename" if live.name != target.group_name and renames else "none"
+
+
+@dataclass(frozen=True)
+class _Changes:
+    """How the group and the segment moved since the last verified push (all empty on a first push)."""
+
+    drift_added: tuple[str, ...]
+    drift_removed: tuple[str, ...]
+    joined: tuple[str, ...]
+    left: tuple[str, ...]
+
+    @classmethod
+    def of(
+        cls, segment_uids: frozenset[str], live_uids: frozenset[str], last: frozenset[str] | None, exists: bool
+    ) -> _Changes:
+        """``last`` is what the product last pushed; drift is only told for a group that still exists."""
+        if last is None:
+            return cls((), (), tuple(sorted(segment_uids)), ())
+        return cls(
+            drift_added=tuple(sorted(live_uids - last)) if exists else (),
+            drift_removed=tuple(sorted(last - live_uids)) if exists else (),
+            joined=tuple(sorted(segment_uids - last)),
+            left=tuple(sorted(last - segment_uids)),
+        )
+
+
 def plan_segment_push(
     *,
     tenant_uid: str,
@@ -317,25 +372,12 @@ def plan_segment_push(
     exists = live.member_uids is not None
     live_uids = live.member_uids or frozenset()
     adopted = exists and history.ownership != "created"
-    renames = not adopted or target.rename_adopted
-    if not exists:
-        action: GroupAction = "recreate" if history.ownership is not None else "create"
-    elif history.ownership is None:
-        action = "adopt"
-    elif live.name != target.group_name and renames:
-        action = "rename"
-    else:
-        action = "none"
     mode: PushMode = adopted_mode(target) if adopted else target.mode
     adds = tuple(sorted(segment_uids - live_uids))
     extra = tuple(sorted(live_uids - segment_uids))
     removes = extra if mode == "mirror" else ()
     withheld = () if mode == "mirror" else extra
-    last = history.last_pushed_uids
-    drift_added = tuple(sorted(live_uids - last)) if last is not None and exists else ()
-    drift_removed = tuple(sorted(last - live_uids)) if last is not None and exists else ()
-    joined = tuple(sorted(segment_uids - last)) if last is not None else tuple(sorted(segment_uids))
-    left = tuple(sorted(last - segment_uids)) if last is not None else ()
+    changes = _Changes.of(segment_uids, live_uids, history.last_pushed_uids, exists)
     allowed = {"allow_large_removal": allow_large_removal, "allow_large_addition": allow_large_addition}
     guards = evaluate_guards(
         segment_count=len(segment_uids),
@@ -352,7 +394,7 @@ def plan_segment_push(
     return SegmentPushPlan(
         tenant_uid=tenant_uid,
         target=target,
-        group_action=action,
+        group_action=group_action(target, live, history),
         live_name=live.name,
         effective_mode=mode,
         segment_count=len(segment_uids),
@@ -360,10 +402,10 @@ def plan_segment_push(
         adds=adds,
         removes=removes,
         withheld_removes=withheld,
-        drift_added=drift_added,
-        drift_removed=drift_removed,
-        segment_joined=joined,
-        segment_left=left,
+        drift_added=changes.drift_added,
+        drift_removed=changes.drift_removed,
+        segment_joined=changes.joined,
+        segment_left=changes.left,
         guards=guards,
         adopted=adopted,
     )

@@ -16,10 +16,10 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from pipelines.warehouse.locks import MODEL_REGISTRY_LOCK
 from pipelines.warehouse.tables import model_relations, table_ddl
 
 REGISTRY = model_relations.name
-_LOCK = 0x464C4D52  # "FLMR": serialises creation of the registry table
 _KINDS = {"r": "TABLE", "v": "VIEW", "m": "MATERIALIZED VIEW", "p": "TABLE"}
 
 
@@ -37,7 +37,7 @@ def record_built(conn: psycopg.Connection[Any], schema: str, name: str, material
     """Remember that the runner built ``schema.name`` (called after each successful build)."""
     registry = sql.Identifier(schema, REGISTRY)
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MODEL_REGISTRY_LOCK,))
         for statement in table_ddl(model_relations, schema):
             conn.execute(statement)
         conn.execute(

@@ -56,14 +56,11 @@ from pipelines.sql_models.config import TENANT_COLUMN
 from pipelines.sql_models.data_tests import DataTest
 from pipelines.sql_models.errors import DataTestError, ModelBuildError
 from pipelines.sql_models.project import BUILD_SUFFIX, Model, Project, render
-from pipelines.warehouse.postgres import advisory_lock_key
+from pipelines.warehouse.locks import model_lock
 
 # The push-back reads segments by these columns; anything else would be silently ignored or fail there.
 SEGMENT_COLUMNS = ("tenant_uid", "customer_uid")
 
-# Namespace of the per-model advisory locks: tenant slice writers share a model's lock, a whole
-# rebuild or a view replacement holds it alone.
-_MODEL_LOCK_NAMESPACE = 0x464C524D  # "FLRM"
 # The comment of a view built by the runner: the hash of the SQL it was built from.
 _VIEW_COMMENT_PREFIX = "flowretail sql model, sha256 of its SQL: "
 _SLICE_TABLE = "__model_slice"
@@ -403,7 +400,7 @@ def _refresh_source_statistics(conn: psycopg.Connection[Any], model: Model, proj
 
 
 def _model_lock(project: Project, model: Model) -> tuple[int, int]:
-    return (_MODEL_LOCK_NAMESPACE, advisory_lock_key(project.target_schema, model.name))
+    return model_lock(project.target_schema, model.name)
 
 
 def _replace_whole(conn: psycopg.Connection[Any], model: Model, project: Project, body: str) -> tuple[str, ...]:

@@ -45,8 +45,9 @@ from pipelines.warehouse.frames import (
     groups_frame,
     memberships_frame,
 )
-from pipelines.warehouse.migrate import MIGRATE_LOCK, ensure_current_schema
-from pipelines.warehouse.postgres import advisory_lock_key, mask_url, masked_database_url
+from pipelines.warehouse.locks import MIGRATE_LOCK, tenant_load_lock
+from pipelines.warehouse.migrate import ensure_current_schema
+from pipelines.warehouse.postgres import mask_url, masked_database_url
 from pipelines.warehouse.schema import (
     DEVIATIONS_COLUMN,
     EXTRA_FIELDS_COLUMN,
@@ -59,7 +60,6 @@ from pipelines.warehouse.tables import column_names, load_runs, snapshot_bookkee
 
 logger = logging.getLogger(__name__)
 
-_LOCK_NAMESPACE = 0x464C5257  # "FLRW": advisory-lock class id of tenant loads
 _WRITE_BATCH_PAGES = 32  # pages already queued are written together, in one transaction
 _BUDGET_CUSTOMERS_PER_CONNECTION = 1000  # see page_budget
 _DEVIATIONS = sql.Identifier(DEVIATIONS_COLUMN.name)
@@ -670,9 +670,7 @@ async def _claim_tenant(conn: psycopg.AsyncConnection[Any], tenant_uid: str) -> 
     (loads run side by side; a migrate that promotes columns waits for them), both until the
     connection unlocks or closes; then mark this tenant's loads that died as interrupted."""
     await conn.execute("SELECT pg_advisory_lock_shared(%s)", (MIGRATE_LOCK,))
-    row = await (
-        await conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (_LOCK_NAMESPACE, advisory_lock_key(tenant_uid)))
-    ).fetchone()
+    row = await (await conn.execute("SELECT pg_try_advisory_lock(%s, %s)", tenant_load_lock(tenant_uid))).fetchone()
     if not (row and row[0]):
         raise LoadAlreadyRunningError(
             f"another load of tenant {tenant_uid} is running; this one refuses to start so the two cannot mix"

@@ -31,6 +31,7 @@ import psycopg
 from psycopg import sql
 
 from pipelines.sql_models.project import DEFAULT_TARGET_SCHEMA
+from pipelines.warehouse.locks import MIGRATE_LOCK
 from pipelines.warehouse.postgres import create_schema_if_missing, mask_url, masked_database_url
 from pipelines.warehouse.schema import EXTRA_FIELDS_COLUMN, MAX_PROMOTED_FIELDS, SCHEMA, customer_field_columns
 from pipelines.warehouse.tables import (
@@ -42,7 +43,6 @@ from pipelines.warehouse.tables import (
 
 logger = logging.getLogger(__name__)
 
-MIGRATE_LOCK = 0x464C5244  # "FLRD": the advisory lock of the schema (the release before this one used it too)
 DDL_LOCK_TIMEOUT = "5s"
 GRANTS_HINT = "a DBA grants it with deploy/grants/etl_role.sql (see README, Least privilege)"
 

@@ -1,9 +1,8 @@
-"""Connection helpers of the warehouse: masked URLs, advisory-lock keys, creating a missing schema."""
+"""Connection helpers of the warehouse: masked URLs, creating a missing schema (advisory locks: locks.py)."""
 
 from __future__ import annotations
 
 import re
-import zlib
 from typing import Any
 
 import psycopg
@@ -36,15 +35,6 @@ def mask_url(text: str) -> str:
     where no URL parser applies; a URL on its own goes through ``masked_database_url``."""
     text = _PASSWORD_IN_URL.sub(lambda m: m["head"] + ("***" if m["secret"] else "") + m["tail"], text)
     return _PASSWORD_IN_DSN.sub(lambda m: m["head"] + "***", text)
-
-
-def advisory_lock_key(*parts: str) -> int:
-    """32-bit key of a PostgreSQL advisory lock on a tenant, or on one thing of a tenant.
-
-    crc32 of the parts joined by a unit separator: stable across processes and versions, so every
-    loader and pusher of the same tenant or group computes the same key.
-    """
-    return zlib.crc32("\x1f".join(parts).encode("utf-8")) - 2**31
 
 
 def create_schema_if_missing(conn: psycopg.Connection[Any], schema: str) -> bool:

@@ -31,8 +31,8 @@ from pipelines.flowretail.simulator import SimulatorConfig, SimulatorState, buil
 from pipelines.segment_push.apply import PushOutcome, execute_plan, plan_and_record
 from pipelines.segment_push.plan import PushTarget, SegmentPushPlan
 from pipelines.warehouse.frames import row_hash
-from pipelines.warehouse.load import _LOCK_NAMESPACE as LOAD_LOCK_NAMESPACE
 from pipelines.warehouse.load import TenantLoadResult, load_tenant
+from pipelines.warehouse.locks import TENANT_LOAD_NAMESPACE as LOAD_LOCK_NAMESPACE
 
 T = TypeVar("T")
 

@@ -225,7 +225,9 @@ def test_api_strings_are_escaped_in_markdown_metadata() -> None:
 
     escaped = "\\<img src=x onerror=alert\\(1\\)\\> \\| \\*\\*VIP\\*\\* \\[x\\]\\(http://evil\\) \\# h"
     assert md_escape(HOSTILE) == escaped
-    assert md_table(["name"], [(HOSTILE,)]) == f"| name |\n|---|\n| {escaped} |"
+    # tabulate pads each column to its widest cell; the escaped cell is that wide.
+    width = len(escaped)
+    assert md_table(["name"], [(HOSTILE,)]) == f"| {'name':<{width}} |\n|{'-' * (width + 2)}|\n| {escaped} |"
     plan = plan_segment_push(
         tenant_uid="t",
         target=PushTarget("s", "g", "G", adopt_existing="add_only"),
@@ -234,6 +236,7 @@ def test_api_strings_are_escaped_in_markdown_metadata() -> None:
         history=PushHistory(ownership="adopted", first_push_done=True),
     )
     rendered = _plan_markdown(plan)
-    assert f"| name | {escaped} |" in rendered.splitlines()
+    cells = [[cell.strip() for cell in re.split(r"(?<!\\)\|", row)[1:-1]] for row in rendered.splitlines()]
+    assert ["name", escaped] in cells
     rows = rendered.splitlines()
     assert len(rows) == 13 and [len(re.findall(r"(?<!\\)\|", row)) for row in rows] == [3] * 13

@@ -17,7 +17,7 @@ from pipelines.flowretail.simulator import SimulatorConfig, SimulatorState, buil
 from pipelines.segment_push.apply import PushOutcome, execute_plan, plan_and_record
 from pipelines.segment_push.audit import PushRefusedError, ensure_push_tables
 from pipelines.segment_push.plan import PushTarget, SegmentPushPlan
-from pipelines.warehouse.postgres import advisory_lock_key
+from pipelines.warehouse.locks import advisory_lock_key
 
 TOKEN = "push-test-token"
 TARGET = PushTarget("newsletter_subscribers", "seg-news", "Newsletter (warehouse)")

@@ -6,7 +6,8 @@ import orjson
 import pytest
 
 from pipelines.warehouse.frames import CustomerColumns, customers_frame, groups_frame, memberships_frame, row_hash
-from pipelines.warehouse.postgres import advisory_lock_key, mask_url, masked_database_url
+from pipelines.warehouse.locks import advisory_lock_key
+from pipelines.warehouse.postgres import mask_url, masked_database_url
 from pipelines.warehouse.schema import Column, customer_field_columns, snake_case
 from pipelines.warehouse.tables import column_name_for_field
 

@@ -385,10 +385,9 @@ def test_a_concurrent_load_of_the_same_tenant_refuses(database_url: str) -> None
     tenant = state.tenant_uids()[0]
     _load(state, database_url, tenant, "run-1")
     with psycopg.connect(database_url, autocommit=True) as other:
-        from pipelines.warehouse.load import _LOCK_NAMESPACE
-        from pipelines.warehouse.postgres import advisory_lock_key
+        from pipelines.warehouse.locks import tenant_load_lock
 
-        other.execute("SELECT pg_advisory_lock(%s, %s)", (_LOCK_NAMESPACE, advisory_lock_key(tenant)))
+        other.execute("SELECT pg_advisory_lock(%s, %s)", tenant_load_lock(tenant))
         with pytest.raises(LoadAlreadyRunningError, match=f"another load of tenant {tenant} is running"):
             _load(state, database_url, tenant, "run-2")
 
