@@ -1,4 +1,4 @@
-"""The Flow Retail API v2 client: one async core over httpx, and a thin sync wrapper.
+"""The Flow Retail API v2 client: one async client over httpx.
 
 Every rule lives once, in ``AsyncFlowRetailClient``: uid checks before a URL is built, the rate
 limit and concurrency bound, retries (tenacity, honouring ``Retry-After``), response validation
@@ -13,10 +13,10 @@ import email.utils
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
+from collections.abc import AsyncIterator, Generator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import orjson
@@ -62,8 +62,6 @@ from pipelines.flowretail.secrets import redact
 from pipelines.flowretail.stats import ClientStats
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 LIST_GROUPS = "get-customer-groups"
 CREATE_GROUP = "post-customer-groups"
@@ -218,10 +216,6 @@ class AsyncFlowRetailClient:
             what=f"customer groups of tenant {tenant}",
         )
 
-    async def fetch_customer_groups(self, tenant_uid: str) -> list[dict[str, Any]]:
-        """All groups of a tenant from one consistent scan."""
-        return await _collect(self.iter_customer_groups(tenant_uid))
-
     async def get_customer_group(self, tenant_uid: str, customer_group_uid: str) -> dict[str, Any]:
         body: dict[str, Any] = await self._call(GET_GROUP, "GET", self._group_path(tenant_uid, customer_group_uid))
         return body
@@ -274,10 +268,6 @@ class AsyncFlowRetailClient:
             what=f"customers of group {customer_group_uid} of tenant {tenant_uid}",
             budget=budget,
         )
-
-    async def fetch_group_members(self, tenant_uid: str, customer_group_uid: str) -> list[dict[str, Any]]:
-        """All customers of a group from one consistent scan."""
-        return await _collect(self.iter_group_members(tenant_uid, customer_group_uid))
 
     async def fetch_group_member_uids(self, tenant_uid: str, customer_group_uid: str) -> set[str]:
         """The live member uids of a group (what the push-back diffs against)."""
@@ -745,101 +735,3 @@ def _error_message(raw: bytes) -> str:
         message: str = body["message"]
         return message
     return raw[: 4 * _ERROR_TEXT_LIMIT].decode("utf-8", "replace").strip() or "no message"
-
-
-async def _collect(pages: AsyncIterator[ScanPage]) -> list[dict[str, Any]]:
-    """All items of the last (consistent) scan, in page order whatever order the pages arrived in."""
-    by_page: dict[int, list[dict[str, Any]]] = {}
-    attempt = 0
-    async for page in pages:
-        if page.attempt != attempt:
-            by_page.clear()
-            attempt = page.attempt
-        by_page[page.page_number] = page.items
-    return [item for number in sorted(by_page) for item in by_page[number]]
-
-
-class FlowRetailClient:
-    """Blocking wrapper over ``AsyncFlowRetailClient`` for scripts and the CLI.
-
-    It owns one event loop for its lifetime so the async client's connection pool is reused.
-    """
-
-    def __init__(self, config: ClientConfig, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self._runner = asyncio.Runner()
-        self._async = self._runner.run(_make_async_client(config, transport))
-
-    def __repr__(self) -> str:
-        return f"FlowRetailClient(base_url={self._async.config.base_url!r})"
-
-    @property
-    def stats(self) -> ClientStats:
-        return self._async.stats
-
-    def __enter__(self) -> FlowRetailClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._runner.run(self._async.aclose())
-        self._runner.close()
-
-    def _run(self, make: Callable[[], Awaitable[T]]) -> T:
-        async def call() -> T:
-            return await make()
-
-        return self._runner.run(call())
-
-    def fetch_customer_groups(self, tenant_uid: str) -> list[dict[str, Any]]:
-        return self._run(lambda: self._async.fetch_customer_groups(tenant_uid))
-
-    def fetch_group_members(self, tenant_uid: str, customer_group_uid: str) -> list[dict[str, Any]]:
-        return self._run(lambda: self._async.fetch_group_members(tenant_uid, customer_group_uid))
-
-    def fetch_group_member_uids(self, tenant_uid: str, customer_group_uid: str) -> set[str]:
-        return self._run(lambda: self._async.fetch_group_member_uids(tenant_uid, customer_group_uid))
-
-    def iter_group_members(self, tenant_uid: str, customer_group_uid: str) -> Iterator[ScanPage]:
-        pages = self._async.iter_group_members(tenant_uid, customer_group_uid)
-        while True:
-            try:
-                yield self._runner.run(anext_page(pages))
-            except StopAsyncIteration:
-                return
-
-    def get_customer_group(self, tenant_uid: str, customer_group_uid: str) -> dict[str, Any]:
-        return self._run(lambda: self._async.get_customer_group(tenant_uid, customer_group_uid))
-
-    def create_customer_group(
-        self, tenant_uid: str, name: str, customer_group_uid: str | None = None
-    ) -> dict[str, Any]:
-        return self._run(lambda: self._async.create_customer_group(tenant_uid, name, customer_group_uid))
-
-    def rename_customer_group(self, tenant_uid: str, customer_group_uid: str, name: str) -> dict[str, Any]:
-        return self._run(lambda: self._async.rename_customer_group(tenant_uid, customer_group_uid, name))
-
-    def delete_customer_group(self, tenant_uid: str, customer_group_uid: str) -> None:
-        self._run(lambda: self._async.delete_customer_group(tenant_uid, customer_group_uid))
-
-    def update_group_customers(
-        self,
-        tenant_uid: str,
-        customer_group_uid: str,
-        add_customer_uids: list[str] | None = None,
-        remove_customer_uids: list[str] | None = None,
-    ) -> None:
-        self._run(
-            lambda: self._async.update_group_customers(
-                tenant_uid, customer_group_uid, add_customer_uids, remove_customer_uids
-            )
-        )
-
-
-async def anext_page(pages: AsyncIterator[ScanPage]) -> ScanPage:
-    return await pages.__anext__()
-
-
-async def _make_async_client(config: ClientConfig, transport: httpx.AsyncBaseTransport | None) -> AsyncFlowRetailClient:
-    return AsyncFlowRetailClient(config, transport=transport)
