@@ -88,6 +88,12 @@ def _automatic_gc_paused() -> Iterator[None]:
     runs a young-generation collection every ``_COLLECT_EVERY_ROWS`` staged rows, so the rare cycle
     (an exception's traceback, say) is still freed while the load runs. Nesting is safe: the
     collector is switched back on only by the call that switched it off.
+
+    The collector belongs to the process, and Python has no switch per thread or task, so the pause
+    covers only the member streaming of a load (``_Extract.stage_members``): the group listing, the
+    merge and whatever Dagster does around the load run with the collector on, and young cycles of
+    other threads are freed by the writer's collections meanwhile. Measured with and without the
+    pause before keeping it (BENCHMARKS.md).
     """
     was_enabled = gc.isenabled()
     gc.disable()
@@ -266,13 +272,12 @@ class _Extract:
     async def run(self) -> None:
         await self.stage_groups()
         progress_logger.info("%s: %d groups listed", self.tenant_uid, len(self.group_uids))
-        with _automatic_gc_paused():
-            try:
-                await self.stage_members()
-            except BaseExceptionGroup as group:
-                # The task groups wrap what failed; callers and load_runs get the error itself.
-                error = _leading_error(group)
-                raise error from error.__cause__
+        try:
+            await self.stage_members()
+        except BaseExceptionGroup as group:
+            # The task groups wrap what failed; callers and load_runs get the error itself.
+            error = _leading_error(group)
+            raise error from error.__cause__
 
     async def stage_groups(self) -> None:
         """Page the groups into stg_groups; a rescan starts the table over."""
@@ -295,12 +300,13 @@ class _Extract:
 
     async def stage_members(self) -> None:
         """Scan every group's members while the writer stages them; the first failure cancels the rest."""
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(self.write())
-            async with asyncio.TaskGroup() as scans:
-                for group_uid in self.group_uids:
-                    scans.create_task(self.scan_group(group_uid))
-            await self.queue.put(None)
+        with _automatic_gc_paused():
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self.write())
+                async with asyncio.TaskGroup() as scans:
+                    for group_uid in self.group_uids:
+                        scans.create_task(self.scan_group(group_uid))
+                await self.queue.put(None)
 
     async def scan_group(self, group_uid: str) -> None:
         async with self.gate:
