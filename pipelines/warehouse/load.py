@@ -309,6 +309,7 @@ class _Extract:
                 await self.queue.put(None)
 
     async def scan_group(self, group_uid: str) -> None:
+        """One group's members, ``concurrency`` groups at a time; a group deleted meanwhile is left out."""
         async with self.gate:
             try:
                 await self.queue_member_pages(group_uid)
