@@ -10,7 +10,7 @@ Paths, each on a fresh database:
   frame building (``customers_frame``/``memberships_frame``), COPY into the TEMP staging tables,
   the set-based merge into current and history tables, load_runs. This is the figure the target is
   judged on.
-- project, streaming part only: ``_extract`` with the same in-memory client: frames built and
+- project, streaming part only: ``_Extract`` with the same in-memory client: frames built and
   COPYed into the staging tables as the pages arrive, as in the load, without the merge. This is
   the part that compares like for like with the bare COPY and with to_sql, which only write rows.
 - project, split: the same steps called one after another, each timed on its own:
@@ -142,7 +142,7 @@ def project_full(groups: dict[str, list[list[dict[str, Any]]]], database_url: st
 
 
 def project_stream(groups: dict[str, list[list[dict[str, Any]]]], database_url: str, page_size: int) -> float:
-    """Frames streamed into the staging tables as in the load (``_extract``), without the merge."""
+    """Frames streamed into the staging tables as in the load (``_Extract``), without the merge."""
 
     async def main() -> float:
         await asyncio.to_thread(migrate, database_url)
@@ -152,7 +152,7 @@ def project_stream(groups: dict[str, list[list[dict[str, Any]]]], database_url: 
             await stager.create()
             result = project_load.TenantLoadResult(TENANT, "bench-stream", datetime.now(UTC))
             started = time.perf_counter()
-            await project_load._extract(InMemoryClient(groups, page_size), stager, TENANT, result)  # type: ignore[arg-type]
+            await project_load._Extract(InMemoryClient(groups, page_size), stager, TENANT, result).run()  # type: ignore[arg-type]
             return time.perf_counter() - started
         finally:
             await conn.close()

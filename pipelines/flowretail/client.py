@@ -1,4 +1,4 @@
-"""The Flow Retail API v2 client: one async core over httpx, and a thin sync wrapper.
+"""The Flow Retail API v2 client: one async client over httpx.
 
 Every rule lives once, in ``AsyncFlowRetailClient``: uid checks before a URL is built, the rate
 limit and concurrency bound, retries (tenacity, honouring ``Retry-After``), response validation
@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-import contextlib
 import email.utils
 import logging
 import ssl
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Iterator
+from collections.abc import AsyncIterator, Generator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import orjson
@@ -63,8 +62,6 @@ from pipelines.flowretail.secrets import redact
 from pipelines.flowretail.stats import ClientStats
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 LIST_GROUPS = "get-customer-groups"
 CREATE_GROUP = "post-customer-groups"
@@ -219,10 +216,6 @@ class AsyncFlowRetailClient:
             what=f"customer groups of tenant {tenant}",
         )
 
-    async def fetch_customer_groups(self, tenant_uid: str) -> list[dict[str, Any]]:
-        """All groups of a tenant from one consistent scan."""
-        return await _collect(self.iter_customer_groups(tenant_uid))
-
     async def get_customer_group(self, tenant_uid: str, customer_group_uid: str) -> dict[str, Any]:
         body: dict[str, Any] = await self._call(GET_GROUP, "GET", self._group_path(tenant_uid, customer_group_uid))
         return body
@@ -276,10 +269,6 @@ class AsyncFlowRetailClient:
             budget=budget,
         )
 
-    async def fetch_group_members(self, tenant_uid: str, customer_group_uid: str) -> list[dict[str, Any]]:
-        """All customers of a group from one consistent scan."""
-        return await _collect(self.iter_group_members(tenant_uid, customer_group_uid))
-
     async def fetch_group_member_uids(self, tenant_uid: str, customer_group_uid: str) -> set[str]:
         """The live member uids of a group (what the push-back diffs against)."""
         uids: set[str] = set()
@@ -324,132 +313,19 @@ class AsyncFlowRetailClient:
         what: str,
         budget: PageBudget | None = None,
     ) -> AsyncIterator[ScanPage]:
-        """``_scan_attempts``, with spec violations saying which tenant's list (and group) broke."""
+        """The pages of a ``_Scan``, with spec violations saying which tenant's list (and group) broke.
+
+        ``yield await`` keeps no page in this frame while the next is awaited, so a page the consumer
+        has written is freed at once, not one page later.
+        """
+        scan = _Scan(self, operation, path, key_field=key_field, sort_by=sort_by, what=what, budget=budget)
         try:
-            async with contextlib.aclosing(
-                self._scan_attempts(operation, path, key_field=key_field, sort_by=sort_by, what=what, budget=budget)
-            ) as pages:
-                async for page in pages:
-                    yield page
-                    del page  # not kept alive while the next page is awaited
+            while not scan.finished:
+                yield await scan.next_page()
         except SpecViolationError as exc:
             raise self._redact_error(exc.in_context(what)) from None
-
-    async def _scan_attempts(
-        self, operation: str, path: str, *, key_field: str, sort_by: str, what: str, budget: PageBudget | None
-    ) -> AsyncGenerator[ScanPage, None]:
-        """Scan until one attempt is consistent; a page that contradicts itself ends its attempt.
-
-        Such a page (more items than its own total allows, a key twice) may be a transient server
-        glitch, so it earns a rescan like changing data does; if the last attempt still meets one,
-        the error names the page and field instead of blaming data changes.
-        """
-        base = self.config.page_base
-        ledger = ScanLedger(key_field)
-        contradiction: SpecViolationError | None = None
-        for attempt in range(1, self.config.max_scan_attempts + 1):
-            if attempt > 1:
-                self.stats.rescans += 1
-                logger.info("%s changed while paging (attempt %d); scanning again", what, attempt - 1)
-            ledger = ScanLedger(key_field)
-            contradiction = None
-            pages = self._scan_pages(operation, path, sort_by, budget, first_attempt=attempt == 1)
-            async with contextlib.aclosing(pages):
-                async for number, body, info in pages:
-                    try:
-                        check_page_consistency(body["items"], info, number, base, key_field, operation)
-                    except SpecViolationError as exc:
-                        _release(budget)
-                        contradiction = exc
-                        break
-                    fresh = ledger.admit(body["items"], info.total_count)
-                    deviations = _page_deviations(body, fresh, key_field)
-                    # Drop references to a yielded page before waiting for the next, or every scan
-                    # keeps one or two decoded pages alive beyond the budget.
-                    del body
-                    yield ScanPage(fresh, number, attempt, info.total_count, deviations)
-                    del fresh
-            if contradiction is None and ledger.is_consistent():
-                return
-        if contradiction is not None:
-            raise contradiction
-        raise PagingInconsistentError(what, ledger.reported_total(), ledger.unique_count, self.config.max_scan_attempts)
-
-    async def _scan_pages(
-        self, operation: str, path: str, sort_by: str, budget: PageBudget | None, *, first_attempt: bool
-    ) -> AsyncGenerator[tuple[int, dict[str, Any], PagingInfo], None]:
-        """One attempt's pages: the first, which tells how many there are, then ``_fetch_pages``.
-
-        With a budget, each yielded page holds one slot, handed on to the consumer.
-        """
-        base = self.config.page_base
-        if budget is not None:
-            await budget.take()
-        try:
-            body = await self._list_page(operation, path, base, sort_by, first=first_attempt)
-            first = parse_paging(body, operation, base, self.config.page_size)
-        except BaseException:
-            _release(budget)
-            raise
-        yield base, body, first
-        del body
-        async with contextlib.aclosing(self._fetch_pages(operation, path, sort_by, first, budget)) as later:
-            async for page in later:
-                yield page
-                del page
-
-    async def _fetch_pages(
-        self, operation: str, path: str, sort_by: str, first: PagingInfo, budget: PageBudget | None
-    ) -> AsyncGenerator[tuple[int, dict[str, Any], PagingInfo], None]:
-        """The pages after the first, fetched concurrently and yielded as they arrive.
-
-        Stops early, without asking for later pages, when a page comes back empty: the list shrank.
-        With a budget, each page takes a slot before its request; a yielded page hands its slot on.
-        """
-        numbers = remaining_page_numbers(first, self.config.page_base)  # a range: O(1) whatever the total
-        position = 0
-        pending: dict[asyncio.Task[dict[str, Any]], int] = {}
-
-        async def refill() -> None:
-            nonlocal position
-            while position < len(numbers) and len(pending) < self.config.concurrency:
-                if budget is not None:
-                    if pending and budget.exhausted():
-                        return
-                    await budget.take()
-                number = numbers[position]
-                position += 1
-                pending[asyncio.ensure_future(self._list_page(operation, path, number, sort_by))] = number
-
-        try:
-            await refill()
-            while pending:
-                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                # Finished tasks hold their page; keep none of them referenced across the next wait.
-                ready = sorted(done, key=pending.__getitem__, reverse=True)
-                del done
-                while ready:
-                    task = ready.pop()
-                    number = pending.pop(task)
-                    try:
-                        body = task.result()
-                        info = parse_paging(body, operation, number, self.config.page_size)
-                    except BaseException:
-                        _release(budget)
-                        raise
-                    finally:
-                        del task
-                    if not body["items"]:
-                        position = len(numbers)
-                    yield number, body, info
-                    del body
-                await refill()
         finally:
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.gather(*pending, return_exceptions=True)
-                _release(budget, len(pending))
+            await scan.aclose()
 
     async def _list_page(
         self, operation: str, path: str, number: int, sort_by: str, *, first: bool = False
@@ -659,6 +535,150 @@ class AsyncFlowRetailClient:
         return exc.redacted(self._redact)
 
 
+class _Scan:
+    """One scan of a list until an attempt is consistent: the attempt, its ledger and its page slots.
+
+    An attempt asks for the first page, which tells how many there are, then for the others
+    concurrently (up to ``concurrency`` in flight), handing pages out in page order as they arrive.
+    It stops asking early when a page comes back empty: the list shrank. An attempt whose pages
+    disagree (the list changed while it was paged) or that meets a page contradicting itself (more
+    items than its own total allows, a key twice: perhaps a transient server glitch) earns a rescan;
+    if the last attempt still meets such a page, the error names the page and field instead of
+    blaming data changes.
+
+    With a ``PageBudget``, every page takes a slot before its request. The scan counts the slots it
+    holds (requests in flight, pages fetched but not handed out) and gives them all back in one place,
+    ``_end_attempt``; a page handed out takes its slot along to the consumer, who releases it once the
+    page is written. A scan waits for a slot only while none of its requests is in flight, so scans
+    sharing a budget cannot starve one another.
+    """
+
+    def __init__(
+        self,
+        client: AsyncFlowRetailClient,
+        operation: str,
+        path: str,
+        *,
+        key_field: str,
+        sort_by: str,
+        what: str,
+        budget: PageBudget | None,
+    ) -> None:
+        self._client = client
+        self._config = client.config
+        self._operation = operation
+        self._path = path
+        self._key_field = key_field
+        self._sort_by = sort_by
+        self._what = what
+        self._budget = budget
+        self.attempt = 0
+        self.ledger = ScanLedger(key_field)
+        self.finished = False
+        self._contradiction: SpecViolationError | None = None
+        self._in_attempt = False  # False: the next page is the first of a new attempt
+        self._numbers = range(0)  # the attempt's pages after the first
+        self._position = 0  # how many of them have been asked for
+        self._pending: dict[asyncio.Task[dict[str, Any]], int] = {}
+        self._ready: list[asyncio.Task[dict[str, Any]]] = []  # finished, last page first, not yet handed out
+        self._held = 0
+
+    async def next_page(self) -> ScanPage:
+        """The next page's items not seen earlier in this attempt, starting a new attempt when due."""
+        while True:
+            if not self._in_attempt:
+                self._start_attempt()
+                number, body, info = await self._first_page()
+            else:
+                number, body, info = await self._later_page()
+            try:
+                check_page_consistency(
+                    body["items"], info, number, self._config.page_base, self._key_field, self._operation
+                )
+            except SpecViolationError as exc:
+                self._contradiction = exc
+                await self._end_attempt()
+                continue
+            self._held -= 1  # the consumer owns this page's slot now
+            fresh = self.ledger.admit(body["items"], info.total_count)
+            page = ScanPage(
+                fresh, number, self.attempt, info.total_count, _page_deviations(body, fresh, self._key_field)
+            )
+            if not (self._pending or self._position < len(self._numbers)):
+                await self._end_attempt()
+                self.finished = self.ledger.is_consistent()
+            return page
+
+    async def aclose(self) -> None:
+        """Stop whatever the current attempt still has in flight and give back its slots."""
+        await self._end_attempt()
+
+    def _start_attempt(self) -> None:
+        if self.attempt == self._config.max_scan_attempts:
+            if self._contradiction is not None:
+                raise self._contradiction
+            raise PagingInconsistentError(
+                self._what, self.ledger.reported_total(), self.ledger.unique_count, self.attempt
+            )
+        if self.attempt:
+            self._client.stats.rescans += 1
+            logger.info("%s changed while paging (attempt %d); scanning again", self._what, self.attempt)
+        self.attempt += 1
+        self.ledger = ScanLedger(self._key_field)
+        self._contradiction = None
+
+    async def _first_page(self) -> tuple[int, dict[str, Any], PagingInfo]:
+        base = self._config.page_base
+        await self._take_slot()
+        body = await self._client._list_page(self._operation, self._path, base, self._sort_by, first=self.attempt == 1)
+        info = parse_paging(body, self._operation, base, self._config.page_size)
+        self._numbers = remaining_page_numbers(info, base)  # a range: O(1) whatever the total
+        self._position = 0
+        self._in_attempt = True
+        return base, body, info
+
+    async def _later_page(self) -> tuple[int, dict[str, Any], PagingInfo]:
+        """The lowest-numbered finished page; when none is waiting, top up the requests and wait."""
+        if not self._ready:
+            await self._request_more()
+            done, _ = await asyncio.wait(self._pending, return_when=asyncio.FIRST_COMPLETED)
+            self._ready = sorted(done, key=self._pending.__getitem__, reverse=True)
+        task = self._ready.pop()
+        number = self._pending.pop(task)
+        body = task.result()
+        info = parse_paging(body, self._operation, number, self._config.page_size)
+        if not body["items"]:
+            self._position = len(self._numbers)
+        return number, body, info
+
+    async def _request_more(self) -> None:
+        while self._position < len(self._numbers) and len(self._pending) < self._config.concurrency:
+            if self._pending and self._budget is not None and self._budget.exhausted():
+                return
+            await self._take_slot()
+            number = self._numbers[self._position]
+            self._position += 1
+            request = self._client._list_page(self._operation, self._path, number, self._sort_by)
+            self._pending[asyncio.ensure_future(request)] = number
+
+    async def _take_slot(self) -> None:
+        if self._budget is not None:
+            await self._budget.take()
+        self._held += 1
+
+    async def _end_attempt(self) -> None:
+        """Cancel the attempt's requests still in flight and give back every slot the scan holds."""
+        pending, self._pending, self._ready = self._pending, {}, []
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self._budget is not None and self._held:
+            self._budget.release(self._held)
+        self._held = 0
+        self._in_attempt = False
+
+
 class DeviatingBody(dict[str, Any]):
     """A list response whose items break the spec only in data fields, which the load keeps as they
     come (see ``deviations``): the body, plus per item position what broke."""
@@ -715,106 +735,3 @@ def _error_message(raw: bytes) -> str:
         message: str = body["message"]
         return message
     return raw[: 4 * _ERROR_TEXT_LIMIT].decode("utf-8", "replace").strip() or "no message"
-
-
-def _release(budget: PageBudget | None, pages: int = 1) -> None:
-    if budget is not None and pages:
-        budget.release(pages)
-
-
-async def _collect(pages: AsyncIterator[ScanPage]) -> list[dict[str, Any]]:
-    """All items of the last (consistent) scan, in page order whatever order the pages arrived in."""
-    by_page: dict[int, list[dict[str, Any]]] = {}
-    attempt = 0
-    async for page in pages:
-        if page.attempt != attempt:
-            by_page.clear()
-            attempt = page.attempt
-        by_page[page.page_number] = page.items
-    return [item for number in sorted(by_page) for item in by_page[number]]
-
-
-class FlowRetailClient:
-    """Blocking wrapper over ``AsyncFlowRetailClient`` for scripts and the CLI.
-
-    It owns one event loop for its lifetime so the async client's connection pool is reused.
-    """
-
-    def __init__(self, config: ClientConfig, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self._runner = asyncio.Runner()
-        self._async = self._runner.run(_make_async_client(config, transport))
-
-    def __repr__(self) -> str:
-        return f"FlowRetailClient(base_url={self._async.config.base_url!r})"
-
-    @property
-    def stats(self) -> ClientStats:
-        return self._async.stats
-
-    def __enter__(self) -> FlowRetailClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._runner.run(self._async.aclose())
-        self._runner.close()
-
-    def _run(self, make: Callable[[], Awaitable[T]]) -> T:
-        async def call() -> T:
-            return await make()
-
-        return self._runner.run(call())
-
-    def fetch_customer_groups(self, tenant_uid: str) -> list[dict[str, Any]]:
-        return self._run(lambda: self._async.fetch_customer_groups(tenant_uid))
-
-    def fetch_group_members(self, tenant_uid: str, customer_group_uid: str) -> list[dict[str, Any]]:
-        return self._run(lambda: self._async.fetch_group_members(tenant_uid, customer_group_uid))
-
-    def fetch_group_member_uids(self, tenant_uid: str, customer_group_uid: str) -> set[str]:
-        return self._run(lambda: self._async.fetch_group_member_uids(tenant_uid, customer_group_uid))
-
-    def iter_group_members(self, tenant_uid: str, customer_group_uid: str) -> Iterator[ScanPage]:
-        pages = self._async.iter_group_members(tenant_uid, customer_group_uid)
-        while True:
-            try:
-                yield self._runner.run(anext_page(pages))
-            except StopAsyncIteration:
-                return
-
-    def get_customer_group(self, tenant_uid: str, customer_group_uid: str) -> dict[str, Any]:
-        return self._run(lambda: self._async.get_customer_group(tenant_uid, customer_group_uid))
-
-    def create_customer_group(
-        self, tenant_uid: str, name: str, customer_group_uid: str | None = None
-    ) -> dict[str, Any]:
-        return self._run(lambda: self._async.create_customer_group(tenant_uid, name, customer_group_uid))
-
-    def rename_customer_group(self, tenant_uid: str, customer_group_uid: str, name: str) -> dict[str, Any]:
-        return self._run(lambda: self._async.rename_customer_group(tenant_uid, customer_group_uid, name))
-
-    def delete_customer_group(self, tenant_uid: str, customer_group_uid: str) -> None:
-        self._run(lambda: self._async.delete_customer_group(tenant_uid, customer_group_uid))
-
-    def update_group_customers(
-        self,
-        tenant_uid: str,
-        customer_group_uid: str,
-        add_customer_uids: list[str] | None = None,
-        remove_customer_uids: list[str] | None = None,
-    ) -> None:
-        self._run(
-            lambda: self._async.update_group_customers(
-                tenant_uid, customer_group_uid, add_customer_uids, remove_customer_uids
-            )
-        )
-
-
-async def anext_page(pages: AsyncIterator[ScanPage]) -> ScanPage:
-    return await pages.__anext__()
-
-
-async def _make_async_client(config: ClientConfig, transport: httpx.AsyncBaseTransport | None) -> AsyncFlowRetailClient:
-    return AsyncFlowRetailClient(config, transport=transport)

@@ -88,6 +88,12 @@ def _automatic_gc_paused() -> Iterator[None]:
     runs a young-generation collection every ``_COLLECT_EVERY_ROWS`` staged rows, so the rare cycle
     (an exception's traceback, say) is still freed while the load runs. Nesting is safe: the
     collector is switched back on only by the call that switched it off.
+
+    The collector belongs to the process, and Python has no switch per thread or task, so the pause
+    covers only the member streaming of a load (``_Extract.stage_members``): the group listing, the
+    merge and whatever Dagster does around the load run with the collector on, and young cycles of
+    other threads are freed by the writer's collections meanwhile. Measured with and without the
+    pause before keeping it (BENCHMARKS.md).
     """
     was_enabled = gc.isenabled()
     gc.disable()
@@ -240,126 +246,142 @@ class _Stager:
             await self.conn.execute("DELETE FROM stg_groups WHERE customer_group_uid = %s", (group_uid,))
 
 
-async def _extract(
-    client: AsyncFlowRetailClient,
-    stager: _Stager,
-    tenant_uid: str,
-    result: TenantLoadResult,
-) -> None:
-    """Page the groups, then every group's members concurrently, into the staging tables."""
-    group_uids: list[str] = []
-    preview: list[pd.DataFrame] = []
-    attempt = 0
-    async for page in client.iter_customer_groups(tenant_uid):
-        if page.attempt != attempt:
-            attempt = page.attempt
-            group_uids.clear()
-            preview.clear()
-            await stager.conn.execute("TRUNCATE stg_groups")
-        frame = groups_frame(page.items, page.deviations)
-        stager.saw_deviations |= bool(page.deviations)
-        group_uids.extend(frame["customer_group_uid"])
-        if len(preview) < 1:
-            preview.append(frame.head(10))
-        await stager.write([_PageBatch("page", None, [("stg_groups", frame)])])
-        result.api_group_total = page.total_count
-    result.groups_preview = preview[0] if preview else pd.DataFrame(columns=GROUP_FRAME_COLUMNS)
-    progress_logger.info("%s: %d groups listed", tenant_uid, len(group_uids))
-    done_groups = 0
-    staged_rows = 0
+class _Extract:
+    """One tenant's extract into the staging tables: the groups, then every group's members.
 
-    budget = PageBudget(page_budget(client.config.concurrency, client.config.page_size))
-    queue: asyncio.Queue[_PageBatch | None] = asyncio.Queue()
-    gate = asyncio.Semaphore(client.config.concurrency)
+    Member scans run ``concurrency`` groups at a time and queue their pages; one writer stages them
+    in order and gives their page slots back (see ``page_budget``). What the scans and the writer
+    share (the queue, the budget, the progress counts) is this object's state.
+    """
 
-    async def scan_group(group_uid: str) -> None:
-        async with gate:
-            attempt = 0
+    def __init__(
+        self, client: AsyncFlowRetailClient, stager: _Stager, tenant_uid: str, result: TenantLoadResult
+    ) -> None:
+        self.client = client
+        self.stager = stager
+        self.tenant_uid = tenant_uid
+        self.result = result
+        self.group_uids: list[str] = []
+        self.budget = PageBudget(page_budget(client.config.concurrency, client.config.page_size))
+        self.queue: asyncio.Queue[_PageBatch | None] = asyncio.Queue()
+        self.gate = asyncio.Semaphore(client.config.concurrency)
+        self.groups_done = 0
+        self.staged_rows = 0
+        self.collected_at = 0  # staged_rows at the writer's last collection
+
+    async def run(self) -> None:
+        await self.stage_groups()
+        progress_logger.info("%s: %d groups listed", self.tenant_uid, len(self.group_uids))
+        try:
+            await self.stage_members()
+        except BaseExceptionGroup as group:
+            # The task groups wrap what failed; callers and load_runs get the error itself.
+            error = _leading_error(group)
+            raise error from error.__cause__
+
+    async def stage_groups(self) -> None:
+        """Page the groups into stg_groups; a rescan starts the table over."""
+        preview: pd.DataFrame | None = None
+        attempt = 0
+        async for page in self.client.iter_customer_groups(self.tenant_uid):
+            if page.attempt != attempt:
+                attempt = page.attempt
+                self.group_uids.clear()
+                preview = None
+                await self.stager.conn.execute("TRUNCATE stg_groups")
+            frame = groups_frame(page.items, page.deviations)
+            self.stager.saw_deviations |= bool(page.deviations)
+            self.group_uids.extend(frame["customer_group_uid"])
+            if preview is None:
+                preview = frame.head(10)
+            await self.stager.write([_PageBatch("page", None, [("stg_groups", frame)])])
+            self.result.api_group_total = page.total_count
+        self.result.groups_preview = preview if preview is not None else pd.DataFrame(columns=GROUP_FRAME_COLUMNS)
+
+    async def stage_members(self) -> None:
+        """Scan every group's members while the writer stages them; the first failure cancels the rest."""
+        with _automatic_gc_paused():
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self.write())
+                async with asyncio.TaskGroup() as scans:
+                    for group_uid in self.group_uids:
+                        scans.create_task(self.scan_group(group_uid))
+                await self.queue.put(None)
+
+    async def scan_group(self, group_uid: str) -> None:
+        """One group's members, ``concurrency`` groups at a time; a group deleted meanwhile is left out."""
+        async with self.gate:
             try:
-                async for page in client.iter_group_members(tenant_uid, group_uid, budget=budget):
-                    if page.attempt != attempt:
-                        if attempt:
-                            await queue.put(_PageBatch("rescan", group_uid))
-                        attempt = page.attempt
-                    stager.new_fields += stager.customer_columns.discover(page.items)
-                    frames = [
-                        ("stg_memberships", memberships_frame(group_uid, page.items)),
-                        ("stg_customers", customers_frame(page.items, stager.customer_columns, page.deviations)),
-                    ]
-                    stager.saw_deviations |= bool(page.deviations)
-                    result.api_member_totals[group_uid] = page.total_count
-                    await queue.put(_PageBatch("page", group_uid, frames, holds_page_slot=True))
-                    del page, frames
+                await self.queue_member_pages(group_uid)
             except NotFoundError:
                 logger.warning(
-                    "group %s of tenant %s was deleted during the load; leaving it out", group_uid, tenant_uid
+                    "group %s of tenant %s was deleted during the load; leaving it out", group_uid, self.tenant_uid
                 )
-                result.groups_deleted_during_load.append(group_uid)
-                result.api_member_totals.pop(group_uid, None)
-                await queue.put(_PageBatch("vanished", group_uid))
-            nonlocal done_groups
-            done_groups += 1
+                self.result.groups_deleted_during_load.append(group_uid)
+                self.result.api_member_totals.pop(group_uid, None)
+                await self.queue.put(_PageBatch("vanished", group_uid))
+            self.groups_done += 1
             progress_logger.info(
                 "%s: %d/%d groups paged, %d pages, %d member rows staged, %d requests",
-                tenant_uid,
-                done_groups,
-                len(group_uids),
-                client.stats.pages,
-                staged_rows,
-                client.stats.requests,
+                self.tenant_uid,
+                self.groups_done,
+                len(self.group_uids),
+                self.client.stats.pages,
+                self.staged_rows,
+                self.client.stats.requests,
             )
 
-    async def writer() -> None:
-        nonlocal staged_rows
-        collected_at = 0
+    async def queue_member_pages(self, group_uid: str) -> None:
+        """Queue each member page as frames holding its page slot; a rescan first drops what was staged."""
+        attempt = 0
+        async for page in self.client.iter_group_members(self.tenant_uid, group_uid, budget=self.budget):
+            if page.attempt != attempt:
+                if attempt:
+                    await self.queue.put(_PageBatch("rescan", group_uid))
+                attempt = page.attempt
+            self.stager.new_fields += self.stager.customer_columns.discover(page.items)
+            frames = [
+                ("stg_memberships", memberships_frame(group_uid, page.items)),
+                ("stg_customers", customers_frame(page.items, self.stager.customer_columns, page.deviations)),
+            ]
+            self.stager.saw_deviations |= bool(page.deviations)
+            self.result.api_member_totals[group_uid] = page.total_count
+            await self.queue.put(_PageBatch("page", group_uid, frames, holds_page_slot=True))
+            del page, frames  # staged pages are freed by the writer, not kept here until the next arrives
+
+    async def write(self) -> None:
+        """The one writer: stage queued batches in order until the end marker."""
         finished = False
         while not finished:
-            batches: list[_PageBatch] = []
-            item = await queue.get()
-            while True:
-                if item is None:
-                    finished = True
-                    break
-                batches.append(item)
-                if len(batches) >= _WRITE_BATCH_PAGES or queue.empty():
-                    break
-                item = queue.get_nowait()
-            item = None
-            await stager.write(batches)
-            budget.release(sum(batch.holds_page_slot for batch in batches))
-            staged_rows += sum(
-                len(frame) for batch in batches for table, frame in batch.frames if table == "stg_memberships"
-            )
-            del batches
-            if staged_rows - collected_at >= _COLLECT_EVERY_ROWS:
-                gc.collect(1)
-                collected_at = staged_rows
+            finished = await self.stage_queued()
 
-    with _automatic_gc_paused():
-        writer_task = asyncio.create_task(writer())
-        scans = [asyncio.create_task(scan_group(uid)) for uid in group_uids]
-        try:
-            await _gather_or_cancel(scans, writer_task)
-            await queue.put(None)
-            await writer_task
-        finally:
-            for task in [*scans, writer_task]:
-                task.cancel()
-            await asyncio.gather(*scans, writer_task, return_exceptions=True)
+    async def stage_queued(self) -> bool:
+        """Stage what is queued (waiting for one, at most ``_WRITE_BATCH_PAGES``) and give back its page
+        slots; True once the end marker came. The batches die with this call."""
+        batches: list[_PageBatch] = []
+        item = await self.queue.get()
+        while item is not None:
+            batches.append(item)
+            if len(batches) >= _WRITE_BATCH_PAGES or self.queue.empty():
+                break
+            item = self.queue.get_nowait()
+        await self.stager.write(batches)
+        self.budget.release(sum(batch.holds_page_slot for batch in batches))
+        self.staged_rows += sum(
+            len(frame) for batch in batches for table, frame in batch.frames if table == "stg_memberships"
+        )
+        if self.staged_rows - self.collected_at >= _COLLECT_EVERY_ROWS:
+            gc.collect(1)
+            self.collected_at = self.staged_rows
+        return item is None
 
 
-async def _gather_or_cancel(tasks: list[asyncio.Task[None]], watchdog: asyncio.Task[None]) -> None:
-    """Wait for all tasks; the first failure (or a failed writer) cancels the rest and is raised."""
-    pending: set[asyncio.Task[None]] = set(tasks) | {watchdog}
-    remaining = set(tasks)
-    while remaining:
-        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            if task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
-            remaining.discard(task)
-            if task is watchdog:
-                raise RuntimeError("the staging writer stopped before the extract finished")
+def _leading_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first error a task group collected, out of however many groups it is nested in."""
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
 
 
 def _merge_statements(customer_columns: list[Column]) -> list[tuple[str | None, sql.Composed | sql.SQL]]:
@@ -634,7 +656,7 @@ async def load_tenant(
         await stager.create()
         t0 = time.perf_counter()
         try:
-            await _extract(client, stager, tenant_uid, result)
+            await _Extract(client, stager, tenant_uid, result).run()
             _take_stats(client, result, stats_before)
             await _record_new_fields(conn, result, stager.new_fields)
             if before_merge is not None:

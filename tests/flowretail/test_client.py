@@ -14,7 +14,6 @@ from pydantic import SecretStr
 
 from pipelines.flowretail.client import (
     AsyncFlowRetailClient,
-    FlowRetailClient,
     PageBudget,
     ScanPage,
     parse_retry_after,
@@ -31,6 +30,7 @@ from pipelines.flowretail.errors import (
     UnsafeIdentifierError,
 )
 from pipelines.flowretail.simulator import SimulatorConfig, SimulatorState, build_state, create_app
+from tests.flowretail.lists import fetch_customer_groups, fetch_group_members
 
 T = TypeVar("T")
 TOKEN = "tok-Zq8-distinctive-secret"
@@ -94,7 +94,7 @@ def _without_nul(value: Any) -> Any:
 
 def test_lists_every_group_exactly(state: SimulatorState) -> None:
     tenant = _tenant(state)
-    groups = run(state, lambda c: c.fetch_customer_groups(tenant), page_size=3)
+    groups = run(state, lambda c: fetch_customer_groups(c, tenant), page_size=3)
     assert groups == state.groups(tenant)
 
 
@@ -104,7 +104,7 @@ def test_members_of_every_group_match_the_simulator(state: SimulatorState, page_
 
     async def all_members(client: AsyncFlowRetailClient) -> dict[str, list[dict[str, Any]]]:
         return {
-            g["customerGroupUid"]: await client.fetch_group_members(tenant, g["customerGroupUid"])
+            g["customerGroupUid"]: await fetch_group_members(client, tenant, g["customerGroupUid"])
             for g in state.groups(tenant)
         }
 
@@ -119,7 +119,7 @@ def test_requests_are_exactly_the_pages_the_total_implies(state: SimulatorState)
     group = _group_with(state, lambda n: n > 250)
     size = len(state.member_uids(tenant, group))
     state.clear_log()
-    run(state, lambda c: c.fetch_group_members(tenant, group), page_size=100)
+    run(state, lambda c: fetch_group_members(c, tenant, group), page_size=100)
     pages = sorted(int(r.query["pageNumber"]) for r in state.request_log)
     assert pages == list(range(1, -(-size // 100) + 1))
     assert {r.query["sortBy"] for r in state.request_log} == {"customerUid"}
@@ -130,7 +130,7 @@ def test_empty_group_costs_one_request(state: SimulatorState) -> None:
     tenant = _tenant(state)
     group = _group_with(state, lambda n: n == 0)
     state.clear_log()
-    assert run(state, lambda c: c.fetch_group_members(tenant, group)) == []
+    assert run(state, lambda c: fetch_group_members(c, tenant, group)) == []
     assert len(state.request_log) == 1
 
 
@@ -138,7 +138,7 @@ def test_exactly_one_full_page_costs_one_request(state: SimulatorState) -> None:
     tenant = _tenant(state)
     group = _group_with(state, lambda n: n == 100)
     state.clear_log()
-    assert len(run(state, lambda c: c.fetch_group_members(tenant, group), page_size=100)) == 100
+    assert len(run(state, lambda c: fetch_group_members(c, tenant, group), page_size=100)) == 100
     assert len(state.request_log) == 1
 
 
@@ -147,7 +147,7 @@ def test_a_capped_page_size_is_followed() -> None:
     tenant = _tenant(state)
     group = _group_with(state, lambda n: n > 100)
     state.clear_log()
-    items = run(state, lambda c: c.fetch_group_members(tenant, group), page_size=100)
+    items = run(state, lambda c: fetch_group_members(c, tenant, group), page_size=100)
     assert [i["customerUid"] for i in items] == state.member_uids(tenant, group)
     assert len(state.request_log) == -(-len(items) // 25)
 
@@ -157,7 +157,7 @@ def test_page_base_zero() -> None:
     tenant = _tenant(state)
     group = _group_with(state, lambda n: n > 150)
     state.clear_log()
-    items = run(state, lambda c: c.fetch_group_members(tenant, group), page_size=50, page_base=0)
+    items = run(state, lambda c: fetch_group_members(c, tenant, group), page_size=50, page_base=0)
     assert [i["customerUid"] for i in items] == state.member_uids(tenant, group)
     assert min(int(r.query["pageNumber"]) for r in state.request_log) == 0
 
@@ -168,7 +168,7 @@ def test_data_changing_mid_scan_is_rescanned_to_the_final_state(state: Simulator
     state.faults.mutate_scans = 1
 
     async def scan(client: AsyncFlowRetailClient) -> tuple[list[dict[str, Any]], int]:
-        items = await client.fetch_group_members(tenant, group)
+        items = await fetch_group_members(client, tenant, group)
         return items, client.stats.rescans
 
     items, rescans = run(state, scan, page_size=50)
@@ -181,7 +181,7 @@ def test_data_that_never_settles_fails_naming_tenant_group_and_counts(state: Sim
     group = _group_with(state, lambda n: n > 250)
     state.faults.mutate_scans = 10
     with pytest.raises(PagingInconsistentError) as err:
-        run(state, lambda c: c.fetch_group_members(tenant, group), page_size=50)
+        run(state, lambda c: fetch_group_members(c, tenant, group), page_size=50)
     message = str(err.value)
     assert f"customers of group {group} of tenant {tenant}" in message
     assert "reported totalCount" in message and "during 3 scans" in message
@@ -192,7 +192,7 @@ def test_a_group_deleted_after_listing_is_reported_as_gone(state: SimulatorState
     group = _group_with(state, lambda n: n > 0)
     state.delete_group(tenant, group)
     with pytest.raises(NotFoundError) as err:
-        run(state, lambda c: c.fetch_group_members(tenant, group))
+        run(state, lambda c: fetch_group_members(c, tenant, group))
     assert err.value.status_code == 404
     assert str(err.value).startswith("get-customer-groups-customers page 1: HTTP 404")
 
@@ -203,7 +203,7 @@ def test_transient_failures_are_retried_and_counted(state: SimulatorState, outco
     state.script([outcome, outcome])
 
     async def fetch(client: AsyncFlowRetailClient) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        return await client.fetch_customer_groups(tenant), client.stats.as_dict()
+        return await fetch_customer_groups(client, tenant), client.stats.as_dict()
 
     groups, stats = run(state, fetch)
     assert groups == state.groups(tenant)
@@ -221,7 +221,7 @@ def test_retry_after_is_honoured(state: SimulatorState) -> None:
 
     async def fetch(client: AsyncFlowRetailClient) -> None:
         start = asyncio.get_running_loop().time()
-        await client.fetch_customer_groups(tenant)
+        await fetch_customer_groups(client, tenant)
         loop_time.append(asyncio.get_running_loop().time() - start)
 
     run(state, fetch)
@@ -242,7 +242,7 @@ def test_retries_are_bounded(state: SimulatorState) -> None:
     tenant = _tenant(state)
     state.script(["503"] * 10)
     with pytest.raises(RetriesExhaustedError) as err:
-        run(state, lambda c: c.fetch_customer_groups(tenant), max_attempts=3)
+        run(state, lambda c: fetch_customer_groups(c, tenant), max_attempts=3)
     assert str(err.value) == "get-customer-groups page 1: gave up after 3 attempts; last error: HTTP 503"
 
 
@@ -251,7 +251,7 @@ def test_a_slow_answer_past_the_timeout_is_retried(state: SimulatorState) -> Non
     state.script(["slow:2.0"])
 
     async def fetch(client: AsyncFlowRetailClient) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        return await client.fetch_customer_groups(tenant), client.stats.as_dict()
+        return await fetch_customer_groups(client, tenant), client.stats.as_dict()
 
     groups, stats = run(state, fetch, read_timeout=0.2, connect_timeout=0.1)
     assert groups == state.groups(tenant)
@@ -264,7 +264,7 @@ def test_client_errors_are_never_retried(state: SimulatorState, status: str) -> 
     state.script([status])
     state.clear_log()
     with pytest.raises((BadRequestError, AuthenticationError, NotFoundError)):
-        run(state, lambda c: c.fetch_customer_groups(tenant))
+        run(state, lambda c: fetch_customer_groups(c, tenant))
     assert len(state.request_log) == 1
 
 
@@ -285,7 +285,7 @@ def test_responses_that_break_the_spec_name_operation_page_and_field(
     state.script([outcome], operation_id="get-customer-groups")
     with pytest.raises(SpecViolationError) as err:
         # A data field breaking the spec fails only in strict mode; paging and the body always do.
-        run(state, lambda c: c.fetch_customer_groups(tenant), strict_spec=True)
+        run(state, lambda c: fetch_customer_groups(c, tenant), strict_spec=True)
     assert str(err.value).startswith("get-customer-groups page 1: response breaks the spec at field")
     assert err.value.field.startswith(field)
 
@@ -295,7 +295,7 @@ def test_unknown_enum_value_is_a_spec_violation_in_strict_mode(state: SimulatorS
     group = _group_with(state, lambda n: n > 0)
     state.script(["bad_enum"], operation_id="get-customer-groups-customers")
     with pytest.raises(SpecViolationError) as err:
-        run(state, lambda c: c.fetch_group_members(tenant, group), strict_spec=True)
+        run(state, lambda c: fetch_group_members(c, tenant, group), strict_spec=True)
     assert str(err.value) == (
         f"get-customer-groups-customers page 1: response breaks the spec at field 'items[0].customerType': "
         f'"ALIEN" is not one of "COMPANY", "PERSON" or "B2B" (reading customers of group {group} of tenant {tenant})'
@@ -385,13 +385,13 @@ def test_a_page_larger_than_asked_is_refused(state: SimulatorState) -> None:
     group = _group_with(state, lambda n: n > 20)
     state.script(["oversized_page"], operation_id="get-customer-groups-customers")
     with pytest.raises(SpecViolationError, match=r"page 1: .*field '(items|paging.pageSize)'"):
-        run(state, lambda c: c.fetch_group_members(tenant, group), page_size=10)
+        run(state, lambda c: fetch_group_members(c, tenant, group), page_size=10)
 
 
 def test_an_unknown_sort_field_gets_a_clear_error(state: SimulatorState) -> None:
     tenant = _tenant(state)
     with pytest.raises(BadRequestError) as err:
-        run(state, lambda c: c.fetch_customer_groups(tenant), groups_sort_by="shoeSize")
+        run(state, lambda c: fetch_customer_groups(c, tenant), groups_sort_by="shoeSize")
     assert "refused the list request with sortBy=shoeSize" in str(err.value)
     assert "configure a sort field it accepts" in str(err.value)
 
@@ -436,9 +436,9 @@ def test_hostile_uids_are_refused_before_any_request(state: SimulatorState, uid:
     tenant = _tenant(state)
     state.clear_log()
     with pytest.raises(UnsafeIdentifierError, match=r"is not a valid UID .* no request was sent"):
-        run(state, lambda c: c.fetch_group_members(tenant, uid))
+        run(state, lambda c: fetch_group_members(c, tenant, uid))
     with pytest.raises(UnsafeIdentifierError):
-        run(state, lambda c: c.fetch_customer_groups(uid))
+        run(state, lambda c: fetch_customer_groups(c, uid))
     assert state.request_log == []
 
 
@@ -449,28 +449,16 @@ def test_the_token_never_appears_in_logs_errors_or_reprs(
     tenant = _tenant(state)
     state.script(["503", "401"])
     with pytest.raises(AuthenticationError) as err:
-        run(state, lambda c: c.fetch_customer_groups(tenant))
+        run(state, lambda c: fetch_customer_groups(c, tenant))
     config = _config()
-    client = FlowRetailClient(config, transport=httpx.ASGITransport(app=create_app(state)))
-    texts = [
-        caplog.text,
-        str(err.value),
-        repr(err.value),
-        repr(config),
-        str(config),
-        repr(client),
-        str(client.stats.as_dict()),
-    ]
-    client.close()
+
+    async def describe() -> list[str]:
+        async with AsyncFlowRetailClient(config, transport=httpx.ASGITransport(app=create_app(state))) as client:
+            return [repr(client), str(client.stats.as_dict())]
+
+    texts = [caplog.text, str(err.value), repr(err.value), repr(config), str(config), *asyncio.run(describe())]
     assert "check FLOWRETAIL_TOKEN" in str(err.value)
     assert all(TOKEN not in text for text in texts)
-
-
-def test_the_sync_client_wraps_the_same_rules(state: SimulatorState) -> None:
-    tenant = _tenant(state)
-    with FlowRetailClient(_config(), transport=httpx.ASGITransport(app=create_app(state))) as client:
-        assert client.fetch_customer_groups(tenant) == state.groups(tenant)
-        assert client.stats.requests >= 1
 
 
 def test_concurrency_is_bounded(state: SimulatorState) -> None:
@@ -494,7 +482,7 @@ def test_concurrency_is_bounded(state: SimulatorState) -> None:
         async with AsyncFlowRetailClient(
             _config(concurrency=3, page_size=10), transport=httpx.ASGITransport(app=counting)
         ) as client:
-            await client.fetch_group_members(tenant, group)
+            await fetch_group_members(client, tenant, group)
 
     asyncio.run(main())
     assert peak == 3
@@ -507,7 +495,7 @@ def test_rate_limit_spaces_requests(state: SimulatorState) -> None:
     async def timed(client: AsyncFlowRetailClient) -> float:
         loop = asyncio.get_running_loop()
         start = loop.time()
-        await client.fetch_group_members(tenant, group)
+        await fetch_group_members(client, tenant, group)
         return loop.time() - start
 
     # 30+ pages at 20 requests/second: the bucket's first second is a burst, the rest is paced.
@@ -555,7 +543,7 @@ def test_a_body_cut_inside_a_multibyte_character_is_retried_not_refused() -> Non
 
     async def main() -> tuple[list[dict[str, Any]], dict[str, Any]]:
         async with AsyncFlowRetailClient(_config(), transport=httpx.MockTransport(handler)) as client:
-            return await client.fetch_customer_groups("tenant-1"), client.stats.as_dict()
+            return await fetch_customer_groups(client, "tenant-1"), client.stats.as_dict()
 
     groups, stats = asyncio.run(main())
     assert groups == [group]

@@ -26,6 +26,7 @@ from pipelines.flowretail.content_coding import (
 from pipelines.flowretail.errors import SpecViolationError
 from pipelines.flowretail.paging import MAX_PAGES, MAX_TOTAL_COUNT, PagingInfo, remaining_page_numbers
 from pipelines.flowretail.simulator import SimulatorConfig, SimulatorState, build_state, create_app, running_simulator
+from tests.flowretail.lists import fetch_customer_groups, fetch_group_members
 from tests.flowretail.test_client import _without_nul
 
 T = TypeVar("T")
@@ -92,7 +93,7 @@ def test_the_client_advertises_exactly_the_codings_it_decodes() -> None:
     assert AVAILABLE_CODINGS == ("zstd", "br", "gzip", "deflate")  # brotli and zstandard are dependencies
     assert ACCEPT_ENCODING == "gzip, deflate, br, zstd"
     recorder = _Recorder(_state())
-    run(recorder, lambda c: c.fetch_customer_groups(TENANT))
+    run(recorder, lambda c: fetch_customer_groups(c, TENANT))
     assert recorder.accepted == [ACCEPT_ENCODING]
     assert recorder.encodings == ["zstd"]  # the simulator's first choice, like a modern gateway
 
@@ -104,7 +105,7 @@ def test_every_advertised_coding_is_decoded_to_the_exact_data(coding: str) -> No
     group = _big_group(state)
 
     async def fetch(client: AsyncFlowRetailClient) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        return await client.fetch_customer_groups(TENANT), await client.fetch_group_members(TENANT, group)
+        return await fetch_customer_groups(client, TENANT), await fetch_group_members(client, TENANT, group)
 
     groups, members = run(recorder, fetch, page_size=40)
     assert groups == state.groups(TENANT)
@@ -116,7 +117,7 @@ def test_every_advertised_coding_is_decoded_to_the_exact_data(coding: str) -> No
 def test_uncompressed_answers_still_work_when_compression_is_off() -> None:
     state = _state(content_codings=())
     recorder = _Recorder(state)
-    assert run(recorder, lambda c: c.fetch_customer_groups(TENANT)) == state.groups(TENANT)
+    assert run(recorder, lambda c: fetch_customer_groups(c, TENANT)) == state.groups(TENANT)
     assert recorder.encodings == ["identity"]
 
 
@@ -126,7 +127,7 @@ def test_compressed_answers_over_real_http() -> None:
 
     async def fetch(base_url: str) -> list[dict[str, Any]]:
         async with AsyncFlowRetailClient(_config(base_url, page_size=30)) as client:
-            return await client.fetch_group_members(TENANT, group)
+            return await fetch_group_members(client, TENANT, group)
 
     with running_simulator(state) as base_url:
         members = asyncio.run(fetch(base_url))
@@ -140,7 +141,7 @@ def test_a_decompression_bomb_is_refused_once_naming_endpoint_page_and_limit(cod
     state.script(["bomb"])
     state.clear_log()
     with pytest.raises(SpecViolationError) as err:
-        run(create_app(state), lambda c: c.fetch_customer_groups(TENANT), max_response_bytes=MiB)
+        run(create_app(state), lambda c: fetch_customer_groups(c, TENANT), max_response_bytes=MiB)
     assert str(err.value) == (
         f"get-customer-groups page 1: response breaks the spec at field '(body)': {coding}-decoded response "
         f"exceeds the {MiB}-byte limit (reading customer groups of tenant {TENANT})"
@@ -153,7 +154,7 @@ def test_the_same_bomb_under_a_larger_limit_is_a_valid_answer() -> None:
     state = _state(content_codings=("gzip",))
     state.faults.bomb_bytes = 3 * MiB
     state.script(["bomb"])
-    groups = run(create_app(state), lambda c: c.fetch_customer_groups(TENANT), max_response_bytes=4 * MiB)
+    groups = run(create_app(state), lambda c: fetch_customer_groups(c, TENANT), max_response_bytes=4 * MiB)
     assert groups == state.groups(TENANT)
 
 
@@ -164,7 +165,7 @@ def test_a_bomb_over_real_http() -> None:
 
     async def fetch(base_url: str) -> list[dict[str, Any]]:
         async with AsyncFlowRetailClient(_config(base_url, max_response_bytes=MiB)) as client:
-            return await client.fetch_customer_groups(TENANT)
+            return await fetch_customer_groups(client, TENANT)
 
     with running_simulator(state) as base_url, pytest.raises(SpecViolationError, match="zstd-decoded response exceeds"):
         asyncio.run(fetch(base_url))
@@ -206,7 +207,7 @@ def test_a_total_count_beyond_the_limit_is_refused_on_the_first_page() -> None:
     state.script(["total_too_high"], operation_id="get-customer-groups")
     state.clear_log()
     with pytest.raises(SpecViolationError) as err:
-        run(create_app(state), lambda c: c.fetch_customer_groups(TENANT), page_size=1)
+        run(create_app(state), lambda c: fetch_customer_groups(c, TENANT), page_size=1)
     assert str(err.value) == (
         "get-customer-groups page 1: response breaks the spec at field 'paging.totalCount': "
         f"1000000000000 items is more than the {MAX_TOTAL_COUNT} a list may hold "
@@ -221,7 +222,7 @@ def test_too_many_pages_are_refused_on_the_first_page() -> None:
     state.script(["too_many_pages"], operation_id="get-customer-groups-customers")
     state.clear_log()
     with pytest.raises(SpecViolationError) as err:
-        run(create_app(state), lambda c: c.fetch_group_members(TENANT, group))
+        run(create_app(state), lambda c: fetch_group_members(c, TENANT, group))
     assert str(err.value) == (
         "get-customer-groups-customers page 1: response breaks the spec at field 'paging.pageSize': "
         f"totalCount {MAX_PAGES + 1} in pages of 1 makes {MAX_PAGES + 1} pages, more than the {MAX_PAGES} "
@@ -269,7 +270,7 @@ def test_a_retry_after_that_is_no_number_counts_as_absent(style: str) -> None:
     recorder = _Recorder(state)
 
     async def fetch(client: AsyncFlowRetailClient) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        return await client.fetch_customer_groups(TENANT), client.stats.as_dict()
+        return await fetch_customer_groups(client, TENANT), client.stats.as_dict()
 
     groups, stats = run(recorder, fetch)
     assert groups == state.groups(TENANT)

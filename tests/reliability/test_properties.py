@@ -17,6 +17,7 @@ from pipelines.flowretail.errors import PagingInconsistentError
 from pipelines.flowretail.simulator import SimulatorState
 from pipelines.segment_push.audit import ensure_push_tables
 from pipelines.segment_push.plan import PushTarget
+from tests.flowretail.lists import fetch_group_members
 from tests.reliability.conftest import ScenarioRecord
 from tests.reliability.support import (
     Interceptor,
@@ -57,7 +58,7 @@ def _scan(
 
     async def main() -> list[dict[str, Any]]:
         async with AsyncFlowRetailClient(client_config(**config), transport=asgi(state, app)) as client:
-            return await client.fetch_group_members(tenant, group)
+            return await fetch_group_members(client, tenant, group)
 
     try:
         return asyncio.run(main())

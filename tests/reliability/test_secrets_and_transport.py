@@ -27,6 +27,7 @@ from pipelines.flowretail.simulator import SimulatorConfig, build_state, running
 from pipelines.settings import ConfigError, Settings, load_settings
 from pipelines.warehouse.load import load_tenant
 from pipelines.warehouse.postgres import mask_url, masked_database_url
+from tests.flowretail.lists import fetch_customer_groups
 from tests.reliability.conftest import ScenarioRecord
 from tests.reliability.support import LIST_GROUPS, asgi, client_config, make_state, run_load, tenant_of
 from tests.simulator.helpers import https_simulator
@@ -279,7 +280,7 @@ def test_tls_verification_cannot_be_switched_off(
     def fetch(cfg: ClientConfig) -> Any:
         async def go() -> Any:
             async with AsyncFlowRetailClient(cfg) as client:
-                return await client.fetch_customer_groups("tenant-1")
+                return await fetch_customer_groups(client, "tenant-1")
 
         return asyncio.run(go())
 
@@ -568,7 +569,7 @@ def test_every_client_error_is_redacted_before_it_is_cut(database_url: str, scen
         "items": [{"customerGroupUid": {"echo": token}, "name": "n"}],  # item keys stay strict
         "paging": {"pageNumber": 1, "pageSize": 100, "totalCount": 1},
     }
-    violation = call(_fixed_app(200, page), lambda c: c.fetch_customer_groups("tenant-1"))
+    violation = call(_fixed_app(200, page), lambda c: fetch_customer_groups(c, "tenant-1"))
     assert violation.startswith(
         "get-customer-groups page 1: response breaks the spec at field 'items[0].customerGroupUid': "
     )
@@ -681,7 +682,7 @@ def test_proxies_from_the_environment_are_ignored_unless_trusted(
 
         async def fetch() -> Any:
             async with AsyncFlowRetailClient(config) as client:
-                return await client.fetch_customer_groups("tenant-1")
+                return await fetch_customer_groups(client, "tenant-1")
 
         # The "proxy" is another simulator with other data: uvicorn serves an absolute-form request itself.
         assert asyncio.run(fetch()) == (proxy if trusted else api).groups("tenant-1")

@@ -19,6 +19,7 @@ from pydantic import SecretStr
 from pipelines.flowretail.client import AsyncFlowRetailClient
 from pipelines.flowretail.config import ClientConfig
 from pipelines.warehouse.api_budget import BudgetLimits, SharedBudget
+from tests.flowretail.lists import fetch_customer_groups
 
 
 def _budget(args: argparse.Namespace) -> SharedBudget:
@@ -34,7 +35,7 @@ async def _requests(args: argparse.Namespace) -> None:
         concurrency=args.concurrency,
     )
     async with AsyncFlowRetailClient(config, budget=_budget(args)) as client:
-        groups = [g["customerGroupUid"] for g in await client.fetch_customer_groups(args.tenant)]
+        groups = [g["customerGroupUid"] for g in await fetch_customer_groups(client, args.tenant)]
         reads = [client.get_customer_group(args.tenant, groups[i % len(groups)]) for i in range(args.requests)]
         await asyncio.gather(*reads)
         print(json.dumps({"tenant": args.tenant, "rate_limited": client.stats.rate_limited}), flush=True)
