@@ -109,18 +109,9 @@ class Project:
     target_schema: str = DEFAULT_TARGET_SCHEMA
     schema_file: SchemaFile = field(default_factory=SchemaFile)
 
-    @classmethod
-    def load(cls, root: Path, *, target_schema: str = DEFAULT_TARGET_SCHEMA) -> Project:
-        """Discover, parse, validate and order the models under ``root``."""
-        return load_project(root, target_schema=target_schema)
-
     def relation(self, model_name: str) -> sql.Identifier:
         """The schema-qualified relation a model is built as."""
         return sql.Identifier(self.target_schema, model_name)
-
-    def source_relation(self, source_name: str, table_name: str) -> sql.Identifier:
-        """The schema-qualified table a declared source table lives in."""
-        return sql.Identifier(self.sources[source_name].schema, table_name)
 
     def build_order(self, selection: Iterable[str] | None = None) -> list[Model]:
         """Models to build, dependencies first; ``selection`` restricts to the named models only."""
