@@ -17,14 +17,15 @@ import uvicorn
 from pipelines.flowretail.schemas import validator_for
 from pipelines.flowretail.simulator import DEFAULT_TOKEN, SimulatorConfig, SimulatorState, create_app
 from pipelines.flowretail.simulator.data import FIRST_DEVIANT, SPEC_DEVIATIONS
-
-LIST_GROUPS = "get-customer-groups"
-CREATE_GROUP = "post-customer-groups"
-GET_GROUP = "get-customer-groups-by-uid"
-RENAME_GROUP = "put-customer-groups"
-DELETE_GROUP = "delete-customer-groups"
-LIST_MEMBERS = "get-customer-groups-customers"
-UPDATE_MEMBERS = "put-customer-groups-customers"
+from pipelines.flowretail.spec import (  # noqa: F401 (the simulator tests import them from here)
+    CREATE_GROUP,
+    DELETE_GROUP,
+    GET_GROUP,
+    LIST_GROUPS,
+    LIST_MEMBERS,
+    RENAME_GROUP,
+    UPDATE_MEMBERS,
+)
 
 
 class Api:
