@@ -28,14 +28,6 @@ from pipelines.flowretail.client import AsyncFlowRetailClient
 from pipelines.flowretail.config import ClientConfig
 from pipelines.flowretail.deviations import remove_nul
 from pipelines.flowretail.simulator import SimulatorConfig, SimulatorState, build_state, create_app
-from pipelines.flowretail.spec import (  # noqa: F401 (the reliability tests import them from here)
-    CREATE_GROUP,
-    GET_GROUP,
-    LIST_GROUPS,
-    LIST_MEMBERS,
-    RENAME_GROUP,
-    UPDATE_MEMBERS,
-)
 from pipelines.segment_push.apply import PushOutcome, execute_plan, plan_and_record
 from pipelines.segment_push.plan import PushTarget, SegmentPushPlan
 from pipelines.warehouse.frames import row_hash

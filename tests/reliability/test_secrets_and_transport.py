@@ -24,12 +24,13 @@ from pipelines.flowretail.client import AsyncFlowRetailClient
 from pipelines.flowretail.config import ClientConfig, check_base_url
 from pipelines.flowretail.errors import RetriesExhaustedError, SpecViolationError
 from pipelines.flowretail.simulator import SimulatorConfig, build_state, running_simulator
+from pipelines.flowretail.spec import LIST_GROUPS
 from pipelines.settings import ConfigError, Settings, load_settings
 from pipelines.warehouse.load import load_tenant
 from pipelines.warehouse.postgres import mask_url
 from tests.helpers import client_config_of
 from tests.reliability.conftest import ScenarioRecord
-from tests.reliability.support import LIST_GROUPS, asgi, client_config, make_state, run_load, tenant_of
+from tests.reliability.support import asgi, client_config, make_state, run_load, tenant_of
 from tests.simulator.helpers import https_simulator
 
 DISTINCT_TOKEN = "tok_DISTINCT_7f3a9c"

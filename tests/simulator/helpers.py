@@ -17,15 +17,6 @@ import uvicorn
 from pipelines.flowretail.schemas import validator_for
 from pipelines.flowretail.simulator import DEFAULT_TOKEN, SimulatorConfig, SimulatorState, create_app
 from pipelines.flowretail.simulator.data import FIRST_DEVIANT, SPEC_DEVIATIONS
-from pipelines.flowretail.spec import (  # noqa: F401 (the simulator tests import them from here)
-    CREATE_GROUP,
-    DELETE_GROUP,
-    GET_GROUP,
-    LIST_GROUPS,
-    LIST_MEMBERS,
-    RENAME_GROUP,
-    UPDATE_MEMBERS,
-)
 
 
 class Api:

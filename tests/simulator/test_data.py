@@ -13,8 +13,8 @@ from pipelines.flowretail.deviations import deviation_record, remove_nul
 from pipelines.flowretail.schemas import validator_for
 from pipelines.flowretail.simulator import FaultConfig, SimulatorConfig, SimulatorState, build_state
 from pipelines.flowretail.simulator.data import HOSTILE_GROUP_NAMES, HOSTILE_VALUES, LONG_VALUE
-from pipelines.flowretail.spec import load_spec
-from tests.simulator.helpers import DEVIANT_UIDS, LIST_MEMBERS, Api, small_config, validate_page
+from pipelines.flowretail.spec import LIST_MEMBERS, load_spec
+from tests.simulator.helpers import DEVIANT_UIDS, Api, small_config, validate_page
 
 CUSTOMER_UID = re.compile(r"cust-\d{7}")
 RFC3339_MS_Z = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
