@@ -627,7 +627,8 @@ def test_psql_gets_the_password_through_the_environment(
 def test_the_embedded_server_starts_with_a_scrubbed_environment(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, scenario: ScenarioRecord
 ) -> None:
-    from pipelines.warehouse.embedded import start_embedded_postgres, stop_embedded_postgres
+    from pipelines.warehouse.embedded import start_embedded_postgres
+    from tests.helpers import stop_embedded_postgres
 
     secrets = {
         "FLOWRETAIL_TOKEN": DISTINCT_TOKEN,
