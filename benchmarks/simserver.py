@@ -1,6 +1,6 @@
 """The project's simulator in its own process, plus two admin routes for the benchmarks.
 
-``python benchmarks/simserver.py --customers N ...`` builds ``build_state(SimulatorConfig(...))``,
+``python benchmarks/simserver.py --customers N ...`` builds the state ``flowretail simulator`` would,
 serves ``create_app(state)`` with uvicorn on a loopback port and prints one line
 ``ready at {"base_url": ..., "admin_url": ...}``. Requests under ``/__bench`` never reach the
 simulator: ``GET /__bench/stats`` answers what the server saw since the last ``POST /__bench/reset``
@@ -25,7 +25,8 @@ from urllib.parse import parse_qs
 import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from pipelines.flowretail.simulator import FaultConfig, SimulatorConfig, SimulatorState, build_state, create_app
+from pipelines.flowretail.simulator import SimulatorState, create_app
+from pipelines.flowretail.simulator.options import add_simulator_options, state_from_options
 
 ADMIN_PREFIX = "/__bench"
 
@@ -71,30 +72,10 @@ class AdminWrapper:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--token", default="bench-token")
-    parser.add_argument("--tenants", type=int, default=1)
-    parser.add_argument("--customers", type=int, default=10_000)
-    parser.add_argument("--groups", type=int, default=100)
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--page-size-cap", type=int, default=1000)
-    parser.add_argument("--max-uids-per-update", type=int, default=1000)
-    parser.add_argument("--rate-limit", type=float, default=None)
-    parser.add_argument("--latency-ms", type=float, default=0.0)
+    add_simulator_options(parser)
+    parser.set_defaults(port=0, token="bench-token", tenants=1, customers=10_000, groups=100)
     args = parser.parse_args()
-
-    state = build_state(
-        SimulatorConfig(
-            tenants=args.tenants,
-            customers=args.customers,
-            groups=args.groups,
-            seed=args.seed,
-            page_size_cap=args.page_size_cap,
-            max_uids_per_update=args.max_uids_per_update,
-        ),
-        FaultConfig(rate_limit_rps=args.rate_limit, latency_ms=args.latency_ms),
-    )
-    state.token = args.token
+    state = state_from_options(args)
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

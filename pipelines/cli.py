@@ -13,6 +13,7 @@ from pipelines.settings import ConfigError
 from pipelines.warehouse.postgres import mask_url
 
 logger = logging.getLogger("flowretail")
+_Subcommands = argparse._SubParsersAction  # what ArgumentParser.add_subparsers returns
 
 
 def _guard_overrides(cmd: argparse.ArgumentParser) -> None:
@@ -24,35 +25,14 @@ def _guard_overrides(cmd: argparse.ArgumentParser) -> None:
         cmd.add_argument("--" + override.replace("_", "-"), action="store_true", help=f"push even if {names} trip")
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="flowretail", description="Flow Retail customer groups <-> PostgreSQL")
-    parser.add_argument("--verbose", action="store_true", help="show detail and tracebacks")
-    sub = parser.add_subparsers(dest="command", required=True)
+def _add_simulator_command(sub: _Subcommands) -> None:
+    from pipelines.flowretail.simulator.options import add_simulator_options
 
-    sim = sub.add_parser("simulator", help="serve the Flow Retail API simulator on a loopback port")
-    sim.add_argument("--port", type=int, default=8080)
-    sim.add_argument("--token", default="simulator-token", help="the bearer token it accepts")
-    sim.add_argument("--tenants", type=int, default=2)
-    sim.add_argument("--customers", type=int, default=2000, help="customers per tenant")
-    sim.add_argument("--groups", type=int, default=12, help="groups per tenant")
-    sim.add_argument("--seed", type=int, default=42)
-    sim.add_argument("--page-size-cap", type=int, default=1000)
-    sim.add_argument("--page-base", type=int, choices=(0, 1), default=1)
-    sim.add_argument("--max-uids-per-update", type=int, default=1000)
-    sim.add_argument("--no-spec-deviations", action="store_true", help="serve no customer that breaks the spec")
-    sim.add_argument("--rate-limit", type=float, default=None, help="requests per second before 429s")
-    sim.add_argument("--retry-after", choices=("seconds", "http-date", "none"), default="seconds")
-    sim.add_argument("--error-rate", type=float, default=0.0, help="fraction of 5xx answers")
-    sim.add_argument("--drop-rate", type=float, default=0.0, help="fraction of dropped connections")
-    sim.add_argument("--truncate-rate", type=float, default=0.0, help="fraction of truncated bodies")
-    sim.add_argument("--latency-ms", type=float, default=0.0)
-    sim.add_argument("--latency-jitter-ms", type=float, default=0.0)
-    sim.add_argument("--mutate-scans", type=int, default=0, help="member scans that see data change mid-scan")
-    sim.add_argument("--delete-groups-after-list", type=int, default=0)
-    sim.add_argument(
-        "--unknown-customer-fields", type=int, default=0, help="fields the spec does not know, per customer"
-    )
+    add_simulator_options(sub.add_parser("simulator", help="serve the Flow Retail API simulator on a loopback port"))
 
+
+def _add_run_commands(sub: _Subcommands) -> None:
+    """``load``, ``run`` and ``push``: the commands that launch Dagster jobs."""
     for name, help_text in (("load", "load tenants into the warehouse"), ("run", "load, build models, push segments")):
         cmd = sub.add_parser(name, help=help_text)
         cmd.add_argument("--tenant", action="append", help="tenant uid (repeatable; default: all configured)")
@@ -72,6 +52,15 @@ def _parser() -> argparse.ArgumentParser:
     push.add_argument("--retire", metavar="GROUP_UID", help="empty and delete a group the product created (no push)")
     push.add_argument("--keep-group", action="store_true", help="with --retire: empty the group but keep it")
     push.add_argument("--json", action="store_true")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flowretail", description="Flow Retail customer groups <-> PostgreSQL")
+    parser.add_argument("--verbose", action="store_true", help="show detail and tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    _add_simulator_command(sub)
+    _add_run_commands(sub)
     migrate = sub.add_parser(
         "migrate",
         help="create or upgrade the warehouse schema and promote new API fields "
@@ -91,34 +80,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve_simulator(args: argparse.Namespace) -> int:
-    from pipelines.flowretail.simulator import FaultConfig, SimulatorConfig, build_state, serve_forever
+    from pipelines.flowretail.simulator import serve_forever
+    from pipelines.flowretail.simulator.options import state_from_options
 
-    state = build_state(
-        SimulatorConfig(
-            tenants=args.tenants,
-            customers=args.customers,
-            groups=args.groups,
-            seed=args.seed,
-            page_size_cap=args.page_size_cap,
-            page_base=args.page_base,
-            max_uids_per_update=args.max_uids_per_update,
-            spec_deviations=not args.no_spec_deviations,
-        ),
-        FaultConfig(
-            rate_limit_rps=args.rate_limit,
-            retry_after=args.retry_after,
-            error_rate=args.error_rate,
-            drop_rate=args.drop_rate,
-            truncate_rate=args.truncate_rate,
-            latency_ms=args.latency_ms,
-            latency_jitter_ms=args.latency_jitter_ms,
-            mutate_scans=args.mutate_scans,
-            delete_groups_after_list=args.delete_groups_after_list,
-            unknown_customer_fields=args.unknown_customer_fields,
-        ),
-    )
-    state.token = args.token
-    serve_forever(state, port=args.port)
+    serve_forever(state_from_options(args), port=args.port)
     return 0
 
 

@@ -7,7 +7,7 @@ not from the process's memory, so the CLI shows exactly what an analyst would fi
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
+from tabulate import tabulate
 
 from pipelines.progress import progress_logger
 from pipelines.runtime import Environment
@@ -59,128 +60,81 @@ class RunSummary:
         }
 
     def render(self) -> str:
-        lines: list[str] = []
-        if self.loads:
-            lines.append(
-                _table(
-                    "Loads",
-                    [
-                        "tenant",
-                        "status",
-                        "groups",
-                        "memberships",
-                        "customers",
-                        "pages",
-                        "requests",
-                        "retries",
-                        "seconds",
-                    ],
-                    [
-                        [
-                            r["tenant_uid"],
-                            r["status"],
-                            r["groups_rows"],
-                            r["memberships_rows"],
-                            r["customers_rows"],
-                            r["pages"],
-                            r["requests"],
-                            r["retries"],
-                            r["seconds"],
-                        ]
-                        for r in self.loads
-                    ],
-                )
-            )
-        if self.segments:
-            lines.append(
-                _table(
-                    "Segment sizes",
-                    ["tenant", "segment", "customers"],
-                    [[r["tenant_uid"], r["segment"], r["customers"]] for r in self.segments],
-                )
-            )
-        if self.pushes:
-            lines.append(
-                _table(
-                    "Pushes",
-                    [
-                        "tenant",
-                        "segment",
-                        "group",
-                        "status",
-                        "added",
-                        "removed",
-                        "withheld",
-                        "rejected",
-                        "verified",
-                        "calls",
-                    ],
-                    [
-                        [
-                            r["tenant_uid"],
-                            r["segment"],
-                            r["customer_group_uid"],
-                            r["status"],
-                            r["applied_adds"],
-                            r["applied_removes"],
-                            r["withheld_removes"],
-                            r["rejected"],
-                            r["verified"],
-                            r["calls"],
-                        ]
-                        for r in self.pushes
-                    ],
-                )
-            )
-        lines += self._render_lifecycle()
+        """Plain-text tables of what the runs recorded (each only when it has a row), then where to look next."""
+        stale = [{**r, "relation": f"{r['schema']}.{r['name']}"} for r in self.stale_models]
+        tables = [
+            _table("Loads", _LOAD_COLUMNS, self.loads),
+            _table("Segment sizes", _SEGMENT_COLUMNS, self.segments),
+            _table("Pushes", _PUSH_COLUMNS, self.pushes),
+            _table(
+                "Orphan groups (no segment declares them; retire: flowretail push --retire GROUP --tenant T)",
+                _ORPHAN_COLUMNS,
+                self.orphans,
+            ),
+            _table("Retirements", _RETIREMENT_COLUMNS, self.retirements),
+            _table(
+                "Stale model relations (model file gone; drop: flowretail run --drop-stale-models)",
+                _STALE_COLUMNS,
+                stale,
+            ),
+        ]
+        lines = [table for table in tables if table]
         lines.append(f"Query the warehouse: {self.query_hint}")
         if self.report_path:
             lines.append(f"Charts of the recorded runs: file://{self.report_path}")
         return "\n\n".join(lines)
 
-    def _render_lifecycle(self) -> list[str]:
-        """Orphan groups, retirements and stale model relations, each only when there is one."""
-        out = []
-        if self.orphans:
-            out.append(
-                _table(
-                    "Orphan groups (no segment declares them; retire: flowretail push --retire GROUP --tenant T)",
-                    ["tenant", "group", "last segment", "live size", "last push"],
-                    [
-                        [o["tenant_uid"], o["customer_group_uid"], o["segment"], o["live_size"], o["last_push_at"]]
-                        for o in self.orphans
-                    ],
-                )
-            )
-        if self.retirements:
-            out.append(
-                _table(
-                    "Retirements",
-                    ["tenant", "group", "status", "removed", "deleted", "detail"],
-                    [
-                        [r["tenant_uid"], r["customer_group_uid"], r["status"], r["removed"], r["deleted"], r["detail"]]
-                        for r in self.retirements
-                    ],
-                )
-            )
-        if self.stale_models:
-            out.append(
-                _table(
-                    "Stale model relations (model file gone; drop: flowretail run --drop-stale-models)",
-                    ["relation", "kind", "built at", "dropped"],
-                    [[f"{r['schema']}.{r['name']}", r["kind"], r["built_at"], r["dropped"]] for r in self.stale_models],
-                )
-            )
-        return out
+
+# The summary's tables: (column header, key of the summary row shown in that column).
+_LOAD_COLUMNS = (
+    ("tenant", "tenant_uid"),
+    ("status", "status"),
+    ("groups", "groups_rows"),
+    ("memberships", "memberships_rows"),
+    ("customers", "customers_rows"),
+    ("pages", "pages"),
+    ("requests", "requests"),
+    ("retries", "retries"),
+    ("seconds", "seconds"),
+)
+_SEGMENT_COLUMNS = (("tenant", "tenant_uid"), ("segment", "segment"), ("customers", "customers"))
+_PUSH_COLUMNS = (
+    ("tenant", "tenant_uid"),
+    ("segment", "segment"),
+    ("group", "customer_group_uid"),
+    ("status", "status"),
+    ("added", "applied_adds"),
+    ("removed", "applied_removes"),
+    ("withheld", "withheld_removes"),
+    ("rejected", "rejected"),
+    ("verified", "verified"),
+    ("calls", "calls"),
+)
+_ORPHAN_COLUMNS = (
+    ("tenant", "tenant_uid"),
+    ("group", "customer_group_uid"),
+    ("last segment", "segment"),
+    ("live size", "live_size"),
+    ("last push", "last_push_at"),
+)
+_RETIREMENT_COLUMNS = (
+    ("tenant", "tenant_uid"),
+    ("group", "customer_group_uid"),
+    ("status", "status"),
+    ("removed", "removed"),
+    ("deleted", "deleted"),
+    ("detail", "detail"),
+)
+_STALE_COLUMNS = (("relation", "relation"), ("kind", "kind"), ("built at", "built_at"), ("dropped", "dropped"))
 
 
-def _table(title: str, header: list[str], rows: list[list[Any]]) -> str:
-    cells = [header, *[["" if v is None else str(v) for v in row] for row in rows]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    out = [title, fmt.format(*header), fmt.format(*("-" * w for w in widths))]
-    out += [fmt.format(*row) for row in cells[1:]]
-    return "\n".join(out)
+def _table(title: str, columns: Sequence[tuple[str, str]], rows: Sequence[Mapping[str, Any]]) -> str:
+    """``rows`` under ``title`` as a plain-text table, values as printed (``None`` blank); "" without rows."""
+    if not rows:
+        return ""
+    cells = [["" if row[key] is None else str(row[key]) for _, key in columns] for row in rows]
+    body = tabulate(cells, headers=[header for header, _ in columns], tablefmt="simple", disable_numparse=True)
+    return f"{title}\n{body}"
 
 
 def _failure_messages(result: Any, *, report_blocked_checks: bool = True) -> list[str]:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 import plotly.express as px
+import plotly.graph_objects as go
 import psycopg
 from plotly.io import to_html
 
@@ -92,60 +93,9 @@ def read_report_data(conn: psycopg.Connection[Any]) -> ReportData:
 
 def render_report(data: ReportData) -> str:
     """One self-contained HTML page with four charts and the latest runs as tables."""
-    figures = []
-    if not data.segment_sizes.empty:
-        figures.append(
-            px.line(
-                data.segment_sizes,
-                x="at",
-                y="customers",
-                color="segment",
-                line_dash="tenant_uid",
-                markers=True,
-                title="Segment sizes over time",
-            )
-        )
-    if not data.membership_changes.empty:
-        changes = data.membership_changes.melt(
-            id_vars=["day", "tenant_uid"],
-            value_vars=["joined", "left"],
-            var_name="change",
-            value_name="members",
-        )
-        figures.append(
-            px.bar(
-                changes,
-                x="day",
-                y="members",
-                color="change",
-                facet_col="tenant_uid",
-                barmode="group",
-                title="Group membership changes per day",
-            )
-        )
-    if not data.load_runs.empty:
-        figures.append(
-            px.bar(
-                data.load_runs.sort_values("started_at"),
-                x="started_at",
-                y="seconds",
-                color="tenant_uid",
-                hover_data=["requests", "retries", "rate_limited", "pages", "status"],
-                title="Load durations (hover for API stats)",
-            )
-        )
-        figures.append(
-            px.scatter(
-                data.load_runs,
-                x="requests",
-                y="seconds",
-                color="tenant_uid",
-                size="pages",
-                title="Requests vs duration per load",
-            )
-        )
     parts = [
-        to_html(fig, full_html=False, include_plotlyjs="inline" if i == 0 else False) for i, fig in enumerate(figures)
+        to_html(fig, full_html=False, include_plotlyjs="inline" if i == 0 else False)
+        for i, fig in enumerate(_figures(data))
     ]
     tables = [
         "<h2>Latest loads</h2>" + data.load_runs.head(10).to_html(index=False, border=0),
@@ -157,6 +107,62 @@ def render_report(data: ReportData) -> str:
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{padding:2px 8px}</style>"
         f"</head><body><h1>Flow Retail pipeline report</h1>{body}{''.join(tables)}</body></html>"
     )
+
+
+def _figures(data: ReportData) -> list[go.Figure]:
+    """The charts there is data for (an empty frame draws nothing rather than empty axes)."""
+    figures = []
+    if not data.segment_sizes.empty:
+        figures.append(_segment_sizes_chart(data.segment_sizes))
+    if not data.membership_changes.empty:
+        figures.append(_membership_changes_chart(data.membership_changes))
+    if not data.load_runs.empty:
+        figures += _load_charts(data.load_runs)
+    return figures
+
+
+def _segment_sizes_chart(segment_sizes: pd.DataFrame) -> go.Figure:
+    return px.line(
+        segment_sizes,
+        x="at",
+        y="customers",
+        color="segment",
+        line_dash="tenant_uid",
+        markers=True,
+        title="Segment sizes over time",
+    )
+
+
+def _membership_changes_chart(membership_changes: pd.DataFrame) -> go.Figure:
+    """Joins and leaves per day side by side, one panel per tenant."""
+    changes = membership_changes.melt(
+        id_vars=["day", "tenant_uid"], value_vars=["joined", "left"], var_name="change", value_name="members"
+    )
+    return px.bar(
+        changes,
+        x="day",
+        y="members",
+        color="change",
+        facet_col="tenant_uid",
+        barmode="group",
+        title="Group membership changes per day",
+    )
+
+
+def _load_charts(load_runs: pd.DataFrame) -> list[go.Figure]:
+    """Load durations over time (hover for the API statistics), and requests against duration per load."""
+    durations = px.bar(
+        load_runs.sort_values("started_at"),
+        x="started_at",
+        y="seconds",
+        color="tenant_uid",
+        hover_data=["requests", "retries", "rate_limited", "pages", "status"],
+        title="Load durations (hover for API stats)",
+    )
+    requests = px.scatter(
+        load_runs, x="requests", y="seconds", color="tenant_uid", size="pages", title="Requests vs duration per load"
+    )
+    return [durations, requests]
 
 
 def write_report(database_url: str, directory: Path = REPORT_DIR) -> Path:

@@ -36,7 +36,6 @@ PRIVATE_UMASK = 0o077
 # no usage statistics upload (no network here), no first-visit dialog over the asset graph, and
 # step processes that log warnings only, so `make run` prints its summary rather than engine chatter.
 _DAGSTER_YAML = "telemetry:\n  enabled: false\nnux:\n  enabled: false\npython_logs:\n  python_log_level: WARNING\n"
-_EARLIER_DAGSTER_YAML = "telemetry:\n  enabled: false\nnux:\n  enabled: false\n"
 
 
 @dataclass(frozen=True)
@@ -92,7 +91,7 @@ def prepare_dagster_home(state_dir: Path = STATE_DIR) -> Path:
     dagster_home.mkdir(mode=0o700, parents=True, exist_ok=True)
     dagster_yaml = dagster_home / "dagster.yaml"
     current = dagster_yaml.read_text("utf-8") if dagster_yaml.exists() else ""
-    if current.strip() in ("", _EARLIER_DAGSTER_YAML.strip()):
+    if not current.strip():
         dagster_yaml.write_text(_DAGSTER_YAML, "utf-8")
     os.environ["DAGSTER_HOME"] = str(dagster_home)
     return dagster_home

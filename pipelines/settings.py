@@ -146,18 +146,6 @@ class Settings(BaseSettings, ApiTuning):
                 raise ConfigError(f"FLOWRETAIL_TENANTS_FILE: {exc}") from None
         return uids
 
-    def client_config(self, base_url: str | None = None, token: str | None = None) -> ClientConfig:
-        """The client settings; a real tenant needs FLOWRETAIL_BASE_URL and FLOWRETAIL_TOKEN."""
-        url = base_url or self.base_url
-        secret = token or (self.token.get_secret_value() if self.token else None)
-        if not url:
-            raise ConfigError(
-                "FLOWRETAIL_BASE_URL is not set: give the API base URL, e.g. https://api.flowretail.com/v2"
-            )
-        if not secret:
-            raise ConfigError("FLOWRETAIL_TOKEN is not set: give the integration token of the tenant(s)")
-        return client_config_or_config_error(self, url, secret)
-
 
 def client_config_or_config_error(tuning: ClientTuning, base_url: str, token: str, *, share: int = 1) -> ClientConfig:
     """``build_client_config`` with a validation error turned into a ConfigError naming the variables."""

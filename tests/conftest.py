@@ -15,7 +15,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from pipelines.warehouse.embedded import start_embedded_postgres, stop_embedded_postgres
+from pipelines.warehouse.embedded import start_embedded_postgres
+from tests.helpers import stop_embedded_postgres
 
 
 @pytest.fixture(scope="session")

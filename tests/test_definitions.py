@@ -288,7 +288,7 @@ def test_models_spanning_tenants_wait_for_every_tenant_run_of_their_tick() -> No
 
 
 def test_a_model_spanning_tenants_is_an_unpartitioned_asset(tmp_path: Any) -> None:
-    from pipelines.sql_models import Project
+    from pipelines.sql_models import load_project
     from pipelines.transform.assets import ALL_TENANTS_GROUP, model_definitions
 
     (tmp_path / "marts").mkdir()
@@ -298,7 +298,7 @@ def test_a_model_spanning_tenants_is_an_unpartitioned_asset(tmp_path: Any) -> No
     (tmp_path / "marts" / "everyone.sql").write_text(
         "{{ config(materialized='table', tenant_scope='all') }} select sum(n) as n from {{ ref('mine') }}"
     )
-    assets, _ = model_definitions(Project.load(tmp_path))
+    assets, _ = model_definitions(load_project(tmp_path))
 
     specs = {spec.key.path[-1]: spec for asset in assets for spec in asset.specs}
     assert specs["mine"].partitions_def is not None

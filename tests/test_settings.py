@@ -6,6 +6,7 @@ import certifi
 import pytest
 
 from pipelines.settings import ConfigError, load_settings
+from tests.helpers import client_config_of
 
 
 @pytest.fixture(autouse=True)
@@ -70,16 +71,17 @@ def test_a_real_tenant_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FLOWRETAIL_TENANT_UIDS", " north-1, south_2 ")
     settings = load_settings()
     assert settings.tenant_uids == ["north-1", "south_2"]
-    config = settings.client_config()
+    config = client_config_of(settings)
     assert config.base_url == "https://api.stage.flowretail.com/v2"
     assert "secret-token-value" not in repr(settings) + repr(config)
 
 
-def test_missing_token_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FLOWRETAIL_BASE_URL", "https://api.flowretail.com/v2")
-    monkeypatch.setenv("FLOWRETAIL_TENANT_UIDS", "t1")
-    with pytest.raises(ConfigError, match=r"^FLOWRETAIL_TOKEN is not set"):
-        load_settings().client_config()
+def test_missing_token_is_named() -> None:
+    from pipelines.resources import FlowRetailResource
+
+    resource = FlowRetailResource(base_url="https://api.flowretail.com/v2", token=None)
+    with pytest.raises(ConfigError, match=r"^FLOWRETAIL_TOKEN is not set and tenant t1 has no token of its own"):
+        resource.make_client("t1")
 
 
 def test_the_api_settings_are_declared_once_and_reach_every_layer(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -101,4 +103,4 @@ def test_the_api_settings_are_declared_once_and_reach_every_layer(monkeypatch: p
         name: getattr(settings, name) for name in ClientTuning.model_fields
     }
     assert (config.ca_bundle, config.page_size) == (certifi.where(), 250)
-    assert settings.client_config() == config
+    assert client_config_of(settings) == config

@@ -12,7 +12,6 @@ from pipelines.flowretail.errors import UnsafeIdentifierError
 from pipelines.flowretail.secrets import clean_token
 
 PRODUCTION_BASE_URL = "https://api.flowretail.com/v2"
-STAGE_BASE_URL = "https://api.stage.flowretail.com/v2"
 
 _UID = re.compile(r"[A-Za-z0-9_-]{1,256}")
 
@@ -102,10 +101,6 @@ class ClientConfig(ClientTuning):
     backoff_initial: float = Field(default=0.5, ge=0)
     backoff_max: float = Field(default=30.0, ge=0)
     max_response_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
-
-    @property
-    def rate_limit_per_second(self) -> float | None:
-        return self.rate_limit
 
     @field_validator("base_url")
     @classmethod

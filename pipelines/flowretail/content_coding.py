@@ -111,7 +111,6 @@ _CODINGS: dict[str, tuple[_Decoder, _Encoder, bool]] = {
     "gzip": (_gzip_chunks, _gzip_encode, True),
     "deflate": (_deflate_chunks, zlib.compress, True),
 }
-KNOWN_CODINGS: tuple[str, ...] = tuple(_CODINGS)
 AVAILABLE_CODINGS: tuple[str, ...] = tuple(name for name, (_, _, usable) in _CODINGS.items() if usable)
 # What the client sends: exactly the codings it can decode.
 ACCEPT_ENCODING = ", ".join(name for name in ("gzip", "deflate", "br", "zstd") if name in AVAILABLE_CODINGS)

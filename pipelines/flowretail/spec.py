@@ -22,6 +22,15 @@ _HTTP_METHODS = frozenset({"get", "put", "post", "delete", "patch", "head", "opt
 _COMPONENT_SECTIONS = ("schemas", "responses", "parameters", "requestBodies", "securitySchemes")
 SPEC_FILE = Path(__file__).with_name("openapi.json")
 
+# The operationIds of openapi.json that the code names, for the client, the simulator and the tests.
+LIST_GROUPS = "get-customer-groups"
+CREATE_GROUP = "post-customer-groups"
+GET_GROUP = "get-customer-groups-by-uid"
+RENAME_GROUP = "put-customer-groups"
+DELETE_GROUP = "delete-customer-groups"
+LIST_MEMBERS = "get-customer-groups-customers"
+UPDATE_MEMBERS = "put-customer-groups-customers"
+
 
 class SpecMergeError(ValueError):
     """Two fragments disagree about the same component or operation."""

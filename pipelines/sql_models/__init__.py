@@ -1,7 +1,7 @@
 """A small dbt-compatible runner for the SQL models in ``dbt_like_sql/``.
 
-A plain library (no Dagster): the orchestration layer wraps it. ``Project.load`` checks a model
-folder without a database; ``build_model``/``build_project`` build models into PostgreSQL, whole
+A plain library (no Dagster): the orchestration layer wraps it. ``load_project`` checks a model
+folder without a database; ``build_model`` builds a model into PostgreSQL, whole
 (atomic swap) or for one tenant (that tenant's slice, replaced in one transaction);
 ``run_data_test`` runs the dbt-style tests of ``schema.yml``, on all rows or on one tenant's. The model folder keeps
 dbt's Jinja (``ref``, ``source``, ``config``) and ``schema.yml`` format so it can move to dbt.
@@ -16,10 +16,8 @@ from pipelines.sql_models.database import (
     DataTestResult,
     RelationColumn,
     build_model,
-    build_project,
     relation_columns,
     run_data_test,
-    run_data_tests,
 )
 from pipelines.sql_models.errors import (
     DataTestError,
@@ -94,7 +92,6 @@ __all__ = [
     "UnknownRefError",
     "UnknownSourceError",
     "build_model",
-    "build_project",
     "discover_model_files",
     "load_project",
     "parse_model_config",
@@ -102,5 +99,4 @@ __all__ = [
     "relation_columns",
     "render",
     "run_data_test",
-    "run_data_tests",
 ]

@@ -12,8 +12,8 @@ first, the order a reader of such a view takes its locks, which avoids deadlocks
 ``CASCADE`` only when dependents exist, and re-creates every dropped view before committing. A
 dependent is re-created from its catalog definition; when that no longer fits the new relation (a
 column it used is gone) and the dependent is a model of the project, from the model's current SQL.
-``build_project`` still rebuilds dependents afterwards in topological order, which brings them to
-their current SQL. Privileges granted on replaced relations are not carried over.
+A run still rebuilds dependents afterwards in topological order (the asset graph), which brings
+them to their current SQL. Privileges granted on replaced relations are not carried over.
 
 Concurrency of builders. Whole builds (no tenant) expect one builder per target schema at a time:
 two of them building the same model would drop each other's ``__new`` relation. Tenant runs may
@@ -43,7 +43,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -573,24 +572,6 @@ def build_model(
     )
 
 
-def build_project(
-    conn: psycopg.Connection[Any],
-    project: Project,
-    selection: Iterable[str] | None = None,
-    tenant: str | None = None,
-) -> list[BuildResult]:
-    """Build the selected models (all by default) in dependency order; stop at the first failure.
-
-    A failure leaves that model and everything not yet built as they were, so downstream relations
-    never mix old and new upstream logic more than a normal partial run would. With a ``tenant``,
-    models declared ``tenant_scope='all'`` are left out (they are built without a tenant).
-    """
-    models = project.build_order(selection)
-    if tenant is not None:
-        models = [model for model in models if model.config.tenant_scope == "tenant"]
-    return [build_model(conn, model, project, tenant) for model in models]
-
-
 def run_data_test(
     conn: psycopg.Connection[Any], test: DataTest, sample_size: int = 5, tenant: str | None = None
 ) -> DataTestResult:
@@ -617,20 +598,3 @@ def run_data_test(
         failing_rows=failing_rows,
         sample=[{column: _json_friendly(value) for column, value in row.items()} for row in sample],
     )
-
-
-def run_data_tests(
-    conn: psycopg.Connection[Any],
-    project: Project,
-    selection: Iterable[str] | None = None,
-    sample_size: int = 5,
-    tenant: str | None = None,
-) -> dict[str, DataTestResult]:
-    """Run the data tests of the selected models (all by default), keyed by test name; with a
-    ``tenant``, on that tenant's slice (tests of ``tenant_scope='all'`` models are left out)."""
-    models = {model.name for model in project.build_order(selection)}
-    return {
-        test.name: run_data_test(conn, test, sample_size, tenant)
-        for test in project.tests
-        if test.model in models and (tenant is None or test.tenant_scoped)
-    }

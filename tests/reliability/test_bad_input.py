@@ -14,10 +14,9 @@ from starlette.responses import Response, StreamingResponse
 
 from pipelines.flowretail.errors import SpecViolationError
 from pipelines.flowretail.simulator import SimulatorState, create_app
+from pipelines.flowretail.spec import LIST_GROUPS, LIST_MEMBERS
 from tests.reliability.conftest import ScenarioRecord
 from tests.reliability.support import (
-    LIST_GROUPS,
-    LIST_MEMBERS,
     check_final,
     check_unchanged,
     dump_tables,

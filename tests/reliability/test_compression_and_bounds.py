@@ -11,17 +11,9 @@ from pipelines.flowretail.content_coding import AVAILABLE_CODINGS
 from pipelines.flowretail.errors import SpecViolationError
 from pipelines.flowretail.paging import MAX_PAGES, MAX_TOTAL_COUNT
 from pipelines.flowretail.simulator import SimulatorState
+from pipelines.flowretail.spec import LIST_GROUPS, LIST_MEMBERS
 from tests.reliability.conftest import ScenarioRecord
-from tests.reliability.support import (
-    LIST_GROUPS,
-    LIST_MEMBERS,
-    check_final,
-    check_unchanged,
-    failed_run_row,
-    make_state,
-    prime,
-    run_load,
-)
+from tests.reliability.support import check_final, check_unchanged, failed_run_row, make_state, prime, run_load
 
 MiB = 1024 * 1024
 

@@ -15,12 +15,12 @@ from pipelines.cli import main
 from pipelines.flowretail.errors import SpecViolationError, UnsafeIdentifierError
 from pipelines.flowretail.simulator import SimulatorState
 from pipelines.flowretail.simulator.state import Group
+from pipelines.flowretail.spec import LIST_GROUPS
 from pipelines.segment_push.audit import ensure_push_tables
 from pipelines.segment_push.plan import PushTarget
 from pipelines.settings import ConfigError, load_settings
 from tests.reliability.conftest import ScenarioRecord
 from tests.reliability.support import (
-    LIST_GROUPS,
     check_final,
     check_unchanged,
     dump_tables,

@@ -11,10 +11,9 @@ from pipelines.flowretail.errors import (
     RetriesExhaustedError,
 )
 from pipelines.flowretail.simulator import SimulatorState
+from pipelines.flowretail.spec import LIST_GROUPS, LIST_MEMBERS
 from tests.reliability.conftest import ScenarioRecord
 from tests.reliability.support import (
-    LIST_GROUPS,
-    LIST_MEMBERS,
     Interceptor,
     check_final,
     check_groups_and_members,

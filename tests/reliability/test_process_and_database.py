@@ -16,6 +16,7 @@ import pytest
 
 from pipelines.flowretail.client import AsyncFlowRetailClient
 from pipelines.flowretail.simulator import SimulatorState, running_simulator
+from pipelines.flowretail.spec import LIST_MEMBERS, UPDATE_MEMBERS
 from pipelines.segment_push.apply import execute_plan, plan_and_record
 from pipelines.segment_push.audit import ensure_push_tables
 from pipelines.segment_push.plan import PushTarget
@@ -23,9 +24,7 @@ from pipelines.warehouse import load as load_module
 from pipelines.warehouse.load import LoadAlreadyRunningError, TenantLoadResult, load_tenant
 from tests.reliability.conftest import ScenarioRecord
 from tests.reliability.support import (
-    LIST_MEMBERS,
     TOKEN,
-    UPDATE_MEMBERS,
     Worker,
     asgi,
     backend_activity,

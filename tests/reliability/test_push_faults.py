@@ -12,19 +12,12 @@ import pytest
 
 from pipelines.flowretail.errors import AuthenticationError, NotFoundError, RetriesExhaustedError
 from pipelines.flowretail.simulator import SimulatorState
+from pipelines.flowretail.spec import CREATE_GROUP, LIST_MEMBERS, UPDATE_MEMBERS
 from pipelines.segment_push.apply import ForeignGroupError
 from pipelines.segment_push.audit import ensure_push_tables
 from pipelines.segment_push.plan import PushTarget
 from tests.reliability.conftest import ScenarioRecord
-from tests.reliability.support import (
-    CREATE_GROUP,
-    LIST_MEMBERS,
-    UPDATE_MEMBERS,
-    Interceptor,
-    make_state,
-    run_push,
-    tenant_of,
-)
+from tests.reliability.support import Interceptor, make_state, run_push, tenant_of
 
 TARGET = PushTarget("rel_segment", "seg-rel", "Reliability segment (warehouse)")
 GROUP = TARGET.group_uid

@@ -24,12 +24,14 @@ from pipelines.flowretail.client import AsyncFlowRetailClient
 from pipelines.flowretail.config import ClientConfig, check_base_url
 from pipelines.flowretail.errors import RetriesExhaustedError, SpecViolationError
 from pipelines.flowretail.simulator import SimulatorConfig, build_state, running_simulator
+from pipelines.flowretail.spec import LIST_GROUPS
 from pipelines.settings import ConfigError, Settings, load_settings
 from pipelines.warehouse.load import load_tenant
 from pipelines.warehouse.postgres import mask_url, masked_database_url
 from tests.flowretail.lists import fetch_customer_groups
+from tests.helpers import client_config_of
 from tests.reliability.conftest import ScenarioRecord
-from tests.reliability.support import LIST_GROUPS, asgi, client_config, make_state, run_load, tenant_of
+from tests.reliability.support import asgi, client_config, make_state, run_load, tenant_of
 from tests.simulator.helpers import https_simulator
 
 DISTINCT_TOKEN = "tok_DISTINCT_7f3a9c"
@@ -274,7 +276,7 @@ def test_tls_verification_cannot_be_switched_off(
     fields = set(Settings.model_fields) | set(ClientConfig.model_fields)
     assert not {f for f in fields if re.search("verify|insecure|tls|ssl", f)}
     settings = load_settings()
-    config = settings.client_config()
+    config = client_config_of(settings)
     assert not config.ca_bundle
 
     def fetch(cfg: ClientConfig) -> Any:
@@ -296,7 +298,7 @@ def test_tls_verification_cannot_be_switched_off(
     with pytest.raises(RetriesExhaustedError, match="CERTIFICATE_VERIFY_FAILED"):
         fetch(unknown_kwarg)
     monkeypatch.setenv("FLOWRETAIL_CA_BUNDLE", str(tls_files[0]))
-    trusted = load_settings().client_config()
+    trusted = client_config_of(load_settings())
     assert fetch(trusted) == state.groups("tenant-1")
     scenario.note(f"{len(SWITCH_OFF_ATTEMPTS)} switch-off variables ignored; verification failed without the CA bundle")
 
@@ -626,7 +628,8 @@ def test_psql_gets_the_password_through_the_environment(
 def test_the_embedded_server_starts_with_a_scrubbed_environment(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, scenario: ScenarioRecord
 ) -> None:
-    from pipelines.warehouse.embedded import start_embedded_postgres, stop_embedded_postgres
+    from pipelines.warehouse.embedded import start_embedded_postgres
+    from tests.helpers import stop_embedded_postgres
 
     secrets = {
         "FLOWRETAIL_TOKEN": DISTINCT_TOKEN,
@@ -677,7 +680,7 @@ def test_proxies_from_the_environment_are_ignored_unless_trusted(
         monkeypatch.setenv("FLOWRETAIL_TENANT_UIDS", "tenant-1")
         if trusted:
             monkeypatch.setenv("FLOWRETAIL_TRUST_ENV", "1")
-        config = load_settings().client_config()
+        config = client_config_of(load_settings())
         assert config.trust_env is trusted
 
         async def fetch() -> Any:

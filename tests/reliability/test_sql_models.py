@@ -9,10 +9,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from pipelines.sql_models.database import build_model, build_project
+from pipelines.sql_models.database import build_model
 from pipelines.sql_models.errors import ModelBuildError, ModelConfigError, UnknownRefError
 from pipelines.sql_models.project import load_project
 from tests.reliability.conftest import ScenarioRecord
+from tests.sql_models.helpers import build_project
 
 STAGING = (
     "select * from (values ('t1', 'c1', 'PERSON'), ('t1', 'c2', 'COMPANY'), ('t2', 'c1', 'PERSON')) "

@@ -18,14 +18,6 @@ from pipelines.flowretail.schemas import validator_for
 from pipelines.flowretail.simulator import DEFAULT_TOKEN, SimulatorConfig, SimulatorState, create_app
 from pipelines.flowretail.simulator.data import FIRST_DEVIANT, SPEC_DEVIATIONS
 
-LIST_GROUPS = "get-customer-groups"
-CREATE_GROUP = "post-customer-groups"
-GET_GROUP = "get-customer-groups-by-uid"
-RENAME_GROUP = "put-customer-groups"
-DELETE_GROUP = "delete-customer-groups"
-LIST_MEMBERS = "get-customer-groups-customers"
-UPDATE_MEMBERS = "put-customer-groups-customers"
-
 
 class Api:
     """Calls the app in-process through ``httpx.ASGITransport``, one event loop per call.

@@ -8,12 +8,13 @@ from typing import Any
 
 import pytest
 
+from pipelines.flowretail import spec
 from pipelines.flowretail.deviations import deviation_record, remove_nul
 from pipelines.flowretail.schemas import validator_for
 from pipelines.flowretail.simulator import FaultConfig, SimulatorConfig, SimulatorState, build_state
 from pipelines.flowretail.simulator.data import HOSTILE_GROUP_NAMES, HOSTILE_VALUES, LONG_VALUE
-from pipelines.flowretail.spec import load_spec
-from tests.simulator.helpers import DEVIANT_UIDS, LIST_MEMBERS, Api, small_config, validate_page
+from pipelines.flowretail.spec import LIST_MEMBERS, load_spec
+from tests.simulator.helpers import DEVIANT_UIDS, Api, small_config, validate_page
 
 CUSTOMER_UID = re.compile(r"cust-\d{7}")
 RFC3339_MS_Z = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
@@ -38,6 +39,11 @@ def _validate_customers(customers: list[dict[str, Any]]) -> None:
     for start in range(0, len(customers), 500):
         chunk = customers[start : start + 500]
         validator.validate({"items": chunk, "paging": {"pageNumber": 1, "pageSize": 500, "totalCount": len(chunk)}})
+
+
+def test_the_operations_the_code_names_are_in_the_spec() -> None:
+    named = (spec.LIST_GROUPS, spec.CREATE_GROUP, spec.GET_GROUP, spec.RENAME_GROUP, spec.DELETE_GROUP)
+    assert {*named, spec.LIST_MEMBERS, spec.UPDATE_MEMBERS} <= set(spec.operations())
 
 
 def test_default_config_shape(default_state: SimulatorState) -> None:

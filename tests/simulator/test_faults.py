@@ -15,7 +15,8 @@ import pytest
 from pipelines.flowretail.errors import SpecViolationError
 from pipelines.flowretail.schemas import validator_for
 from pipelines.flowretail.simulator import OUTCOMES, FaultConfig, SimulatedConnectionDrop, SimulatorState, build_state
-from tests.simulator.helpers import LIST_GROUPS, LIST_MEMBERS, UPDATE_MEMBERS, Api, group_with, small_config
+from pipelines.flowretail.spec import LIST_GROUPS, LIST_MEMBERS, UPDATE_MEMBERS
+from tests.simulator.helpers import Api, group_with, small_config
 
 T = "tenant-1"
 GROUPS = f"/tenants/{T}/customer-groups"

@@ -10,15 +10,8 @@ import pytest
 
 from pipelines.flowretail.schemas import validator_for
 from pipelines.flowretail.simulator import SimulatorState, build_state
-from tests.simulator.helpers import (
-    CREATE_GROUP,
-    GET_GROUP,
-    LIST_GROUPS,
-    RENAME_GROUP,
-    Api,
-    group_with,
-    small_config,
-)
+from pipelines.flowretail.spec import CREATE_GROUP, GET_GROUP, LIST_GROUPS, RENAME_GROUP
+from tests.simulator.helpers import Api, group_with, small_config
 
 T = "tenant-1"
 

@@ -9,7 +9,8 @@ import pytest
 from pipelines.flowretail.errors import SpecViolationError
 from pipelines.flowretail.schemas import validator_for
 from pipelines.flowretail.simulator import SimulatorError, SimulatorState, build_state
-from tests.simulator.helpers import LIST_MEMBERS, Api, group_with, small_config, validate_page
+from pipelines.flowretail.spec import LIST_MEMBERS
+from tests.simulator.helpers import Api, group_with, small_config, validate_page
 
 T = "tenant-1"
 

@@ -15,7 +15,8 @@ import pytest
 
 from pipelines.flowretail.schemas import validator_for
 from pipelines.flowretail.simulator import SimulatedConnectionDrop, SimulatorState, build_state, running_simulator
-from tests.simulator.helpers import LIST_GROUPS, LIST_MEMBERS, small_config, validate_page
+from pipelines.flowretail.spec import LIST_GROUPS, LIST_MEMBERS
+from tests.simulator.helpers import small_config, validate_page
 
 READY = re.compile(r"Flow Retail simulator ready at (http://127\.0\.0\.1:(\d+)/v2) \(tenants: tenant-1, tenant-2\)")
 

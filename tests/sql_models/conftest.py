@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from pipelines.sql_models import Project
+from pipelines.sql_models import Project, load_project
 from tests.sql_models.retail_fixture import load_fixture
 
 SHIPPED_MODELS = Path(__file__).resolve().parents[2] / "dbt_like_sql"
@@ -20,7 +20,7 @@ ProjectWriter = Callable[[dict[str, str]], Path]
 @pytest.fixture(scope="session")
 def shipped_project() -> Project:
     """The project in dbt_like_sql/, loaded once."""
-    return Project.load(SHIPPED_MODELS)
+    return load_project(SHIPPED_MODELS)
 
 
 @pytest.fixture

@@ -16,12 +16,12 @@ from psycopg import sql
 from pipelines.sql_models import (
     DataTestError,
     ModelBuildError,
-    Project,
     UnknownModelError,
     build_model,
-    build_project,
+    load_project,
     run_data_test,
 )
+from tests.sql_models.helpers import build_project
 
 ProjectWriter = Callable[[dict[str, str]], Path]
 
@@ -99,7 +99,7 @@ def test_build_reports_rows_and_catalog_columns(conn: psycopg.Connection[Any], w
             "marts/big_seed.sql": TABLE + "select id from {{ ref('stg_seed') }} where v > 1",
         }
     )
-    project = Project.load(root)
+    project = load_project(root)
 
     results = build_project(conn, project)
 
@@ -131,10 +131,10 @@ def test_a_failing_model_keeps_the_previous_relation_and_names_the_file(
         "marts/seed_totals.sql": TABLE + "select v from {{ source('fixture', 'seed') }}",
     }
     root = write_project(files)
-    build_project(conn, Project.load(root))
+    build_project(conn, load_project(root))
     _seed(conn, [7])
     write_project({"marts/seed_totals.sql": TABLE + "select v, nope from {{ source('fixture', 'seed') }}"})
-    broken = Project.load(root)
+    broken = load_project(root)
 
     with pytest.raises(ModelBuildError) as raised:
         build_model(conn, broken.models["seed_totals"], broken)
@@ -151,11 +151,11 @@ def test_a_failing_view_keeps_the_previous_view(conn: psycopg.Connection[Any], w
     root = write_project(
         {"schema.yml": SEED_SOURCE, "staging/stg_seed.sql": "select v from {{ source('fixture', 'seed') }}"}
     )
-    build_project(conn, Project.load(root))
+    build_project(conn, load_project(root))
     write_project({"staging/stg_seed.sql": "select v / 0 as broken from {{ source('fixture', 'seed') }} where v = 'x'"})
 
     with pytest.raises(ModelBuildError, match=r"^models/staging/stg_seed\.sql: .*invalid input syntax"):
-        build_project(conn, Project.load(root))
+        build_project(conn, load_project(root))
 
     assert _values(conn, "analytics.stg_seed") == [4]
 
@@ -171,7 +171,7 @@ def test_build_project_stops_at_the_first_failure(conn: psycopg.Connection[Any],
     )
 
     with pytest.raises(ModelBuildError, match=r"a_broken\.sql"):
-        build_project(conn, Project.load(root))
+        build_project(conn, load_project(root))
 
     assert not _relation_exists(conn, "analytics", "b_after")
 
@@ -180,7 +180,7 @@ def test_selection_builds_only_the_named_models(conn: psycopg.Connection[Any], w
     root = write_project(
         {"staging/one.sql": "select 1 as n", "marts/two.sql": "select n + 1 as n from {{ ref('one') }}"}
     )
-    project = Project.load(root)
+    project = load_project(root)
     build_project(conn, project, selection=["one"])
 
     assert _relation_exists(conn, "analytics", "one")
@@ -191,9 +191,9 @@ def test_selection_builds_only_the_named_models(conn: psycopg.Connection[Any], w
 
 def test_materialization_can_change_between_builds(conn: psycopg.Connection[Any], write_project: ProjectWriter) -> None:
     root = write_project({"marts/flip.sql": "{{ config(materialized='view') }}\nselect 1 as v"})
-    build_project(conn, Project.load(root))
+    build_project(conn, load_project(root))
     write_project({"marts/flip.sql": TABLE + "select 2 as v"})
-    build_project(conn, Project.load(root))
+    build_project(conn, load_project(root))
 
     kind = conn.execute("SELECT relkind FROM pg_class WHERE oid = 'analytics.flip'::regclass").fetchone()
     assert kind == ("r",)
@@ -203,7 +203,7 @@ def test_materialization_can_change_between_builds(conn: psycopg.Connection[Any]
 def test_works_on_a_connection_without_autocommit(database_url: str, write_project: ProjectWriter) -> None:
     root = write_project({"marts/plain.sql": TABLE + "select 5 as v"})
     with psycopg.connect(database_url) as builder:
-        build_project(builder, Project.load(root))
+        build_project(builder, load_project(root))
         assert builder.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
     with psycopg.connect(database_url, autocommit=True) as reader:
         assert _values(reader, "analytics.plain") == [5]
@@ -221,7 +221,7 @@ def test_dependent_views_are_recreated_in_the_same_transaction(
             "marts/over_over_base.sql": "select v from {{ ref('over_base') }}",
         }
     )
-    build_project(conn, Project.load(root))
+    build_project(conn, load_project(root))
     conn.execute("CREATE SCHEMA reporting")
     conn.execute("CREATE VIEW reporting.hand_made AS SELECT v FROM analytics.base")
     # The table loses old_column; the dependent model is rewritten to match, the hand-made view still fits.
@@ -231,7 +231,7 @@ def test_dependent_views_are_recreated_in_the_same_transaction(
             "marts/over_base.sql": "select v, new_column from {{ ref('base') }}",
         }
     )
-    project = Project.load(root)
+    project = load_project(root)
 
     result = build_model(conn, project.models["base"], project)
 
@@ -255,10 +255,10 @@ def test_a_dependent_that_no_longer_fits_aborts_the_swap(
             "marts/base.sql": TABLE + "select v, v as doomed from {{ source('fixture', 'seed') }}",
         }
     )
-    build_project(conn, Project.load(root))
+    build_project(conn, load_project(root))
     conn.execute("CREATE VIEW public.needs_doomed AS SELECT doomed FROM analytics.base")
     write_project({"marts/base.sql": TABLE + "select v + 1 as v from {{ source('fixture', 'seed') }}"})
-    project = Project.load(root)
+    project = load_project(root)
 
     with pytest.raises(ModelBuildError) as raised:
         build_model(conn, project.models["base"], project)
@@ -282,7 +282,7 @@ def test_readers_queued_behind_the_swap_read_the_new_relation(
             "marts/balances_view.sql": "select v from {{ ref('balances') }}",
         }
     )
-    project = Project.load(root)
+    project = load_project(root)
     build_project(conn, project)
     _seed(conn, [2, 2, 2])
 
@@ -318,7 +318,7 @@ def test_a_concurrent_reader_sees_old_or_new_data_never_an_error(
             "marts/snapshot_view.sql": "select v from {{ ref('snapshot') }}",
         }
     )
-    project = Project.load(root)
+    project = load_project(root)
     build_project(conn, project)
     stop = threading.Event()
     seen: set[tuple[int, ...]] = set()
@@ -380,7 +380,7 @@ models:
 """,
         }
     )
-    project = Project.load(root)
+    project = load_project(root)
     build_project(conn, project)
     tests = {test.name: test for test in project.tests}
 
@@ -408,7 +408,7 @@ def test_a_data_test_that_cannot_run_names_schema_yml(
             "schema.yml": "version: 2\nmodels:\n  - name: stg_x\n    columns: [{name: b, tests: [not_null]}]\n",
         }
     )
-    project = Project.load(root)
+    project = load_project(root)
     build_project(conn, project)
 
     with pytest.raises(
@@ -428,7 +428,7 @@ def test_samples_are_json_compatible(conn: psycopg.Connection[Any], write_projec
             "schema.yml": "version: 2\nmodels:\n  - name: stg_events\n    columns: [{name: customer_uid, tests: [not_null]}]\n",
         }
     )
-    project = Project.load(root)
+    project = load_project(root)
     build_project(conn, project)
     conn.execute("SET TimeZone = 'UTC'")
 
@@ -450,11 +450,11 @@ def test_a_segment_must_return_exactly_tenant_and_customer(
     conn: psycopg.Connection[Any], write_project: ProjectWriter
 ) -> None:
     root = write_project({"segments/vip.sql": "select 't' as tenant_uid, 'c' as customer_uid"})
-    build_project(conn, Project.load(root))
+    build_project(conn, load_project(root))
     write_project({"segments/vip.sql": "select 't' as tenant_uid, 'c' as customer_uid, 1 as score"})
 
     with pytest.raises(ModelBuildError) as raised:
-        build_project(conn, Project.load(root))
+        build_project(conn, load_project(root))
 
     assert str(raised.value) == (
         "models/segments/vip.sql: a segment must return exactly the columns tenant_uid, customer_uid; "

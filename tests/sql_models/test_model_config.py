@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.sql_models import ModelConfig, ModelConfigError, Project, SegmentPushConfig
+from pipelines.sql_models import ModelConfig, ModelConfigError, SegmentPushConfig, load_project
 
 ProjectWriter = Callable[[dict[str, str]], Path]
 
@@ -17,13 +17,13 @@ PUSH = "push_to_group_uid='segment-vip', push_group_name='VIP (warehouse)'"
 
 def _load_config(write_project: ProjectWriter, relative: str, config: str) -> ModelConfig:
     root = write_project({relative: f"{{{{ config({config}) }}}}\n{SEGMENT_SELECT}"})
-    return Project.load(root).models[Path(relative).stem].config
+    return load_project(root).models[Path(relative).stem].config
 
 
 def _config_error(write_project: ProjectWriter, relative: str, config: str) -> str:
     root = write_project({relative: f"{{{{ config({config}) }}}}\n{SEGMENT_SELECT}"})
     with pytest.raises(ModelConfigError) as raised:
-        Project.load(root)
+        load_project(root)
     assert raised.value.paths == (root / relative,)
     return str(raised.value)
 
@@ -68,7 +68,7 @@ def test_later_config_calls_override_earlier_ones(write_project: ProjectWriter) 
         }
     )
 
-    assert Project.load(root).models["m"].config == ModelConfig(materialized="view", description="d")
+    assert load_project(root).models["m"].config == ModelConfig(materialized="view", description="d")
 
 
 @pytest.mark.parametrize(
@@ -203,7 +203,7 @@ def test_two_segments_cannot_push_to_the_same_group(write_project: ProjectWriter
     root = write_project({"segments/vip.sql": body, "segments/vip_copy.sql": body})
 
     with pytest.raises(ModelConfigError) as raised:
-        Project.load(root)
+        load_project(root)
 
     assert str(raised.value) == (
         "push_to_group_uid 'segment-vip' is used by two segments: models/segments/vip.sql and "

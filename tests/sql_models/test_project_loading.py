@@ -14,12 +14,12 @@ from pipelines.sql_models import (
     ModelDiscoveryError,
     ModelStatementError,
     ModelTemplateError,
-    Project,
     SchemaFileError,
     SourceRef,
     UnknownRefError,
     UnknownSourceError,
     discover_model_files,
+    load_project,
 )
 
 ProjectWriter = Callable[[dict[str, str]], Path]
@@ -101,7 +101,7 @@ def test_a_duplicate_model_name_names_both_files(write_project: ProjectWriter) -
     root = write_project({"staging/customers.sql": "select 1", "marts/customers.sql": "select 2"})
 
     with pytest.raises(DuplicateModelError) as raised:
-        Project.load(root)
+        load_project(root)
 
     assert str(raised.value) == (
         "model name 'customers' is defined twice: models/marts/customers.sql and models/staging/customers.sql"
@@ -120,7 +120,7 @@ def test_models_are_ordered_after_the_models_they_ref(write_project: ProjectWrit
         }
     )
 
-    project = Project.load(root)
+    project = load_project(root)
 
     assert list(project.models) == ["stg_customers", "stg_groups", "dim_customers", "aaa_first_alphabetically"]
     assert project.models["dim_customers"].refs == ("stg_customers", "stg_groups")
@@ -142,7 +142,7 @@ def test_a_cycle_names_every_file_in_it(write_project: ProjectWriter) -> None:
     )
 
     with pytest.raises(DependencyCycleError) as raised:
-        Project.load(root)
+        load_project(root)
 
     message = str(raised.value)
     assert message.startswith("models ref each other in a cycle: ")
@@ -162,7 +162,7 @@ def test_a_model_reffing_itself_is_a_cycle(write_project: ProjectWriter) -> None
     root = write_project({"marts/loop.sql": "select * from {{ ref('loop') }}"})
 
     with pytest.raises(DependencyCycleError, match=r"cycle: loop \(models/marts/loop.sql\) -> loop"):
-        Project.load(root)
+        load_project(root)
 
 
 def test_an_unknown_ref_names_the_file_and_suggests_a_model(write_project: ProjectWriter) -> None:
@@ -171,7 +171,7 @@ def test_an_unknown_ref_names_the_file_and_suggests_a_model(write_project: Proje
     )
 
     with pytest.raises(UnknownRefError) as raised:
-        Project.load(root)
+        load_project(root)
 
     assert (
         str(raised.value) == "models/marts/dim.sql: ref('stg_customer') names no model (did you mean 'stg_customers'?)"
@@ -195,7 +195,7 @@ def test_an_unknown_source_names_the_file(write_project: ProjectWriter, call: st
     root = write_project({"schema.yml": SOURCES, "staging/stg.sql": f"select * from {{{{ {call} }}}}"})
 
     with pytest.raises(UnknownSourceError) as raised:
-        Project.load(root)
+        load_project(root)
 
     assert str(raised.value) == message
 
@@ -204,7 +204,7 @@ def test_without_schema_yml_no_source_is_declared(write_project: ProjectWriter) 
     root = write_project({"staging/stg.sql": "select * from {{ source('flowretail', 'customer_groups') }}"})
 
     with pytest.raises(UnknownSourceError, match=r"is not declared in models/schema\.yml$"):
-        Project.load(root)
+        load_project(root)
 
 
 @pytest.mark.parametrize(
@@ -229,7 +229,7 @@ def test_a_model_must_be_exactly_one_select(write_project: ProjectWriter, sql_te
     root = write_project({"marts/m.sql": sql_text})
 
     with pytest.raises(ModelStatementError) as raised:
-        Project.load(root)
+        load_project(root)
 
     assert str(raised.value) == message
 
@@ -252,7 +252,7 @@ def test_template_errors_name_the_file(write_project: ProjectWriter, sql_text: s
     root = write_project({"marts/m.sql": sql_text})
 
     with pytest.raises(ModelTemplateError) as raised:
-        Project.load(root)
+        load_project(root)
 
     assert str(raised.value) == message
 
@@ -274,7 +274,7 @@ def test_segments_lists_the_segment_models_and_records_their_refs(write_project:
         }
     )
 
-    project = Project.load(root)
+    project = load_project(root)
 
     model = project.models["all_segments"]
     assert model.refs == ("lapsed", "vip")
@@ -287,7 +287,7 @@ def test_segments_cannot_be_used_inside_a_segment(write_project: ProjectWriter) 
     root = write_project({"segments/meta.sql": "{% for s in segments() %}select 1{% endfor %}select 2"})
 
     with pytest.raises(ModelTemplateError) as raised:
-        Project.load(root)
+        load_project(root)
 
     assert str(raised.value) == (
         "models/segments/meta.sql: segments() cannot be used inside segments/ (a segment would depend on the "
@@ -299,7 +299,7 @@ def test_schema_yml_documenting_a_missing_model_is_an_error(write_project: Proje
     root = write_project({"staging/stg_a.sql": "select 1 as a", "schema.yml": "version: 2\nmodels:\n  - name: stg_b\n"})
 
     with pytest.raises(SchemaFileError) as raised:
-        Project.load(root)
+        load_project(root)
 
     assert str(raised.value) == "models/schema.yml: documents model 'stg_b', but no such model file exists"
 
@@ -316,7 +316,7 @@ def test_docs_and_config_descriptions_are_attached(write_project: ProjectWriter)
         }
     )
 
-    project = Project.load(root)
+    project = load_project(root)
 
     assert project.models["stg_a"].description == "from yml"
     assert project.models["stg_b"].description == "from config"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.sql_models import Project, SegmentPushConfig, render
+from pipelines.sql_models import Project, SegmentPushConfig, load_project, render
 from tests.sql_models.conftest import SHIPPED_MODELS
 
 ProjectWriter = Callable[[dict[str, str]], Path]
@@ -37,14 +37,14 @@ def test_refs_and_sources_become_quoted_relations(write_project: ProjectWriter) 
         }
     )
 
-    project = Project.load(root)
+    project = load_project(root)
 
     assert render(project.models["stg_a"], project) == 'select * from "flowretail"."customer_snapshots"'
     assert render(project.models["stg_b"], project) == 'select * from "Legacy POS"."customers" -- legacy'
     assert render(project.models["m"], project) == (
         'select a.*, \'100%\' as pct from "analytics"."stg_a" a join "analytics"."stg_b" b using (x)'
     )
-    dev = Project.load(root, target_schema='dev "sandbox"')
+    dev = load_project(root, target_schema='dev "sandbox"')
     assert render(dev.models["m"], dev).count('"dev ""sandbox"""."stg_') == 2
     assert dev.relation("m").as_string(None) == '"dev ""sandbox"""."m"'
 
@@ -55,7 +55,7 @@ def test_render_is_identical_across_loads(write_project: ProjectWriter) -> None:
     )
 
     assert (
-        render(Project.load(root).models["m"], Project.load(root)) == "select 0 union all select 1 union all select 2"
+        render(load_project(root).models["m"], load_project(root)) == "select 0 union all select 1 union all select 2"
     )
 
 
@@ -127,7 +127,7 @@ def test_a_new_segment_joins_segment_membership_without_editing_it(write_project
         }
     )
 
-    project = Project.load(root)
+    project = load_project(root)
 
     rendered = render(project.models["segment_membership"], project)
     assert "'lapsed_customers'::text as segment" in rendered
@@ -141,7 +141,7 @@ def test_segment_membership_without_segments_is_an_empty_select(write_project: P
     without_dbt_hint = "\n".join(line for line in text.splitlines() if not line.startswith("-- depends_on:"))
     root = write_project({"marts/segment_membership.sql": without_dbt_hint})
 
-    project = Project.load(root)
+    project = load_project(root)
 
     assert render(project.models["segment_membership"], project).endswith("where false")
     assert project.models["segment_membership"].refs == ()

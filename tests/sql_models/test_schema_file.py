@@ -12,11 +12,11 @@ from pipelines.sql_models import (
     DeclaredTest,
     ModelDocs,
     ModelRef,
-    Project,
     SchemaFileError,
     Source,
     SourceRef,
     SourceTable,
+    load_project,
     parse_schema_file,
 )
 
@@ -215,7 +215,7 @@ models:
         }
     )
 
-    project = Project.load(root, target_schema="marts_dev")
+    project = load_project(root, target_schema="marts_dev")
 
     compiled = {test.name: (test.model, test.column, test.kind, test.sql) for test in project.tests}
     assert compiled == {
@@ -302,7 +302,7 @@ def test_relationships_to_something_unknown_names_schema_yml(
     )
 
     with pytest.raises(SchemaFileError) as raised:
-        Project.load(root)
+        load_project(root)
 
     assert str(raised.value) == message
 
@@ -316,7 +316,7 @@ def test_the_same_test_twice_is_an_error(write_project: ProjectWriter) -> None:
     )
 
     with pytest.raises(SchemaFileError, match=r"^models/schema.yml: test unique_m_a is declared twice$"):
-        Project.load(root)
+        load_project(root)
 
 
 def test_a_test_of_a_per_tenant_model_reads_one_tenants_rows_on_both_sides(write_project: ProjectWriter) -> None:
@@ -343,7 +343,7 @@ models:
         }
     )
 
-    tests = {test.name: test for test in Project.load(root).tests}
+    tests = {test.name: test for test in load_project(root).tests}
 
     assert tests["not_null_dim_customers_customer_uid"].sql_for("o'ne") == (
         'SELECT *\nFROM (SELECT * FROM "analytics"."dim_customers" WHERE "tenant_uid" = \'o\'\'ne\') AS "tested"\n'

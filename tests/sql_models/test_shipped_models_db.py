@@ -13,8 +13,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from pipelines.sql_models import BuildResult, Project, build_project, run_data_tests
+from pipelines.sql_models import BuildResult, Project
 from tests.sql_models import retail_fixture as fx
+from tests.sql_models.helpers import build_project, run_data_tests
 
 TENANTS = (fx.OUTDOOR, fx.BAKERY)
 

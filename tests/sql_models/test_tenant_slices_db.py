@@ -15,12 +15,12 @@ from pipelines.sql_models import (
     ModelConfigError,
     Project,
     build_model,
-    build_project,
+    load_project,
     run_data_test,
-    run_data_tests,
 )
 from tests.sql_models import retail_fixture as fx
 from tests.sql_models.conftest import ProjectWriter
+from tests.sql_models.helpers import build_project, run_data_tests
 
 SLICED = "{{ config(materialized='incremental') }}\n"
 ORDERS = """
@@ -65,7 +65,7 @@ def shop(conn: psycopg.Connection[Any], write_project: ProjectWriter) -> Project
             + "select tenant_uid, sum(amount) as total, count(*) as n from {{ ref('stg_orders') }} group by tenant_uid",
         }
     )
-    return Project.load(root)
+    return load_project(root)
 
 
 def test_a_tenant_build_replaces_only_that_tenants_slice(conn: psycopg.Connection[Any], shop: Project) -> None:
@@ -104,7 +104,7 @@ def test_a_failing_tenant_build_leaves_the_previous_slice(conn: psycopg.Connecti
         "from {{ ref('stg_orders') }} group by tenant_uid",
         "utf-8",
     )
-    broken = Project.load(shop.root)
+    broken = load_project(shop.root)
 
     with pytest.raises(ModelBuildError, match=r"models/marts/totals\.sql: division by zero"):
         build_model(conn, broken.models["totals"], broken, tenant="t1")
@@ -117,7 +117,7 @@ def test_rows_of_another_tenant_fail_the_build(conn: psycopg.Connection[Any], sh
     (shop.root / "marts" / "totals.sql").write_text(
         SLICED + "select 't2'::text as tenant_uid, 1::bigint as total, 1::bigint as n", "utf-8"
     )
-    leaking = Project.load(shop.root)
+    leaking = load_project(shop.root)
 
     with pytest.raises(ModelBuildError) as raised:
         build_model(conn, leaking.models["totals"], leaking, tenant="t1")
@@ -133,7 +133,7 @@ def test_new_columns_rebuild_the_table_whole_once(conn: psycopg.Connection[Any],
     (shop.root / "marts" / "totals.sql").write_text(
         SLICED + "select tenant_uid, sum(amount) as total from {{ ref('stg_orders') }} group by tenant_uid", "utf-8"
     )
-    changed = Project.load(shop.root)
+    changed = load_project(shop.root)
 
     build_model(conn, changed.models["totals"], changed, tenant="t2")
 
@@ -149,7 +149,7 @@ def test_views_are_replaced_only_when_their_sql_changes(conn: psycopg.Connection
     (shop.root / "staging" / "stg_orders.sql").write_text(
         "select tenant_uid, order_uid, amount * 2 as amount from {{ source('shop', 'orders') }}", "utf-8"
     )
-    build_project(conn, Project.load(shop.root), tenant="t2")
+    build_project(conn, load_project(shop.root), tenant="t2")
 
     assert _oid(conn, "analytics.stg_orders") != view
     assert _rows(conn, "analytics.totals") == {("t1", 15, 2), ("t2", 14, 1)}
@@ -200,7 +200,7 @@ models:
 """,
         }
     )
-    project = Project.load(root)
+    project = load_project(root)
     build_project(conn, project)
     (test,) = project.tests
 
@@ -221,7 +221,7 @@ def test_a_model_spanning_tenants_is_built_whole_and_only_without_a_tenant(
             "select sum(total) as total from {{ ref('totals') }}"
         }
     )
-    project = Project.load(root)
+    project = load_project(root)
     assert [m.name for m in project.cross_tenant_models()] == ["grand_total"]
 
     assert [r.model for r in build_project(conn, project, tenant="t1")] == ["stg_orders", "totals"]
@@ -240,7 +240,7 @@ def test_a_per_tenant_model_may_not_read_a_model_spanning_tenants(write_project:
     )
 
     with pytest.raises(ModelConfigError) as raised:
-        Project.load(root)
+        load_project(root)
 
     assert raised.value.message == (
         "models/marts/mine.sql: ref('everyone') reads a model declared tenant_scope='all' (models/marts/everyone.sql); "

@@ -50,14 +50,16 @@ from pipelines.flowretail.simulator.state import (
     parse_page_request,
     utc_now,
 )
+from pipelines.flowretail.spec import (
+    CREATE_GROUP,
+    DELETE_GROUP,
+    GET_GROUP,
+    LIST_GROUPS,
+    LIST_MEMBERS,
+    RENAME_GROUP,
+    UPDATE_MEMBERS,
+)
 
-LIST_GROUPS = "get-customer-groups"
-CREATE_GROUP = "post-customer-groups"
-GET_GROUP = "get-customer-groups-by-uid"
-RENAME_GROUP = "put-customer-groups"
-DELETE_GROUP = "delete-customer-groups"
-LIST_MEMBERS = "get-customer-groups-customers"
-UPDATE_MEMBERS = "put-customer-groups-customers"
 LIST_OPERATIONS = frozenset({LIST_GROUPS, LIST_MEMBERS})
 
 # (number of path segments after /v2/tenants/{t}, method) -> operationId

@@ -690,62 +690,72 @@ class CustomerFactory:
         return None
 
     def customer(self, index: int, uid: str | None = None) -> dict[str, Any]:
-        """The full API record of a customer, without ``customerGroupUids`` (the state owns memberships)."""
+        """The full API record of a customer, without ``customerGroupUids`` (the state owns memberships).
+
+        Every value is drawn from one random stream per customer, so the helpers below draw in a
+        fixed order: changing that order changes every generated customer.
+        """
         core = self.core(index)
         rng = FastRandom(self._hash(index, 3))
+        parent = self._parent_of(index)
+        contact = self._contact(index, core, parent, rng)
+        record = self._record(index, uid, core, parent, contact, rng)
+        _add_optional_parts(record, index, core, contact, rng)
+        if core.hostile is not None:
+            _apply_hostile(record, core.hostile)
+        deviation = self.deviation_variant(index)
+        if deviation is not None:
+            _break_spec(record, SPEC_DEVIATIONS[deviation])
+        return record
+
+    def _contact(self, index: int, core: CustomerCore, parent: int | None, rng: FastRandom) -> _Contact:
+        """Postal address, company name, organisation number, modification time, e-mail and mobile."""
         country = core.country
-        ctype = core.customer_type
-        is_company = ctype != "PERSON"
-        first, last = core.firstname, core.lastname
+        is_company = core.customer_type != "PERSON"
         city, low, high = rng.choice(_CITIES[country])
         postal = _postal_code(country, rng.randint(low, high))
         street = f"{rng.choice(_STREETS[country])} {rng.randint(1, 140)}{rng.choice(['', '', '', 'A', 'B'])}"
-        parent = self._parent_of(index)
         company = ""
         if is_company:
             company = self.company_name(parent if parent is not None else index, country)
             if parent is not None:
                 company = f"{company} \u2013 {rng.choice(_DEPARTMENTS)}"
         orgnr = f"{rng.randint(810_000_000, 999_999_999)}"
-        created_ms = core.created_ms
-        modified_ms = created_ms + rng.randrange(max(1, _MODIFIED_UNTIL - created_ms))
-        local = _email_local(first, last)
-        if is_company:
-            domain = company.split(" ")[0].lower().translate(_ASCII) + "." + country.lower()
-            email = f"{rng.choice(['post', 'faktura', 'innkjop', 'kontakt'])}@{domain}"
-        else:
-            email = f"{local}{rng.randint(1, 999) if rng.random() < 0.5 else ''}@{rng.choice(_EMAIL_DOMAINS[country])}"
-        if rng.random() < 0.07:
-            email = ""
+        modified_ms = core.created_ms + rng.randrange(max(1, _MODIFIED_UNTIL - core.created_ms))
+        email = _email(core, company, rng)
         mobile = "" if rng.random() < 0.05 else _mobile(country, rng)
-        display = company if is_company else f"{first} {last}".strip()
-        record: dict[str, Any] = {
+        return _Contact(street, postal, city, company, orgnr, modified_ms, email, mobile)
+
+    def _record(
+        self, index: int, uid: str | None, core: CustomerCore, parent: int | None, contact: _Contact, rng: FastRandom
+    ) -> dict[str, Any]:
+        """The record's fields; the optional parts (EHF, store, addresses, contacts) come after."""
+        is_company = core.customer_type != "PERSON"
+        return {
             "customerUid": uid if uid is not None else self.uid(index),
-            "customerType": ctype,
+            "customerType": core.customer_type,
             "customerParentUid": self.uid(parent) if parent is not None else "",
-            "firstname": first,
-            "lastname": last,
-            "displayName": display,
-            "companyName": company,
-            "address": street,
-            "postalCode": postal,
-            "city": city,
-            "countryCode": country,
-            "email": email,
-            "mobile": mobile,
+            "firstname": core.firstname,
+            "lastname": core.lastname,
+            "displayName": contact.company if is_company else f"{core.firstname} {core.lastname}".strip(),
+            "companyName": contact.company,
+            "address": contact.street,
+            "postalCode": contact.postal,
+            "city": contact.city,
+            "countryCode": core.country,
+            "email": contact.email,
+            "mobile": contact.mobile,
             "externalId": str(100_000 + index) if rng.random() < 0.7 else "",
             "origin": rng.choice(_ORIGINS),
-            "createdAt": iso_from_ms(created_ms),
-            "lastModifiedAt": iso_from_ms(modified_ms),
+            "createdAt": iso_from_ms(core.created_ms),
+            "lastModifiedAt": iso_from_ms(contact.modified_ms),
             "pricelistUid": rng.choice(_PRICELISTS_COMPANY)
             if is_company
             else ("pl-member" if rng.random() < 0.1 else ""),
-            "vatNumber": _vat_number(country, orgnr) if is_company else "",
+            "vatNumber": _vat_number(core.country, contact.orgnr) if is_company else "",
             "loyaltyId": f"70{rng.randint(0, 10**11 - 1):011d}" if not is_company and rng.random() < 0.55 else "",
             "internalNote": rng.choice(_NOTES) if rng.random() < 0.15 else "",
-            "paymentTerms": (rng.choice([10, 14, 30, 30, 30, 45, 60]) if ctype == "COMPANY" else rng.choice([14, 30]))
-            if is_company
-            else 0,
+            "paymentTerms": _payment_terms(core.customer_type, rng),
             "credit": _credit(is_company, rng),
             "accountManager": _account_manager(is_company, rng),
             "ehf": {"enabled": False, "address": ""},
@@ -755,44 +765,83 @@ class CustomerFactory:
             "addresses": [],
             "contacts": [],
             "extensions": [],
-            "consents": _consents(index, created_ms, rng),
+            "consents": _consents(index, core.created_ms, rng),
             "customerGroupUids": [],
         }
-        if is_company and country == "NO" and rng.random() < 0.5:
-            record["ehf"] = {"enabled": True, "address": f"0192:{orgnr}"}
-            record["ehfEnabled"] = True
-        if rng.random() < 0.6:
-            store_uid, store_name = rng.choice(_STORES)
-            record["defaultStore"] = {"storeUid": store_uid, "name": store_name}
-        for number in range(rng.choice([0, 0, 1, 1, 2])):
-            kind = "DELIVERY_ADDRESS" if number == 0 else "INVOICE_ADDRESS"
-            a_city, a_low, a_high = rng.choice(_CITIES[country])
-            record["addresses"].append(
-                {
-                    "customerAddressUid": f"adr-{index}-{number + 1}",
-                    "type": kind,
-                    "displayName": "Levering" if kind == "DELIVERY_ADDRESS" else "Faktura",
-                    "firstname": first,
-                    "lastname": last,
-                    "companyName": company,
-                    "address": f"{rng.choice(_STREETS[country])} {rng.randint(1, 90)}",
-                    "postalCode": _postal_code(country, rng.randint(a_low, a_high)),
-                    "city": a_city,
-                    "countryCode": country,
-                    "email": email,
-                    "phone": mobile,
-                }
-            )
-        if is_company:
-            record["contacts"] = _contacts(index, country, created_ms, modified_ms, orgnr, rng)
-            if rng.random() < 0.15:
-                record["extensions"] = [{"extensionCode": "TWO_INVOICE", "organizationUid": f"org-{orgnr}"}]
-        if core.hostile is not None:
-            _apply_hostile(record, core.hostile)
-        deviation = self.deviation_variant(index)
-        if deviation is not None:
-            _break_spec(record, SPEC_DEVIATIONS[deviation])
-        return record
+
+
+class _Contact(NamedTuple):
+    """The drawn values a customer record shares with its addresses and contacts."""
+
+    street: str
+    postal: str
+    city: str
+    company: str
+    orgnr: str
+    modified_ms: int
+    email: str
+    mobile: str
+
+
+def _email(core: CustomerCore, company: str, rng: FastRandom) -> str:
+    """A company's shared mailbox at its own domain, or a person's address; 7 % have none."""
+    if core.customer_type != "PERSON":
+        domain = company.split(" ")[0].lower().translate(_ASCII) + "." + core.country.lower()
+        email = f"{rng.choice(['post', 'faktura', 'innkjop', 'kontakt'])}@{domain}"
+    else:
+        local = _email_local(core.firstname, core.lastname)
+        email = f"{local}{rng.randint(1, 999) if rng.random() < 0.5 else ''}@{rng.choice(_EMAIL_DOMAINS[core.country])}"
+    return "" if rng.random() < 0.07 else email
+
+
+def _payment_terms(customer_type: str, rng: FastRandom) -> int:
+    """Days to pay: companies mostly 30, B2B customers 14 or 30; persons have none (0)."""
+    if customer_type == "PERSON":
+        return 0
+    return rng.choice([10, 14, 30, 30, 30, 45, 60]) if customer_type == "COMPANY" else rng.choice([14, 30])
+
+
+def _add_optional_parts(
+    record: dict[str, Any], index: int, core: CustomerCore, contact: _Contact, rng: FastRandom
+) -> None:
+    """EHF invoicing (Norwegian companies), a default store, addresses, and a company's contacts and extensions."""
+    is_company = core.customer_type != "PERSON"
+    if is_company and core.country == "NO" and rng.random() < 0.5:
+        record["ehf"] = {"enabled": True, "address": f"0192:{contact.orgnr}"}
+        record["ehfEnabled"] = True
+    if rng.random() < 0.6:
+        store_uid, store_name = rng.choice(_STORES)
+        record["defaultStore"] = {"storeUid": store_uid, "name": store_name}
+    record["addresses"] = _addresses(index, core, contact, rng)
+    if is_company:
+        record["contacts"] = _contacts(index, core.country, core.created_ms, contact.modified_ms, contact.orgnr, rng)
+        if rng.random() < 0.15:
+            record["extensions"] = [{"extensionCode": "TWO_INVOICE", "organizationUid": f"org-{contact.orgnr}"}]
+
+
+def _addresses(index: int, core: CustomerCore, contact: _Contact, rng: FastRandom) -> list[dict[str, Any]]:
+    """None, a delivery address, or a delivery and an invoice address."""
+    addresses = []
+    for number in range(rng.choice([0, 0, 1, 1, 2])):
+        kind = "DELIVERY_ADDRESS" if number == 0 else "INVOICE_ADDRESS"
+        a_city, a_low, a_high = rng.choice(_CITIES[core.country])
+        addresses.append(
+            {
+                "customerAddressUid": f"adr-{index}-{number + 1}",
+                "type": kind,
+                "displayName": "Levering" if kind == "DELIVERY_ADDRESS" else "Faktura",
+                "firstname": core.firstname,
+                "lastname": core.lastname,
+                "companyName": contact.company,
+                "address": f"{rng.choice(_STREETS[core.country])} {rng.randint(1, 90)}",
+                "postalCode": _postal_code(core.country, rng.randint(a_low, a_high)),
+                "city": a_city,
+                "countryCode": core.country,
+                "email": contact.email,
+                "phone": contact.mobile,
+            }
+        )
+    return addresses
 
 
 @functools.lru_cache(maxsize=4096)
