@@ -18,6 +18,7 @@ from pipelines.sql_models.database import (
     build_model,
     relation_columns,
     run_data_test,
+    run_data_tests_of_model,
 )
 from pipelines.sql_models.errors import (
     DataTestError,
@@ -99,4 +100,5 @@ __all__ = [
     "relation_columns",
     "render",
     "run_data_test",
+    "run_data_tests_of_model",
 ]

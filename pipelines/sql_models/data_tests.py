@@ -13,6 +13,7 @@ exists in another tenant fails it even when the test runs over all tenants.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from psycopg import sql
@@ -147,3 +148,41 @@ def compile_test_sql(
         target = _tenant_slice(target_relation, tenant, "referenced")
         query = _relationships_sql(declared, relation, target, tenant_keyed)
     return query.as_string(None)
+
+
+def _failure_count(test: DataTest) -> sql.Composable | None:
+    """What ``test``'s query would count, as an aggregate over its model's rows; None when the test
+    needs more than one pass over them (unique, relationships)."""
+    if test.declared is None:
+        return None
+    column = column_sql(test.declared.column)
+    if test.kind == "not_null":
+        return sql.SQL("count(*) FILTER (WHERE {} IS NULL)").format(column)
+    if test.kind == "accepted_values":  # one failing row per distinct value outside the list
+        values = sql.SQL(", ").join(sql.Literal(value) for value in test.declared.accepted_values)
+        return sql.SQL("count(DISTINCT {c}) FILTER (WHERE {c} IS NOT NULL AND {c} NOT IN ({v}))").format(
+            c=column, v=values
+        )
+    return None
+
+
+def failure_counts_sql(tests: Sequence[DataTest], tenant: str | None) -> str | None:
+    """One scan counting the failing rows of every test in ``tests`` that reads its model row by row
+    (not_null, accepted_values), in their order; None unless they all can and share one relation.
+
+    A view such as ``stg_customers`` is computed once for all of its column tests instead of once
+    per test.
+    """
+    counts = [_failure_count(test) for test in tests]
+    relations = {test.model for test in tests}  # a model's tests all read its relation
+    scoped = {test.tenant_scoped for test in tests}
+    if not tests or any(c is None for c in counts) or len(relations) != 1 or len(scoped) != 1:
+        return None
+    relation = tests[0].relation
+    assert relation is not None  # _failure_count needs ``declared``, which comes with a relation
+    sliced = _tenant_slice(relation, tenant if tests[0].tenant_scoped else None, "tested")
+    return (
+        sql.SQL("SELECT {} FROM {}")
+        .format(sql.SQL(", ").join(c for c in counts if c is not None), sliced)
+        .as_string(None)
+    )

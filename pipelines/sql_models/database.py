@@ -43,6 +43,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,7 +53,7 @@ from psycopg.rows import dict_row
 
 from pipelines.sql_models.built import record_built
 from pipelines.sql_models.config import TENANT_COLUMN
-from pipelines.sql_models.data_tests import DataTest
+from pipelines.sql_models.data_tests import DataTest, failure_counts_sql
 from pipelines.sql_models.errors import DataTestError, ModelBuildError
 from pipelines.sql_models.project import BUILD_SUFFIX, Model, Project, render
 from pipelines.warehouse.locks import model_lock
@@ -570,6 +571,33 @@ def build_model(
         duration_seconds=time.monotonic() - started,
         recreated_dependents=recreated,
     )
+
+
+def run_data_tests_of_model(
+    conn: psycopg.Connection[Any], tests: Sequence[DataTest], sample_size: int = 5, tenant: str | None = None
+) -> list[DataTestResult]:
+    """Run a model's own tests, in order: the row-by-row ones (not_null, accepted_values) are counted
+    together in one scan of the model, and only a test that fails runs its own query, for its sample.
+
+    The others run one by one (``run_data_test``). When the shared scan fails, each test runs alone,
+    so the error names the test that caused it.
+    """
+    by_row = [test for test in tests if failure_counts_sql([test], tenant) is not None]
+    counted: dict[str, int] = {}
+    query = failure_counts_sql(by_row, tenant)
+    if query is not None:
+        try:
+            with conn.transaction():
+                row = conn.execute(sql.SQL(query)).fetchone()
+            counted = {test.name: int(count) for test, count in zip(by_row, row or [], strict=False)}
+        except psycopg.Error:
+            counted = {}
+    return [
+        DataTestResult(failing_rows=0, sample=[])
+        if counted.get(test.name) == 0
+        else run_data_test(conn, test, sample_size, tenant)
+        for test in tests
+    ]
 
 
 def run_data_test(

@@ -17,13 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import psycopg
 from dagster import AssetExecutionContext
 
 from pipelines.partitions import tenant_partitions
 from pipelines.resources import WarehouseResource
 from pipelines.sql_models.data_tests import DataTest
-from pipelines.sql_models.database import build_model, run_data_test
+from pipelines.sql_models.database import DataTestResult, build_model, run_data_test, run_data_tests_of_model
 from pipelines.sql_models.project import Model, Project, load_project
 from pipelines.sql_models.schema_file import ModelRef, SourceRef
 
@@ -58,12 +57,8 @@ def _per_tenant(model: Model) -> bool:
     return model.config.tenant_scope == "tenant"
 
 
-def _check_result(
-    conn: psycopg.Connection[Any], test: DataTest, tenant: str | None, asset_key: dg.AssetKey | None = None
-) -> dg.AssetCheckResult:
-    outcome = run_data_test(conn, test, tenant=tenant)
+def _check_result(test: DataTest, outcome: DataTestResult) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
-        asset_key=asset_key,
         check_name=test.name,
         passed=outcome.passed,
         metadata={"failing_rows": outcome.failing_rows, "sample": dg.MetadataValue.json(outcome.sample)},
@@ -136,8 +131,8 @@ def _model_asset(project: Project, model: Model) -> dg.AssetsDefinition:
                     "dagster/column_schema": _column_schema(model, result.columns),
                 }
             )
-            for test in tests:
-                yield _check_result(conn, test, tenant)
+            for test, outcome in zip(tests, run_data_tests_of_model(conn, tests, tenant=tenant), strict=True):
+                yield _check_result(test, outcome)
 
     return build
 
@@ -171,7 +166,7 @@ def _relationship_check(project: Project, test: DataTest) -> dg.AssetChecksDefin
     )
     def check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
         with warehouse.connect(autocommit=True) as conn:
-            return _check_result(conn, test, context.partition_key if per_tenant else None)
+            return _check_result(test, run_data_test(conn, test, tenant=context.partition_key if per_tenant else None))
 
     return check
 

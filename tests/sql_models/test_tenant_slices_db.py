@@ -17,7 +17,9 @@ from pipelines.sql_models import (
     build_model,
     load_project,
     run_data_test,
+    run_data_tests_of_model,
 )
+from pipelines.sql_models.data_tests import failure_counts_sql
 from tests.sql_models import retail_fixture as fx
 from tests.sql_models.conftest import ProjectWriter
 from tests.sql_models.helpers import build_project, run_data_tests
@@ -279,3 +281,70 @@ def test_a_source_without_statistics_is_analysed_before_a_model_reads_it(
 
     analysed = conn.execute("SELECT attname FROM pg_stats WHERE tablename = 'orders' ORDER BY attname").fetchall()
     assert [row[0] for row in analysed] == ["amount", "order_uid", "tenant_uid"]
+
+
+def test_a_models_column_tests_share_one_scan_and_match_running_each_alone(
+    conn: psycopg.Connection[Any], write_project: ProjectWriter
+) -> None:
+    rows = "('t1', 'u1', 'gold'), ('t1', NULL, 'tin'), ('t1', 'u3', 'tin'), ('t2', 'u4', NULL), ('t2', 'u5', 'gold')"
+    root = write_project(
+        {
+            "staging/stg_people.sql": f"select * from (values {rows}) as p (tenant_uid, person_uid, tier)",
+            "schema.yml": """
+version: 2
+models:
+  - name: stg_people
+    columns:
+      - name: person_uid
+        tests: [not_null, unique]
+      - name: tier
+        tests: [not_null, {accepted_values: {values: [gold, silver]}}]
+""",
+        }
+    )
+    project = load_project(root)
+    build_project(conn, project)
+    tests = project.tests_for("stg_people")
+
+    for tenant in (None, "t1", "t2"):
+        together = run_data_tests_of_model(conn, tests, tenant=tenant)
+        alone = [run_data_test(conn, test, tenant=tenant) for test in tests]
+        assert together == alone
+
+    by_name = dict(zip([t.name for t in tests], run_data_tests_of_model(conn, tests, tenant="t1"), strict=True))
+    assert {name: result.failing_rows for name, result in by_name.items()} == {
+        "not_null_stg_people_person_uid": 1,
+        "unique_stg_people_person_uid": 0,
+        "not_null_stg_people_tier": 0,
+        "accepted_values_stg_people_tier": 1,
+    }
+    assert by_name["accepted_values_stg_people_tier"].sample == [{"value_field": "tin", "n_records": 2}]
+
+
+def test_the_shared_scan_counts_not_null_and_accepted_values_over_the_tenants_slice(
+    write_project: ProjectWriter,
+) -> None:
+    root = write_project(
+        {
+            "staging/stg_people.sql": "select 't1' as tenant_uid, 'u1' as person_uid, 'gold' as tier",
+            "schema.yml": """
+version: 2
+models:
+  - name: stg_people
+    columns:
+      - name: person_uid
+        tests: [not_null, unique]
+      - name: tier
+        tests: [{accepted_values: {values: [gold, "it's"]}}]
+""",
+        }
+    )
+    tests = load_project(root).tests_for("stg_people")
+    by_row = [test for test in tests if test.kind != "unique"]
+
+    assert failure_counts_sql(by_row, "t'1") == (
+        'SELECT count(*) FILTER (WHERE "person_uid" IS NULL), '
+        "count(DISTINCT \"tier\") FILTER (WHERE \"tier\" IS NOT NULL AND \"tier\" NOT IN ('gold', 'it''s')) "
+        'FROM (SELECT * FROM "analytics"."stg_people" WHERE "tenant_uid" = \'t\'\'1\') AS "tested"'
+    )
+    assert failure_counts_sql(tests, "t1") is None  # unique needs a GROUP BY of its own
