@@ -268,6 +268,8 @@ def test_a_source_without_statistics_is_analysed_before_a_model_reads_it(
     database_url: str, conn: psycopg.Connection[Any], shop: Project
 ) -> None:
     with psycopg.connect(database_url, autocommit=True) as loader:
+        # only the runner may analyse it here: autovacuum would, after 500 rows, on its own schedule
+        loader.execute("ALTER TABLE public.orders SET (autovacuum_enabled = false)")
         loader.execute("INSERT INTO public.orders SELECT 't3', 'o' || n, n FROM generate_series(1, 500) AS n")
         loader.execute("SELECT pg_stat_force_next_flush()")
     for _ in range(100):  # the loader's counts reach the shared statistics when its session ends
