@@ -97,6 +97,7 @@ class StepEvent:
     kind: str  # "start", "end", "materialization" or "check"
     at: float
     asset_top: str | None = None
+    run_id: str = ""  # one step key runs once per run: steps of different runs are different spans
 
 
 @dataclass(frozen=True)
@@ -116,11 +117,11 @@ def asset_category(asset_top: str, *, raw_schema: str, push_prefixes: Sequence[s
 
 def step_spans(events: Sequence[StepEvent], *, raw_schema: str, push_prefixes: Sequence[str]) -> list[Span]:
     """Each step's time cut into the kind of work it did (see the module docstring)."""
-    by_step: dict[tuple[str, str], list[StepEvent]] = {}
+    by_step: dict[tuple[str, str, str], list[StepEvent]] = {}
     for event in events:
-        by_step.setdefault((event.job, event.step), []).append(event)
+        by_step.setdefault((event.run_id, event.job, event.step), []).append(event)
     spans = []
-    for (job, _), items in by_step.items():
+    for (_, job, _), items in by_step.items():
         starts = [e.at for e in items if e.kind == "start"]
         if not starts:
             continue
@@ -189,7 +190,7 @@ def read_step_events(dagster_home: Path, since: float) -> list[StepEvent]:
                 key = event.asset_key if event.event_type_value == "ASSET_MATERIALIZATION" else None
                 events.append(
                     StepEvent(job, entry.step_key, kinds[event.event_type_value], entry.timestamp,
-                              key.path[0] if key else None)
+                              key.path[0] if key else None, record.dagster_run.run_id)
                 )  # fmt: skip
     return events
 

@@ -67,6 +67,28 @@ def test_steps_split_into_work_and_the_tests_after_the_last_materialization(comm
     }
 
 
+def test_the_same_step_in_two_runs_is_two_spans(command: ModuleType) -> None:
+    e = command.StepEvent
+    events = [
+        e("warehouse_load", "flowretail_raw_tables", "start", 0.0, None, "run-1"),
+        e("warehouse_load", "flowretail_raw_tables", "materialization", 2.0, "flowretail", "run-1"),
+        e("warehouse_load", "flowretail_raw_tables", "end", 2.0, None, "run-1"),
+        e("warehouse_load", "analytics__stg", "start", 2.0, None, "run-1"),
+        e("warehouse_load", "analytics__stg", "materialization", 5.0, "analytics", "run-1"),
+        e("warehouse_load", "analytics__stg", "end", 5.0, None, "run-1"),
+        e("warehouse_load", "flowretail_raw_tables", "start", 5.0, None, "run-2"),
+        e("warehouse_load", "flowretail_raw_tables", "materialization", 7.0, "flowretail", "run-2"),
+        e("warehouse_load", "flowretail_raw_tables", "end", 7.0, None, "run-2"),
+    ]
+    spans = command.step_spans(events, raw_schema="flowretail", push_prefixes=[])
+    assert sorted((s.category, s.start, s.end) for s in spans) == [
+        ("loads", 0.0, 2.0),
+        ("loads", 5.0, 7.0),
+        ("models", 2.0, 5.0),
+    ]
+    assert command.split_wall(spans, 0.0, 7.0)["models"] == 3.0
+
+
 def test_overlaps_go_to_the_earlier_category_and_spans_are_clipped_to_the_wall(command: ModuleType) -> None:
     span = command.Span
     spans = [span("models", 0.0, 4.0), span("data tests", 2.0, 6.0), span("other steps", 9.0, 30.0)]
