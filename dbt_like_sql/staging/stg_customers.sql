@@ -1,5 +1,5 @@
 {{ config(
-    materialized='view',
+    materialized='incremental',
     description='Current version of every customer, typed, with credit and consent flags flattened.'
 ) }}
 
