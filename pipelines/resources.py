@@ -44,14 +44,23 @@ class FlowRetailResource(dg.ConfigurableResource, ApiTuning):  # type: ignore[mi
 
     def token_for(self, tenant_uid: str | None) -> str:
         """The tenant's own token if it has one, else FLOWRETAIL_TOKEN; the value is never logged."""
+        return self._token_and_variable(tenant_uid)[0]
+
+    def token_variable(self, tenant_uid: str | None) -> str:
+        """The name of the environment variable the tenant's token comes from (never the token)."""
         own = next((t for t in self.tenant_tokens if t.tenant_uid == tenant_uid), None)
-        name, raw = (own.token_env, own.token) if own is not None else ("FLOWRETAIL_TOKEN", self.token)
+        return own.token_env if own is not None else "FLOWRETAIL_TOKEN"
+
+    def _token_and_variable(self, tenant_uid: str | None) -> tuple[str, str]:
+        own = next((t for t in self.tenant_tokens if t.tenant_uid == tenant_uid), None)
+        raw = own.token if own is not None else self.token
+        name = self.token_variable(tenant_uid)
         if raw is None:
             raise ConfigError(
                 f"FLOWRETAIL_TOKEN is not set and tenant {tenant_uid} has no token of its own in FLOWRETAIL_TENANT_TOKENS"
             )
         try:
-            return clean_token(raw)
+            return clean_token(raw), name
         except ValueError as exc:
             raise ConfigError(f"{name}: the token {exc}") from None
 
@@ -59,9 +68,11 @@ class FlowRetailResource(dg.ConfigurableResource, ApiTuning):  # type: ignore[mi
         """A new async client for the tenant's token; create it inside the event loop that will use
         it, and close it. ``share`` splits an in-memory budget between that many processes running
         at once; a shared budget needs no split, it is one budget whoever draws from it."""
-        token = self.token_for(tenant_uid)
+        token, variable = self._token_and_variable(tenant_uid)
         shared = self.api_budget_url is not None
-        config = client_config_or_config_error(self, self.base_url, token, share=1 if shared else share)
+        config = client_config_or_config_error(
+            self, self.base_url, token, share=1 if shared else share, token_env=variable
+        )
         budget: ApiBudget | None = None
         if self.api_budget_url is not None:
             budget = SharedBudget(self.api_budget_url, token, BudgetLimits(config.rate_limit, config.concurrency))

@@ -147,10 +147,12 @@ class Settings(BaseSettings, ApiTuning):
         return uids
 
 
-def client_config_or_config_error(tuning: ClientTuning, base_url: str, token: str, *, share: int = 1) -> ClientConfig:
+def client_config_or_config_error(
+    tuning: ClientTuning, base_url: str, token: str, *, share: int = 1, token_env: str = "FLOWRETAIL_TOKEN"
+) -> ClientConfig:
     """``build_client_config`` with a validation error turned into a ConfigError naming the variables."""
     try:
-        return build_client_config(tuning, base_url, token, share=share)
+        return build_client_config(tuning, base_url, token, share=share, token_env=token_env)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc)) from None
 

@@ -115,7 +115,9 @@ def test_each_tenant_loads_with_its_own_token_and_budget(environment: pytest.Mon
         assert result.success, _failure_text(result)
         assert _loaded_groups(database_url, tenant) == sorted(g["customerGroupUid"] for g in state.groups(tenant))
     assert not swapped.success
-    assert "the token was refused" in _failure_text(swapped)
+    # The refusal names the variable the tenant's token came from, not FLOWRETAIL_TOKEN (unset here).
+    assert "the token was refused" in _failure_text(swapped) and "check TOKEN_OF_ONE" in _failure_text(swapped)
+    assert "FLOWRETAIL_TOKEN" not in _failure_text(swapped)
     with psycopg.connect(database_url) as conn:
         keys = {r[0] for r in conn.execute("SELECT token_key FROM flowretail.api_budgets")}
     assert keys == {token_key(TOKEN_ONE), token_key(TOKEN_TWO)}

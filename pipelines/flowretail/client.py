@@ -514,7 +514,7 @@ class AsyncFlowRetailClient:
                 operation,
                 status,
                 f"{detail}; the token was refused (missing, wrong, revoked or lacking "
-                "the CUSTOMER permission): check FLOWRETAIL_TOKEN",
+                f"the CUSTOMER permission): check {self.config.token_env}",
                 page,
             )
         if status == 404:

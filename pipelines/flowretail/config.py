@@ -93,6 +93,10 @@ class ClientConfig(ClientTuning):
 
     base_url: str
     token: SecretStr
+    token_env: str = Field(
+        default="FLOWRETAIL_TOKEN",
+        description="Name of the environment variable the token came from: named in errors, never the token",
+    )
     rate_limit: float | None = Field(
         default=DEFAULT_RATE_LIMIT, gt=0, validation_alias=AliasChoices("rate_limit", "rate_limit_per_second")
     )
@@ -113,12 +117,15 @@ class ClientConfig(ClientTuning):
         return SecretStr(clean_token(value.get_secret_value()))
 
 
-def build_client_config(tuning: ClientTuning, base_url: str, token: str, *, share: int = 1) -> ClientConfig:
+def build_client_config(
+    tuning: ClientTuning, base_url: str, token: str, *, share: int = 1, token_env: str = "FLOWRETAIL_TOKEN"
+) -> ClientConfig:
     """The one place a ``ClientConfig`` is built from tuned settings: every ``ClientTuning`` field is
     passed on. ``share`` splits the rate and concurrency between that many processes that use the
-    token at once without a shared budget, so together they stay within it."""
+    token at once without a shared budget, so together they stay within it. ``token_env`` names the
+    variable the token was read from (a tenant's own, see ``FLOWRETAIL_TENANT_TOKENS``)."""
     values = {name: getattr(tuning, name) for name in ClientTuning.model_fields}
     if share > 1:
         values["rate_limit"] = values["rate_limit"] / share if values["rate_limit"] else None
         values["concurrency"] = max(1, values["concurrency"] // share)
-    return ClientConfig(base_url=base_url, token=SecretStr(token), **values)
+    return ClientConfig(base_url=base_url, token=SecretStr(token), token_env=token_env, **values)

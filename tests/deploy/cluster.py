@@ -123,11 +123,13 @@ def running_deployment(
     dagster_postgres_url: str,
     extra_env: Mapping[str, str] | None = None,
     ready_timeout: float = 240.0,
+    dagster_yaml: Path = DEPLOY_DAGSTER_YAML,
 ) -> Iterator[Deployment]:
-    """Start code server, daemon and webserver on the shipped deploy/dagster.yaml; stop all three after."""
+    """Start code server, daemon and webserver on the shipped deploy/dagster.yaml (or, for a benchmark's
+    comparison, another instance file); stop all three after."""
     home = workdir / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(DEPLOY_DAGSTER_YAML, home / "dagster.yaml")
+    shutil.copyfile(dagster_yaml, home / "dagster.yaml")
     env = product_env(
         base_url=base_url, token=token, tenant_uids=tenant_uids, database_url=database_url, dagster_home=home
     )
@@ -174,6 +176,74 @@ def list_runs(deployment: Deployment) -> list[dict[str, Any]]:
     for run in runs:
         run["tags"] = {t["key"]: t["value"] for t in run["tags"]}
     return runs
+
+
+RUN_MATERIALIZATIONS = """
+query RunMaterializations($runId: ID!) {
+  runOrError(runId: $runId) {
+    __typename
+    ... on Run {
+      assetMaterializations {
+        assetKey { path }
+        partition
+        metadataEntries { label ... on IntMetadataEntry { intValue } }
+      }
+    }
+  }
+}
+"""
+
+
+def run_materializations(deployment: Deployment, run_id: str) -> list[dict[str, Any]]:
+    """The run's asset materializations as the webserver reports them: key path, partition and the
+    integer metadata (``dagster/row_count``, ...) as a dict."""
+    data = deployment.graphql(RUN_MATERIALIZATIONS, {"runId": run_id})["runOrError"]
+    assert data["__typename"] == "Run", data
+    out = []
+    for event in data["assetMaterializations"]:
+        ints = {e["label"]: e["intValue"] for e in event["metadataEntries"] if "intValue" in e}
+        out.append({"path": event["assetKey"]["path"], "partition": event["partition"], "ints": ints})
+    return out
+
+
+RUN_ERRORS = """
+query RunErrors($runId: ID!) {
+  logsForRun(runId: $runId) {
+    __typename
+    ... on EventConnection {
+      events { __typename ... on MessageEvent { message } ... on ErrorEvent { error { message } } }
+    }
+  }
+}
+"""
+
+
+def failure_report(deployment: Deployment, runs: list[dict[str, Any]]) -> str:
+    """For an assertion message: each run that did not succeed, with its error events' messages."""
+    lines = []
+    for run in runs:
+        if run["status"] == "SUCCESS":
+            continue
+        data = deployment.graphql(RUN_ERRORS, {"runId": run["runId"]})["logsForRun"]
+        errors = [
+            (e.get("error") or {}).get("message") or e.get("message", "")
+            for e in data.get("events", [])
+            if e["__typename"] in ("RunFailureEvent", "ExecutionStepFailureEvent", "EngineEvent") and e.get("error")
+        ]
+        failures = [e.get("message", "") for e in data.get("events", []) if e["__typename"] == "RunFailureEvent"]
+        lines.append(f"{run['jobName']} {run['tags'].get('dagster/partition')} {run['status']}: {failures} {errors}")
+    return "\n".join(lines)
+
+
+def peak_overlap(intervals: list[tuple[float, float]]) -> int:
+    """The most of the ``(start, end)`` intervals that overlap at one instant (an end before a start
+    at the same instant)."""
+    edges = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    peak = current = 0
+    for _, step in edges:
+        current += step
+        peak = max(peak, current)
+    return peak
 
 
 START_SENSOR = """
