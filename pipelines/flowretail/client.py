@@ -59,17 +59,18 @@ from pipelines.flowretail.paging import (
 )
 from pipelines.flowretail.schemas import ResponseValidator, validator_for
 from pipelines.flowretail.secrets import redact
+from pipelines.flowretail.spec import (
+    CREATE_GROUP,
+    DELETE_GROUP,
+    GET_GROUP,
+    LIST_GROUPS,
+    LIST_MEMBERS,
+    RENAME_GROUP,
+    UPDATE_MEMBERS,
+)
 from pipelines.flowretail.stats import ClientStats
 
 logger = logging.getLogger(__name__)
-
-LIST_GROUPS = "get-customer-groups"
-CREATE_GROUP = "post-customer-groups"
-GET_GROUP = "get-customer-groups-by-uid"
-RENAME_GROUP = "put-customer-groups"
-DELETE_GROUP = "delete-customer-groups"
-LIST_MEMBERS = "get-customer-groups-customers"
-UPDATE_MEMBERS = "put-customer-groups-customers"
 
 _RETRYABLE_STATUS = frozenset({500, 502, 503, 504})
 _USER_AGENT = "flowretail-pipelines/0.1"
