@@ -61,9 +61,11 @@ def sync_tenant_partitions(instance: dg.DagsterInstance, configured: Sequence[st
 
 
 def tenant_run_tags(tenant_uid: str) -> dict[str, str]:
-    """Run tags of a tenant's scheduled runs, read by the run queue's per-token limit (one token for
-    every tenant today; the jobs carry the same tag for runs started elsewhere)."""
-    return {TOKEN_TAG: DEFAULT_TOKEN_NAME}
+    """Run tags of a tenant's scheduled and sensor-started runs, read by the run queue's per-token
+    limit: the name of the variable holding the tenant's own token (``FLOWRETAIL_TENANT_TOKENS``; a
+    name, never the secret), else ``default``. Runs started without them (a backfill from the UI)
+    carry the jobs' ``default``."""
+    return {TOKEN_TAG: load_settings().tenant_tokens.get(tenant_uid, DEFAULT_TOKEN_NAME)}
 
 
 @dg.sensor(

@@ -268,6 +268,25 @@ def test_the_schedule_tags_each_tenant_run_with_its_tick() -> None:
     ]
 
 
+def test_a_tenant_with_its_own_token_is_queued_under_its_token_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipelines.ingest.jobs import warehouse_load_schedule
+    from pipelines.partitions import TOKEN_TAG
+    from pipelines.settings import load_settings
+
+    monkeypatch.setenv("FLOWRETAIL_TENANT_TOKENS", "tenant-2=FLOWRETAIL_TOKEN_SOUTH")
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("tenants", ["tenant-1", "tenant-2"])
+        context = dg.build_schedule_context(
+            instance=instance, scheduled_execution_time=datetime(2026, 11, 30, 3, tzinfo=UTC)
+        )
+        requests = list(warehouse_load_schedule(load_settings())(context))
+
+    assert [(r.partition_key, r.tags[TOKEN_TAG]) for r in requests] == [
+        ("tenant-1", "default"),
+        ("tenant-2", "FLOWRETAIL_TOKEN_SOUTH"),
+    ]
+
+
 def test_models_spanning_tenants_wait_for_every_tenant_run_of_their_tick() -> None:
     from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus
 

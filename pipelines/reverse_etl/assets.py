@@ -21,7 +21,7 @@ from dagster import AssetExecutionContext
 
 from pipelines.ingest.jobs import warehouse_load_job
 from pipelines.metadata import md_table, table_schema
-from pipelines.partitions import DEFAULT_TOKEN_NAME, TOKEN_TAG, tenant_partitions
+from pipelines.partitions import DEFAULT_TOKEN_NAME, TOKEN_TAG, tenant_partitions, tenant_run_tags
 from pipelines.resources import FlowRetailResource, WarehouseResource
 from pipelines.segment_push.apply import execute_plan, plan_and_record
 from pipelines.segment_push.audit import (
@@ -319,4 +319,6 @@ def push_after_warehouse_load(context: dg.RunStatusSensorContext) -> Iterator[dg
     run = context.dagster_run
     partition = run.tags.get("dagster/partition")
     if partition:
-        yield dg.RunRequest(run_key=f"push-after-{run.run_id}", partition_key=partition)
+        yield dg.RunRequest(
+            run_key=f"push-after-{run.run_id}", partition_key=partition, tags=tenant_run_tags(partition)
+        )
