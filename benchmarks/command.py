@@ -54,6 +54,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import psutil
 import psycopg
@@ -382,9 +383,19 @@ def product_load(
     return result
 
 
+def with_placeholder_password(url: str) -> str:
+    """``url`` with a password when it has none: dlt refuses credentials without one, and the pg15
+    cluster (trust over a Unix socket) ignores whatever is sent."""
+    parts = urlsplit(url)
+    if parts.password is not None or "@" not in parts.netloc:
+        return url
+    user, host = parts.netloc.rsplit("@", 1)
+    return urlunsplit(parts._replace(netloc=f"{user}:unused@{host}"))
+
+
 def dlt_load(pg: benchlib.Postgres, sim: benchlib.SimulatorProcess, tenants: int, args: argparse.Namespace) -> Measured:
     """The peer: dlt_peer.py's dlt worker (extract + load only) in a fresh interpreter."""
-    database_url = pg.fresh_database("bench_cmd_dlt")
+    database_url = with_placeholder_password(pg.fresh_database("bench_cmd_dlt"))
     argv = [
         sys.executable, str(DLT_PEER), "--worker", "--tool", "dlt", "--base-url", sim.base_url, "--token", sim.token,
         "--database-url", database_url, "--tenants", ",".join(f"tenant-{i}" for i in range(1, tenants + 1)),

@@ -100,3 +100,12 @@ def test_overlaps_go_to_the_earlier_category_and_spans_are_clipped_to_the_wall(c
         "other steps": 1.0,
         "orchestration": 3.0,
     }
+
+
+def test_dlt_gets_a_placeholder_password_only_when_the_url_has_none(command: ModuleType) -> None:
+    socket_url = "postgresql://postgres@/bench_cmd_dlt_1?host=/tmp/pg15"
+    assert (
+        command.with_placeholder_password(socket_url) == "postgresql://postgres:unused@/bench_cmd_dlt_1?host=/tmp/pg15"
+    )
+    for unchanged in ("postgresql://postgres:@/db?host=/x", "postgresql://u:secret@h:5432/db", "postgresql:///db"):
+        assert command.with_placeholder_password(unchanged) == unchanged
