@@ -166,6 +166,11 @@ def _failure_count(test: DataTest) -> sql.Composable | None:
     return None
 
 
+def counted_row_by_row(test: DataTest) -> bool:
+    """Whether ``test`` can share its model's one counting scan (see ``failure_counts_sql``)."""
+    return _failure_count(test) is not None
+
+
 def failure_counts_sql(tests: Sequence[DataTest], tenant: str | None) -> str | None:
     """One scan counting the failing rows of every test in ``tests`` that reads its model row by row
     (not_null, accepted_values), in their order; None unless they all can and share one relation.

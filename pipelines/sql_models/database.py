@@ -53,7 +53,7 @@ from psycopg.rows import dict_row
 
 from pipelines.sql_models.built import record_built
 from pipelines.sql_models.config import TENANT_COLUMN
-from pipelines.sql_models.data_tests import DataTest, failure_counts_sql
+from pipelines.sql_models.data_tests import DataTest, counted_row_by_row, failure_counts_sql
 from pipelines.sql_models.errors import DataTestError, ModelBuildError
 from pipelines.sql_models.project import BUILD_SUFFIX, Model, Project, render
 from pipelines.warehouse.locks import model_lock
@@ -582,14 +582,15 @@ def run_data_tests_of_model(
     The others run one by one (``run_data_test``). When the shared scan fails, each test runs alone,
     so the error names the test that caused it.
     """
-    by_row = [test for test in tests if failure_counts_sql([test], tenant) is not None]
+    by_row = [test for test in tests if counted_row_by_row(test)]
     counted: dict[str, int] = {}
     query = failure_counts_sql(by_row, tenant)
     if query is not None:
         try:
             with conn.transaction():
                 row = conn.execute(sql.SQL(query)).fetchone()
-            counted = {test.name: int(count) for test, count in zip(by_row, row or [], strict=False)}
+            assert row is not None  # an aggregate without GROUP BY returns exactly one row
+            counted = {test.name: int(count) for test, count in zip(by_row, row, strict=True)}
         except psycopg.Error:
             counted = {}
     return [
