@@ -9,7 +9,7 @@ and nothing is read when this module is imported.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import dagster as dg
@@ -60,12 +60,12 @@ def sync_tenant_partitions(instance: dg.DagsterInstance, configured: Sequence[st
     return TenantSync(to_add, to_remove, list(instance.get_dynamic_partitions(TENANT_PARTITIONS_NAME)))
 
 
-def tenant_run_tags(tenant_uid: str) -> dict[str, str]:
+def tenant_run_tags(tenant_uid: str, tenant_tokens: Mapping[str, str]) -> dict[str, str]:
     """Run tags of a tenant's scheduled and sensor-started runs, read by the run queue's per-token
-    limit: the name of the variable holding the tenant's own token (``FLOWRETAIL_TENANT_TOKENS``; a
-    name, never the secret), else ``default``. Runs started without them (a backfill from the UI)
-    carry the jobs' ``default``."""
-    return {TOKEN_TAG: load_settings().tenant_tokens.get(tenant_uid, DEFAULT_TOKEN_NAME)}
+    limit: the name of the variable holding the tenant's own token (``tenant_tokens``, from
+    ``FLOWRETAIL_TENANT_TOKENS``; a name, never the secret), else ``default``. Runs started without
+    them (a backfill from the UI) carry the jobs' ``default``."""
+    return {TOKEN_TAG: tenant_tokens.get(tenant_uid, DEFAULT_TOKEN_NAME)}
 
 
 @dg.sensor(

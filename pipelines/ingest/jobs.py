@@ -50,7 +50,7 @@ def warehouse_load_schedule(settings: Settings) -> dg.ScheduleDefinition:
             yield dg.RunRequest(
                 run_key=f"{tenant_uid}:{stamp}",
                 partition_key=tenant_uid,
-                tags={**tenant_run_tags(tenant_uid), TICK_TAG: stamp},
+                tags={**tenant_run_tags(tenant_uid, settings.tenant_tokens), TICK_TAG: stamp},
             )
 
     return warehouse_load_daily

@@ -30,6 +30,7 @@ from pipelines.segment_push.audit import (
 )
 from pipelines.segment_push.plan import GUARDS, PushOutcome, PushTarget, SegmentPushPlan
 from pipelines.segment_push.status import PushStatus
+from pipelines.settings import load_settings
 from pipelines.sql_models.project import Model
 from pipelines.transform.assets import model_key, project
 from pipelines.warehouse.migrate import ensure_current_schema
@@ -320,5 +321,7 @@ def push_after_warehouse_load(context: dg.RunStatusSensorContext) -> Iterator[dg
     partition = run.tags.get("dagster/partition")
     if partition:
         yield dg.RunRequest(
-            run_key=f"push-after-{run.run_id}", partition_key=partition, tags=tenant_run_tags(partition)
+            run_key=f"push-after-{run.run_id}",
+            partition_key=partition,
+            tags=tenant_run_tags(partition, load_settings().tenant_tokens),
         )
