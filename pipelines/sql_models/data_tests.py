@@ -4,10 +4,12 @@ As in dbt, a test passes when its query returns no row, so the same query both d
 and shows what is wrong. Identifiers go through ``psycopg.sql.Identifier``; accepted values through
 ``psycopg.sql.Literal`` because the compiled text is stored and shown, not sent with parameters.
 
-Tenants. A test of a tenant-scoped model runs on one tenant's slice (``sql_for(tenant)``): a tenant's
-run checks exactly the rows it built, whatever other tenants' runs are doing at the same moment. A
-relationships test between two tenant relations matches on ``(tenant_uid, key)``, so a key that only
-exists in another tenant fails it even when the test runs over all tenants.
+Tenants. A test of a tenant-scoped model runs on the slice of the tenants a run built
+(``sql_for(tenants)``): a run checks exactly the rows it built, whatever other tenants' runs are doing
+at the same moment. A relationships test between two tenant relations matches on ``(tenant_uid, key)``,
+so a key that only exists in another tenant fails it even when the test runs over all tenants; on a
+slice, ``unique`` counts duplicates within each tenant, so a run over several tenants reaches the same
+verdict as one run per tenant.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from psycopg import sql
 
 from pipelines.sql_models.config import TENANT_COLUMN
 from pipelines.sql_models.schema_file import DataTestKind, DeclaredTest, RelationRef
+from pipelines.sql_models.slices import tenant_condition
 
 # A relation a test reads (the class below has a field named ``sql``, which hides the module there).
 Relation = sql.Identifier
@@ -50,12 +53,12 @@ class DataTest:
     tenant_scoped: bool = False
     tenant_keyed: bool = False
 
-    def sql_for(self, tenant: str | None) -> str:
-        """The test over one tenant's rows, or over all rows (``None``, or an unscoped test)."""
-        if tenant is None or not self.tenant_scoped or self.declared is None or self.relation is None:
+    def sql_for(self, tenants: Sequence[str] | None) -> str:
+        """The test over these tenants' rows, or over all rows (``None``, or an unscoped test)."""
+        if tenants is None or not self.tenant_scoped or self.declared is None or self.relation is None:
             return self.sql
         return compile_test_sql(
-            self.declared, self.relation, self.target_relation, tenant_keyed=self.tenant_keyed, tenant=tenant
+            self.declared, self.relation, self.target_relation, tenant_keyed=self.tenant_keyed, tenants=tenants
         )
 
 
@@ -82,11 +85,11 @@ def data_test_name(model: str, declared: DeclaredTest, target_name: str | None) 
     return name
 
 
-def _tenant_slice(relation: sql.Composable, tenant: str | None, alias: str) -> sql.Composable:
-    if tenant is None:
+def _tenant_slice(relation: sql.Composable, tenants: Sequence[str] | None, alias: str) -> sql.Composable:
+    if tenants is None:
         return relation
-    return sql.SQL("(SELECT * FROM {} WHERE {} = {}) AS {}").format(
-        relation, sql.Identifier(TENANT_COLUMN), sql.Literal(tenant), sql.Identifier(alias)
+    return sql.SQL("(SELECT * FROM {} WHERE {}) AS {}").format(
+        relation, tenant_condition(tenants), sql.Identifier(alias)
     )
 
 
@@ -119,21 +122,23 @@ def compile_test_sql(
     target_relation: sql.Composable | None,
     *,
     tenant_keyed: bool = False,
-    tenant: str | None = None,
+    tenants: Sequence[str] | None = None,
 ) -> str:
     """SQL returning the rows that make ``declared`` fail on ``relation``.
 
-    ``tenant`` restricts both relations to that tenant's rows; ``tenant_keyed`` makes a relationships
-    test match on ``(tenant_uid, key)`` instead of the key alone.
+    ``tenants`` restricts both relations to those tenants' rows (and ``unique`` to duplicates within
+    a tenant); ``tenant_keyed`` makes a relationships test match on ``(tenant_uid, key)`` instead of
+    the key alone.
     """
     column = column_sql(declared.column)
-    relation = _tenant_slice(relation, tenant, "tested")
+    relation = _tenant_slice(relation, tenants, "tested")
     query: sql.Composable
     if declared.kind == "unique":
+        per_tenant = sql.SQL("{}, ").format(sql.Identifier(TENANT_COLUMN)) if tenants is not None else sql.SQL("")
         query = sql.SQL(
-            "SELECT {column} AS unique_field, count(*) AS n_records\nFROM {relation}\n"
-            "WHERE {column} IS NOT NULL\nGROUP BY {column}\nHAVING count(*) > 1"
-        ).format(column=column, relation=relation)
+            "SELECT {per_tenant}{column} AS unique_field, count(*) AS n_records\nFROM {relation}\n"
+            "WHERE {column} IS NOT NULL\nGROUP BY {per_tenant}{column}\nHAVING count(*) > 1"
+        ).format(per_tenant=per_tenant, column=column, relation=relation)
     elif declared.kind == "not_null":
         query = sql.SQL("SELECT *\nFROM {relation}\nWHERE {column} IS NULL").format(column=column, relation=relation)
     elif declared.kind == "accepted_values":
@@ -145,7 +150,7 @@ def compile_test_sql(
     else:
         if target_relation is None or declared.field is None:
             raise ValueError(f"relationships test on {declared.column!r} needs a target relation and field")
-        target = _tenant_slice(target_relation, tenant, "referenced")
+        target = _tenant_slice(target_relation, tenants, "referenced")
         query = _relationships_sql(declared, relation, target, tenant_keyed)
     return query.as_string(None)
 
@@ -171,7 +176,7 @@ def counted_row_by_row(test: DataTest) -> bool:
     return _failure_count(test) is not None
 
 
-def failure_counts_sql(tests: Sequence[DataTest], tenant: str | None) -> str | None:
+def failure_counts_sql(tests: Sequence[DataTest], tenants: Sequence[str] | None) -> str | None:
     """One scan counting the failing rows of every test in ``tests`` that reads its model row by row
     (not_null, accepted_values), in their order; None unless they all can and share one relation.
 
@@ -185,7 +190,7 @@ def failure_counts_sql(tests: Sequence[DataTest], tenant: str | None) -> str | N
         return None
     relation = tests[0].relation
     assert relation is not None  # _failure_count needs ``declared``, which comes with a relation
-    sliced = _tenant_slice(relation, tenant if tests[0].tenant_scoped else None, "tested")
+    sliced = _tenant_slice(relation, tenants if tests[0].tenant_scoped else None, "tested")
     return (
         sql.SQL("SELECT {} FROM {}")
         .format(sql.SQL(", ").join(c for c in counts if c is not None), sliced)

@@ -23,8 +23,9 @@ advisory lock (see "Tenant slices").
 Connections. Both autocommit and non-autocommit connections work; inside a transaction opened by
 the caller, the steps become savepoints and nothing is visible to readers before the caller commits.
 
-Tenant slices. ``build_model(..., tenant=T)`` builds what one tenant's run needs, in work that grows
-with that tenant's data only:
+Tenant slices. ``build_model(..., tenants=[T])`` builds what one tenant's run needs, in work that
+grows with that tenant's data only (several tenants at once: the same, with ``tenant_uid IN (...)``,
+in the same single transaction per model, so the statements are paid once for all of them):
 - a table model (``tenant_scope='tenant'``) computes T's rows with every ref and source filtered on
   ``tenant_uid = T``, then deletes T's old rows and inserts the new ones in ONE transaction (dbt's
   incremental ``delete+insert``): readers see the old slice or the new one, and a failing model
@@ -44,7 +45,7 @@ import datetime
 import hashlib
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -56,6 +57,7 @@ from pipelines.sql_models.config import TENANT_COLUMN
 from pipelines.sql_models.data_tests import DataTest, counted_row_by_row, failure_counts_sql
 from pipelines.sql_models.errors import DataTestError, ModelBuildError
 from pipelines.sql_models.project import BUILD_SUFFIX, Model, Project, render
+from pipelines.sql_models.slices import describe_tenants, tenant_condition
 from pipelines.warehouse.locks import model_lock
 
 # The push-back reads segments by these columns; anything else would be silently ignored or fail there.
@@ -166,6 +168,7 @@ class BuildResult:
     columns: tuple[RelationColumn, ...]
     duration_seconds: float
     recreated_dependents: tuple[str, ...] = ()
+    rows_by_tenant: dict[str, int] = field(default_factory=dict)  # a sliced build: each tenant's rows
 
 
 @dataclass(frozen=True)
@@ -408,12 +411,25 @@ def _replace_whole(conn: psycopg.Connection[Any], model: Model, project: Project
     return _swap_into_place(conn, model, project)
 
 
-def _count(conn: psycopg.Connection[Any], relation: sql.Composable, tenant: str | None) -> int:
-    query = sql.SQL("SELECT count(*) FROM {}").format(relation)
-    if tenant is not None:
-        query = sql.SQL("{} WHERE {} = %s").format(query, sql.Identifier(TENANT_COLUMN))
-    row = conn.execute(query, (tenant,) if tenant is not None else None).fetchone()
+def _count(conn: psycopg.Connection[Any], relation: sql.Composable) -> int:
+    row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(relation)).fetchone()
     return int(row[0]) if row else 0
+
+
+def _rows_by_tenant(
+    conn: psycopg.Connection[Any], relation: sql.Composable, where: sql.Composable
+) -> dict[str | None, int]:
+    """Rows per tenant of ``relation`` where ``where`` holds (rows with a NULL tenant under ``None``)."""
+    rows = conn.execute(
+        sql.SQL("SELECT {t}, count(*) FROM {r} WHERE {w} GROUP BY {t}").format(
+            t=sql.Identifier(TENANT_COLUMN), r=relation, w=where
+        )
+    ).fetchall()
+    return {row[0]: int(row[1]) for row in rows}
+
+
+def _each_tenant(counts: dict[str | None, int], tenants: Sequence[str]) -> dict[str, int]:
+    return {tenant: counts.get(tenant, 0) for tenant in tenants}
 
 
 def _current_view_comment(conn: psycopg.Connection[Any], schema: str, name: str) -> str | None:
@@ -444,9 +460,11 @@ def _live_table_fits(conn: psycopg.Connection[Any], project: Project, model: Mod
     return relation_columns(conn, project.target_schema, model.name) == columns
 
 
-def _write_slice(conn: psycopg.Connection[Any], model: Model, project: Project, tenant: str) -> int | None:
-    """Replace ``tenant``'s rows in one transaction; ``None`` when the live table is missing or its
-    columns differ from the model's (a whole rebuild must come first)."""
+def _write_slice(
+    conn: psycopg.Connection[Any], model: Model, project: Project, tenants: Sequence[str]
+) -> dict[str, int] | None:
+    """Replace ``tenants``' rows in one transaction and return the rows each now has; ``None`` when
+    the live table is missing or its columns differ from the model's (a whole rebuild must come first)."""
     live = project.relation(model.name)
     staged = sql.Identifier("pg_temp", _SLICE_TABLE)
     try:
@@ -455,42 +473,43 @@ def _write_slice(conn: psycopg.Connection[Any], model: Model, project: Project, 
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(staged))
             conn.execute(
                 sql.SQL("CREATE TEMPORARY TABLE {} ON COMMIT DROP AS\n{}").format(
-                    sql.Identifier(_SLICE_TABLE), sql.SQL(render(model, project, tenant))
+                    sql.Identifier(_SLICE_TABLE), sql.SQL(render(model, project, tenants))
                 )
             )
             if model.is_segment:
                 _check_segment(conn, model, staged)
-            _require_only_tenant(conn, model, staged, tenant)
+            counts = _require_only_tenants(conn, model, staged, tenants)
             if not _live_table_fits(conn, project, model, _relation_columns(conn, staged)):
                 return None
-            conn.execute(sql.SQL("DELETE FROM {} WHERE {} = %s").format(live, sql.Identifier(TENANT_COLUMN)), (tenant,))
-            inserted = conn.execute(sql.SQL("INSERT INTO {} SELECT * FROM {}").format(live, staged)).rowcount
+            conn.execute(sql.SQL("DELETE FROM {} WHERE {}").format(live, tenant_condition(tenants)))
+            conn.execute(sql.SQL("INSERT INTO {} SELECT * FROM {}").format(live, staged))
             conn.execute(sql.SQL("ANALYZE {}").format(live))
     except ModelBuildError:
         raise
     except psycopg.Error as error:
         raise ModelBuildError(f"{model.label}: {_database_message(error)}", (model.path,)) from error
-    return inserted
+    return counts
 
 
-def _require_only_tenant(conn: psycopg.Connection[Any], model: Model, staged: sql.Identifier, tenant: str) -> None:
-    """Rows of another tenant would escape every later delete of this tenant's slice."""
+def _require_only_tenants(
+    conn: psycopg.Connection[Any], model: Model, staged: sql.Identifier, tenants: Sequence[str]
+) -> dict[str, int]:
+    """The staged rows per tenant; rows of another tenant would escape every later delete of this slice."""
     if TENANT_COLUMN not in {column.name for column in _relation_columns(conn, staged)}:
         raise ModelBuildError(
             f"{model.label}: a table built per tenant must return a {TENANT_COLUMN} column "
             "(declare tenant_scope='all' in its config if it really spans tenants)",
             (model.path,),
         )
-    row = conn.execute(
-        sql.SQL("SELECT count(*) FROM {} WHERE {} IS DISTINCT FROM %s").format(staged, sql.Identifier(TENANT_COLUMN)),
-        (tenant,),
-    ).fetchone()
-    if row and row[0]:
+    counts = _rows_by_tenant(conn, staged, sql.SQL("TRUE"))
+    strays = sum(n for tenant, n in counts.items() if tenant not in tenants)
+    if strays:
         raise ModelBuildError(
-            f"{model.label}: built for tenant {tenant!r}, it returned {row[0]} row(s) of another tenant "
+            f"{model.label}: built for {describe_tenants(tenants)}, it returned {strays} row(s) of another tenant "
             f"(or a NULL {TENANT_COLUMN})",
             (model.path,),
         )
+    return _each_tenant(counts, tenants)
 
 
 def _rebuild_whole_table(conn: psycopg.Connection[Any], model: Model, project: Project) -> tuple[str, ...]:
@@ -517,48 +536,53 @@ def _rebuild_whole_table(conn: psycopg.Connection[Any], model: Model, project: P
         conn.execute("SELECT pg_advisory_unlock(%s, %s)", lock)
 
 
-def _build_for_tenant(
-    conn: psycopg.Connection[Any], model: Model, project: Project, tenant: str
-) -> tuple[int, tuple[str, ...]]:
+def _build_for_tenants(
+    conn: psycopg.Connection[Any], model: Model, project: Project, tenants: Sequence[str]
+) -> tuple[dict[str, int], tuple[str, ...]]:
     if model.config.tenant_scope == "all":
         raise ModelBuildError(
-            f"{model.label}: declared tenant_scope='all', so it is built over all tenants, not for tenant {tenant!r}",
+            f"{model.label}: declared tenant_scope='all', so it is built over all tenants, "
+            f"not for {describe_tenants(tenants)}",
             (model.path,),
         )
     if not model.config.is_table:
         recreated = _ensure_view(conn, model, project)
         with conn.transaction():
-            return _count(conn, project.relation(model.name), tenant), recreated
-    inserted = _write_slice(conn, model, project, tenant)
-    if inserted is not None:
-        return inserted, ()
+            in_view = _rows_by_tenant(conn, project.relation(model.name), tenant_condition(tenants))
+            return _each_tenant(in_view, tenants), recreated
+    written = _write_slice(conn, model, project, tenants)
+    if written is not None:
+        return written, ()
     recreated = _rebuild_whole_table(conn, model, project)
-    inserted = _write_slice(conn, model, project, tenant)
-    if inserted is None:
+    written = _write_slice(conn, model, project, tenants)
+    if written is None:
         raise ModelBuildError(
-            f"{model.label}: its table changed again while tenant {tenant!r} was built", (model.path,)
+            f"{model.label}: its table changed again while {describe_tenants(tenants)} was built", (model.path,)
         )
-    return inserted, recreated
+    return written, recreated
 
 
 def build_model(
-    conn: psycopg.Connection[Any], model: Model, project: Project, tenant: str | None = None
+    conn: psycopg.Connection[Any], model: Model, project: Project, tenants: Sequence[str] | None = None
 ) -> BuildResult:
     """Build one model into the project's target schema, replacing the live relation atomically.
 
-    Without ``tenant``, the whole relation is rebuilt; with one, only what that tenant's run needs
-    (see the module docstring), and ``row_count`` counts that tenant's rows. Raises
+    Without ``tenants``, the whole relation is rebuilt; with them, only what those tenants' run
+    needs (see the module docstring), ``row_count`` counts their rows and ``rows_by_tenant`` each
+    one's. Raises
     ``ModelBuildError`` naming the model file and quoting the database message when the SQL fails;
     the previously built relation (or slice) and its rows are then left as they were.
     """
     started = time.monotonic()
     _refresh_source_statistics(conn, model, project)
-    if tenant is None:
+    rows_by_tenant: dict[str, int] = {}
+    if tenants is None:
         recreated = _replace_whole(conn, model, project, render(model, project))
         with conn.transaction():
-            row_count = _count(conn, project.relation(model.name), None)
+            row_count = _count(conn, project.relation(model.name))
     else:
-        row_count, recreated = _build_for_tenant(conn, model, project, tenant)
+        rows_by_tenant, recreated = _build_for_tenants(conn, model, project, tenants)
+        row_count = sum(rows_by_tenant.values())
     record_built(conn, project.target_schema, model.name, model.config.materialized)
     with conn.transaction():
         columns = relation_columns(conn, project.target_schema, model.name)
@@ -570,11 +594,15 @@ def build_model(
         columns=columns,
         duration_seconds=time.monotonic() - started,
         recreated_dependents=recreated,
+        rows_by_tenant=rows_by_tenant,
     )
 
 
 def run_data_tests_of_model(
-    conn: psycopg.Connection[Any], tests: Sequence[DataTest], sample_size: int = 5, tenant: str | None = None
+    conn: psycopg.Connection[Any],
+    tests: Sequence[DataTest],
+    sample_size: int = 5,
+    tenants: Sequence[str] | None = None,
 ) -> list[DataTestResult]:
     """Run a model's own tests, in order: the row-by-row ones (not_null, accepted_values) are counted
     together in one scan of the model, and only a test that fails runs its own query, for its sample.
@@ -584,7 +612,7 @@ def run_data_tests_of_model(
     """
     by_row = [test for test in tests if counted_row_by_row(test)]
     counted: dict[str, int] = {}
-    query = failure_counts_sql(by_row, tenant)
+    query = failure_counts_sql(by_row, tenants)
     if query is not None:
         try:
             with conn.transaction():
@@ -596,20 +624,23 @@ def run_data_tests_of_model(
     return [
         DataTestResult(failing_rows=0, sample=[])
         if counted.get(test.name) == 0
-        else run_data_test(conn, test, sample_size, tenant)
+        else run_data_test(conn, test, sample_size, tenants)
         for test in tests
     ]
 
 
 def run_data_test(
-    conn: psycopg.Connection[Any], test: DataTest, sample_size: int = 5, tenant: str | None = None
+    conn: psycopg.Connection[Any],
+    test: DataTest,
+    sample_size: int = 5,
+    tenants: Sequence[str] | None = None,
 ) -> DataTestResult:
     """Run one data test: count its failing rows and fetch up to ``sample_size`` of them.
 
-    With a ``tenant``, a test of a per-tenant model checks that tenant's rows only. The sample comes
+    With ``tenants``, a test of a per-tenant model checks those tenants' rows only. The sample comes
     from a server-side cursor so a test failing on millions of rows transfers only the rows shown.
     """
-    query = sql.SQL(test.sql_for(tenant))
+    query = sql.SQL(test.sql_for(tenants))
     try:
         with conn.transaction():
             count_row = conn.execute(sql.SQL("SELECT count(*) FROM (\n{}\n) AS failing_rows").format(query)).fetchone()

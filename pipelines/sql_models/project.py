@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
@@ -20,7 +20,7 @@ from typing import Literal, cast
 
 from psycopg import sql
 
-from pipelines.sql_models.config import TENANT_COLUMN, ModelConfig, parse_model_config
+from pipelines.sql_models.config import ModelConfig, parse_model_config
 from pipelines.sql_models.data_tests import DataTest, compile_test_sql, data_test_name
 from pipelines.sql_models.errors import (
     DependencyCycleError,
@@ -41,6 +41,7 @@ from pipelines.sql_models.schema_file import (
     SourceRef,
     load_schema_file,
 )
+from pipelines.sql_models.slices import tenant_condition
 from pipelines.sql_models.statements import single_select_body
 from pipelines.sql_models.templating import SegmentDeclaration, TemplateCalls, render_template
 
@@ -189,19 +190,19 @@ def discover_model_files(root: Path) -> list[ModelFile]:
 class _Resolver:
     """Turns ``ref``/``source`` calls into quoted relation names for one target schema.
 
-    With a ``tenant``, every relation becomes the name of a CTE that selects only that tenant's rows
-    (``slice_ctes``), so the model's own SQL stays unchanged whether it is built for one tenant or all.
+    With ``tenants``, every relation becomes the name of a CTE that selects only those tenants' rows
+    (``wrap``), so the model's own SQL stays unchanged whether it is built for some tenants or all.
     """
 
-    def __init__(self, target_schema: str, sources: Mapping[str, Source], tenant: str | None = None) -> None:
+    def __init__(self, target_schema: str, sources: Mapping[str, Source], tenants: Sequence[str] | None = None) -> None:
         self.target_schema = target_schema
         self.sources = sources
-        self.tenant = tenant
+        self.tenants = tenants
         self.slices: dict[str, str] = {}
 
     def _relation(self, relation: sql.Identifier) -> str:
         text = relation.as_string(None)
-        if self.tenant is None:
+        if self.tenants is None:
             return text
         cte = self.slices.setdefault(text, f"{SLICE_PREFIX}{len(self.slices) + 1}")
         return sql.Identifier(cte).as_string(None)
@@ -217,18 +218,16 @@ class _Resolver:
         return self._relation(sql.Identifier(schema, table_name))
 
     def wrap(self, body: str) -> str:
-        """``body`` behind the tenant CTEs its relations were renamed to (unchanged without a tenant).
+        """``body`` behind the tenant CTEs its relations were renamed to (unchanged without tenants).
 
         ``NOT MATERIALIZED`` lets PostgreSQL push the tenant filter into each read (and its indexes)
         even where a model reads one relation twice.
         """
-        if self.tenant is None or not self.slices:
+        if self.tenants is None or not self.slices:
             return body
-        tenant = sql.Literal(self.tenant).as_string(None)
-        column = sql.Identifier(TENANT_COLUMN).as_string(None)
+        condition = tenant_condition(self.tenants).as_string(None)
         ctes = ",\n".join(
-            f"{sql.Identifier(cte).as_string(None)} AS NOT MATERIALIZED (SELECT * FROM {relation} "
-            f"WHERE {column} = {tenant})"
+            f"{sql.Identifier(cte).as_string(None)} AS NOT MATERIALIZED (SELECT * FROM {relation} WHERE {condition})"
             for relation, cte in self.slices.items()
         )
         alias = sql.Identifier(f"{SLICE_PREFIX}model").as_string(None)
@@ -491,14 +490,14 @@ def _check_unique_push_targets(model_files: Mapping[str, ModelFile], configs: Ma
         owners[push.group_uid] = name
 
 
-def render(model: Model, project: Project, tenant: str | None = None) -> str:
+def render(model: Model, project: Project, tenants: Sequence[str] | None = None) -> str:
     """The SQL that builds ``model``: refs and sources replaced by quoted relation names.
 
     ``ref('x')`` becomes ``"<target_schema>"."x"``, ``source('s', 't')`` becomes
     ``"<schema of s>"."t"``; a trailing ``;`` is dropped so the text can follow ``CREATE VIEW ... AS``.
-    With a ``tenant``, each of them reads only that tenant's rows (see ``_Resolver.wrap``).
+    With ``tenants``, each of them reads only those tenants' rows (see ``_Resolver.wrap``).
     """
-    resolver = _Resolver(project.target_schema, project.sources, tenant)
+    resolver = _Resolver(project.target_schema, project.sources, tenants)
     segments = (
         []
         if model.is_segment

@@ -6,7 +6,7 @@ The product never builds a project in one call: its Dagster assets build and tes
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import psycopg
@@ -18,17 +18,17 @@ def build_project(
     conn: psycopg.Connection[Any],
     project: Project,
     selection: Iterable[str] | None = None,
-    tenant: str | None = None,
+    tenants: Sequence[str] | None = None,
 ) -> list[BuildResult]:
     """Build the selected models (all by default) in dependency order; stop at the first failure.
 
-    With a ``tenant``, models declared ``tenant_scope='all'`` are left out (they are built without a
+    With ``tenants``, models declared ``tenant_scope='all'`` are left out (they are built without a
     tenant), as the tenant runs leave them out.
     """
     models = project.build_order(selection)
-    if tenant is not None:
+    if tenants is not None:
         models = [model for model in models if model.config.tenant_scope == "tenant"]
-    return [build_model(conn, model, project, tenant) for model in models]
+    return [build_model(conn, model, project, tenants) for model in models]
 
 
 def run_data_tests(
@@ -36,13 +36,13 @@ def run_data_tests(
     project: Project,
     selection: Iterable[str] | None = None,
     sample_size: int = 5,
-    tenant: str | None = None,
+    tenants: Sequence[str] | None = None,
 ) -> dict[str, DataTestResult]:
     """Run the data tests of the selected models (all by default), keyed by test name; with a
-    ``tenant``, on that tenant's slice (tests of ``tenant_scope='all'`` models are left out)."""
+    ``tenants``, on those tenants' slice (tests of ``tenant_scope='all'`` models are left out)."""
     models = {model.name for model in project.build_order(selection)}
     return {
-        test.name: run_data_test(conn, test, sample_size, tenant)
+        test.name: run_data_test(conn, test, sample_size, tenants)
         for test in project.tests
-        if test.model in models and (tenant is None or test.tenant_scoped)
+        if test.model in models and (tenants is None or test.tenant_scoped)
     }

@@ -345,11 +345,11 @@ models:
 
     tests = {test.name: test for test in load_project(root).tests}
 
-    assert tests["not_null_dim_customers_customer_uid"].sql_for("o'ne") == (
+    assert tests["not_null_dim_customers_customer_uid"].sql_for(["o'ne"]) == (
         'SELECT *\nFROM (SELECT * FROM "analytics"."dim_customers" WHERE "tenant_uid" = \'o\'\'ne\') AS "tested"\n'
         'WHERE "customer_uid" IS NULL'
     )
-    assert tests["relationships_dim_customers_customer_uid__stg_customers__customer_uid"].sql_for("t1") == (
+    assert tests["relationships_dim_customers_customer_uid__stg_customers__customer_uid"].sql_for(["t1"]) == (
         'WITH child AS (\n    SELECT "tenant_uid", "customer_uid" AS from_field FROM (SELECT * FROM '
         '"analytics"."dim_customers" WHERE "tenant_uid" = \'t1\') AS "tested" WHERE "customer_uid" IS NOT NULL\n),\n'
         'parent AS (\n    SELECT "tenant_uid", "customer_uid" AS to_field FROM (SELECT * FROM '
@@ -364,7 +364,7 @@ models:
     assert "LEFT JOIN parent ON child.from_field = parent.to_field" in across.sql
     unscoped = tests["not_null_all_people_customer_uid"]
     assert (
-        unscoped.sql_for("t1")
+        unscoped.sql_for(["t1"])
         == unscoped.sql
         == 'SELECT *\nFROM "analytics"."all_people"\nWHERE "customer_uid" IS NULL'
     )

@@ -1,8 +1,9 @@
 """The shipped models on the hand-written retail fixture: exact rows, passing data tests, docs.
 
-Every test runs twice: built whole (all tenants at once) and built the way tenant runs build them,
-one tenant slice after the other. The fixture has two tenants sharing uids, so a model or test that
-misses its tenant filter fails the per-tenant run.
+Every test runs three times: built whole (all tenants at once), built the way tenant runs build them
+(one tenant slice after the other), and built the way a run over several tenants builds them (both
+slices in one build). The fixture has two tenants sharing uids, so a model or test that misses its
+tenant filter fails the per-tenant run, and one that mixes tenants fails the run over both.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from tests.sql_models.helpers import build_project, run_data_tests
 TENANTS = (fx.OUTDOOR, fx.BAKERY)
 
 
-@pytest.fixture(params=["whole", "per tenant"])
+@pytest.fixture(params=["whole", "per tenant", "tenants together"])
 def build_mode(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
@@ -28,12 +29,14 @@ def build_mode(request: pytest.FixtureRequest) -> str:
 def _build(
     conn: psycopg.Connection[Any], project: Project, mode: str, selection: list[str] | None = None
 ) -> list[BuildResult]:
-    """Build whole, or once per tenant (results of the last tenant's run)."""
+    """Build whole, once per tenant (results of the last tenant's run), or once for both tenants."""
     if mode == "whole":
         return build_project(conn, project, selection)
+    if mode == "tenants together":
+        return build_project(conn, project, selection, tenants=TENANTS)
     results: list[BuildResult] = []
     for tenant in TENANTS:
-        results = build_project(conn, project, selection, tenant=tenant)
+        results = build_project(conn, project, selection, tenants=[tenant])
     return results
 
 
@@ -178,12 +181,12 @@ def test_every_shipped_data_test_passes_on_the_fixture(
 ) -> None:
     _build(retail_conn, shipped_project, build_mode)
 
-    for tenant in (None, *TENANTS):
-        results = run_data_tests(retail_conn, shipped_project, tenant=tenant)
+    for tenants in (None, *([tenant] for tenant in TENANTS), TENANTS):
+        results = run_data_tests(retail_conn, shipped_project, tenants=tenants)
 
         assert set(results) == {test.name for test in shipped_project.tests}
         failing = {name: result.sample for name, result in results.items() if not result.passed}
-        assert failing == {}, tenant
+        assert failing == {}, tenants
 
 
 def test_documented_columns_are_the_built_columns(
@@ -208,5 +211,7 @@ def test_rebuilding_is_idempotent(
 
     assert [(r.model, r.row_count, r.columns) for r in first] == [(r.model, r.row_count, r.columns) for r in second]
     # Built per tenant, a result counts the rows of the tenant built last.
-    expected = {row for row in fx.expected_newsletter_subscribers() if build_mode == "whole" or row[0] == fx.BAKERY}
+    expected = {
+        row for row in fx.expected_newsletter_subscribers() if build_mode != "per tenant" or row[0] == fx.BAKERY
+    }
     assert {r.model: r.row_count for r in second}["newsletter_subscribers"] == len(expected)

@@ -71,25 +71,89 @@ def shop(conn: psycopg.Connection[Any], write_project: ProjectWriter) -> Project
 
 
 def test_a_tenant_build_replaces_only_that_tenants_slice(conn: psycopg.Connection[Any], shop: Project) -> None:
-    first = build_project(conn, shop, tenant="t1")
+    first = build_project(conn, shop, tenants=["t1"])
     assert [(r.model, r.row_count) for r in first] == [("stg_orders", 2), ("totals", 1)]
     # The first build of a table builds it whole; later builds replace one slice.
     assert _rows(conn, "analytics.totals") == {("t1", 15, 2), ("t2", 7, 1)}
 
     _orders(conn, [("t1", "o1", 1), ("t2", "o1", 100), ("t2", "o9", 1)])
-    build_project(conn, shop, tenant="t1")
+    build_project(conn, shop, tenants=["t1"])
     assert _rows(conn, "analytics.totals") == {("t1", 1, 1), ("t2", 7, 1)}
-    build_project(conn, shop, tenant="t2")
+    build_project(conn, shop, tenants=["t2"])
     assert _rows(conn, "analytics.totals") == {("t1", 1, 1), ("t2", 101, 2)}
 
     # A tenant whose rows are gone has an empty slice (not the old one).
     _orders(conn, [("t2", "o1", 100)])
-    build_project(conn, shop, tenant="t1")
+    build_project(conn, shop, tenants=["t1"])
     assert _rows(conn, "analytics.totals") == {("t2", 101, 2)}
 
 
+def test_a_build_for_several_tenants_replaces_exactly_their_slices(
+    conn: psycopg.Connection[Any], shop: Project
+) -> None:
+    build_project(conn, shop)
+    _orders(conn, [("t1", "o1", 1), ("t2", "o1", 100), ("t2", "o9", 1), ("t3", "o1", 5)])
+    build_project(conn, shop, tenants=["t3"])
+
+    _orders(conn, [("t2", "o1", 3), ("t3", "o1", 99)])
+    results = build_project(conn, shop, tenants=["t1", "t2"])
+
+    # t1's rows are gone (an empty slice, not the old one), t2's replaced, t3 (not in the run) kept.
+    assert _rows(conn, "analytics.totals") == {("t2", 3, 1), ("t3", 5, 1)}
+    assert [(r.model, r.row_count, r.rows_by_tenant) for r in results] == [
+        ("stg_orders", 1, {"t1": 0, "t2": 1}),
+        ("totals", 1, {"t1": 0, "t2": 1}),
+    ]
+
+
+def test_rows_outside_the_tenants_of_a_build_fail_it(conn: psycopg.Connection[Any], shop: Project) -> None:
+    build_project(conn, shop, tenants=["t1", "t2"])
+    (shop.root / "marts" / "totals.sql").write_text(
+        SLICED + "select 't3'::text as tenant_uid, 1::bigint as total, 1::bigint as n", "utf-8"
+    )
+    leaking = load_project(shop.root)
+
+    with pytest.raises(ModelBuildError) as raised:
+        build_model(conn, leaking.models["totals"], leaking, tenants=["t1", "t2"])
+
+    assert raised.value.message == (
+        "models/marts/totals.sql: built for tenants 't1', 't2', it returned 1 row(s) of another tenant "
+        "(or a NULL tenant_uid)"
+    )
+    assert _rows(conn, "analytics.totals") == {("t1", 15, 2), ("t2", 7, 1)}
+
+
+def test_unique_over_several_tenants_counts_duplicates_within_each_tenant(
+    conn: psycopg.Connection[Any], write_project: ProjectWriter
+) -> None:
+    root = write_project(
+        {
+            "staging/stg_people.sql": "select * from (values ('t1', 'u1'), ('t2', 'u1'), ('t2', 'u2'), ('t2', 'u2')) "
+            "as p (tenant_uid, person_uid)",
+            "schema.yml": """
+version: 2
+models:
+  - name: stg_people
+    columns:
+      - name: person_uid
+        tests: [unique]
+""",
+        }
+    )
+    project = load_project(root)
+    build_project(conn, project)
+    (test,) = project.tests
+
+    both = run_data_test(conn, test, tenants=["t1", "t2"])
+
+    # u1 in t1 and in t2 is no duplicate for a tenant's run; u2 twice in t2 is.
+    assert (both.failing_rows, both.sample) == (1, [{"tenant_uid": "t2", "unique_field": "u2", "n_records": 2}])
+    assert run_data_test(conn, test, tenants=["t1"]).passed
+    assert run_data_test(conn, test).failing_rows == 2  # over all rows, without tenants, u1 repeats too
+
+
 def test_a_sliced_table_is_analysed_and_indexed_on_the_tenant(conn: psycopg.Connection[Any], shop: Project) -> None:
-    build_project(conn, shop, tenant="t1")
+    build_project(conn, shop, tenants=["t1"])
 
     analysed = conn.execute(
         "SELECT attname FROM pg_stats WHERE schemaname = 'analytics' AND tablename = 'totals' ORDER BY attname"
@@ -100,7 +164,7 @@ def test_a_sliced_table_is_analysed_and_indexed_on_the_tenant(conn: psycopg.Conn
 
 
 def test_a_failing_tenant_build_leaves_the_previous_slice(conn: psycopg.Connection[Any], shop: Project) -> None:
-    build_project(conn, shop, tenant="t1")
+    build_project(conn, shop, tenants=["t1"])
     (shop.root / "marts" / "totals.sql").write_text(
         SLICED + "select tenant_uid, sum(100 / (amount - 10)) as total, count(*) as n "
         "from {{ ref('stg_orders') }} group by tenant_uid",
@@ -109,20 +173,20 @@ def test_a_failing_tenant_build_leaves_the_previous_slice(conn: psycopg.Connecti
     broken = load_project(shop.root)
 
     with pytest.raises(ModelBuildError, match=r"models/marts/totals\.sql: division by zero"):
-        build_model(conn, broken.models["totals"], broken, tenant="t1")
+        build_model(conn, broken.models["totals"], broken, tenants=["t1"])
 
     assert _rows(conn, "analytics.totals") == {("t1", 15, 2), ("t2", 7, 1)}
 
 
 def test_rows_of_another_tenant_fail_the_build(conn: psycopg.Connection[Any], shop: Project) -> None:
-    build_project(conn, shop, tenant="t1")
+    build_project(conn, shop, tenants=["t1"])
     (shop.root / "marts" / "totals.sql").write_text(
         SLICED + "select 't2'::text as tenant_uid, 1::bigint as total, 1::bigint as n", "utf-8"
     )
     leaking = load_project(shop.root)
 
     with pytest.raises(ModelBuildError) as raised:
-        build_model(conn, leaking.models["totals"], leaking, tenant="t1")
+        build_model(conn, leaking.models["totals"], leaking, tenants=["t1"])
 
     assert raised.value.message == (
         "models/marts/totals.sql: built for tenant 't1', it returned 1 row(s) of another tenant (or a NULL tenant_uid)"
@@ -131,27 +195,27 @@ def test_rows_of_another_tenant_fail_the_build(conn: psycopg.Connection[Any], sh
 
 
 def test_new_columns_rebuild_the_table_whole_once(conn: psycopg.Connection[Any], shop: Project) -> None:
-    build_project(conn, shop, tenant="t1")
+    build_project(conn, shop, tenants=["t1"])
     (shop.root / "marts" / "totals.sql").write_text(
         SLICED + "select tenant_uid, sum(amount) as total from {{ ref('stg_orders') }} group by tenant_uid", "utf-8"
     )
     changed = load_project(shop.root)
 
-    build_model(conn, changed.models["totals"], changed, tenant="t2")
+    build_model(conn, changed.models["totals"], changed, tenants=["t2"])
 
     assert _rows(conn, "analytics.totals") == {("t1", 15), ("t2", 7)}
 
 
 def test_views_are_replaced_only_when_their_sql_changes(conn: psycopg.Connection[Any], shop: Project) -> None:
-    build_project(conn, shop, tenant="t1")
+    build_project(conn, shop, tenants=["t1"])
     view = _oid(conn, "analytics.stg_orders")
-    build_project(conn, shop, tenant="t2")
+    build_project(conn, shop, tenants=["t2"])
     assert _oid(conn, "analytics.stg_orders") == view
 
     (shop.root / "staging" / "stg_orders.sql").write_text(
         "select tenant_uid, order_uid, amount * 2 as amount from {{ source('shop', 'orders') }}", "utf-8"
     )
-    build_project(conn, load_project(shop.root), tenant="t2")
+    build_project(conn, load_project(shop.root), tenants=["t2"])
 
     assert _oid(conn, "analytics.stg_orders") != view
     assert _rows(conn, "analytics.totals") == {("t1", 15, 2), ("t2", 14, 1)}
@@ -169,8 +233,8 @@ def test_concurrent_tenant_builds_of_the_same_models_do_not_disturb_each_other(
             with psycopg.connect(database_url, autocommit=True) as own:
                 start.wait()
                 for _ in range(5):
-                    build_project(own, shop, tenant=tenant)
-                    results = run_data_tests(own, shop, tenant=tenant)
+                    build_project(own, shop, tenants=[tenant])
+                    results = run_data_tests(own, shop, tenants=[tenant])
                     assert all(result.passed for result in results.values())
         except BaseException as error:  # reported below, with the tenant
             errors.append(error)
@@ -207,11 +271,11 @@ models:
     (test,) = project.tests
 
     over_all = run_data_test(conn, test)
-    for_t1 = run_data_test(conn, test, tenant="t1")
+    for_t1 = run_data_test(conn, test, tenants=["t1"])
 
     assert (over_all.failing_rows, over_all.sample) == (1, [{"tenant_uid": "t1", "from_field": "u1"}])
     assert (for_t1.failing_rows, for_t1.sample) == (1, [{"tenant_uid": "t1", "from_field": "u1"}])
-    assert run_data_test(conn, test, tenant="t2").passed
+    assert run_data_test(conn, test, tenants=["t2"]).passed
 
 
 def test_a_model_spanning_tenants_is_built_whole_and_only_without_a_tenant(
@@ -226,9 +290,9 @@ def test_a_model_spanning_tenants_is_built_whole_and_only_without_a_tenant(
     project = load_project(root)
     assert [m.name for m in project.cross_tenant_models()] == ["grand_total"]
 
-    assert [r.model for r in build_project(conn, project, tenant="t1")] == ["stg_orders", "totals"]
+    assert [r.model for r in build_project(conn, project, tenants=["t1"])] == ["stg_orders", "totals"]
     with pytest.raises(ModelBuildError, match="declared tenant_scope='all'"):
-        build_model(conn, project.models["grand_total"], project, tenant="t1")
+        build_model(conn, project.models["grand_total"], project, tenants=["t1"])
     build_model(conn, project.models["grand_total"], project)
     assert _rows(conn, "analytics.grand_total") == {(22,)}
 
@@ -253,14 +317,14 @@ def test_a_per_tenant_model_may_not_read_a_model_spanning_tenants(write_project:
 def test_the_shipped_segments_per_tenant_hold_exactly_that_tenants_customers(
     retail_conn: psycopg.Connection[Any], shipped_project: Project
 ) -> None:
-    build_project(retail_conn, shipped_project, tenant=fx.OUTDOOR)
+    build_project(retail_conn, shipped_project, tenants=[fx.OUTDOOR])
     retail_conn.execute("DELETE FROM analytics.newsletter_subscribers WHERE tenant_uid = %s", (fx.BAKERY,))
 
-    build_project(retail_conn, shipped_project, tenant=fx.OUTDOOR)
+    build_project(retail_conn, shipped_project, tenants=[fx.OUTDOOR])
     assert _rows(retail_conn, "analytics.newsletter_subscribers") == {
         row for row in fx.expected_newsletter_subscribers() if row[0] == fx.OUTDOOR
     }
-    build_project(retail_conn, shipped_project, tenant=fx.BAKERY)
+    build_project(retail_conn, shipped_project, tenants=[fx.BAKERY])
     assert _rows(retail_conn, "analytics.newsletter_subscribers") == fx.expected_newsletter_subscribers()
 
 
@@ -279,7 +343,7 @@ def test_a_source_without_statistics_is_analysed_before_a_model_reads_it(
         time.sleep(0.05)
     assert conn.execute("SELECT count(*) FROM pg_stats WHERE tablename = 'orders'").fetchone() == (0,)
 
-    build_project(conn, shop, tenant="t3")
+    build_project(conn, shop, tenants=["t3"])
 
     analysed = conn.execute("SELECT attname FROM pg_stats WHERE tablename = 'orders' ORDER BY attname").fetchall()
     assert [row[0] for row in analysed] == ["amount", "order_uid", "tenant_uid"]
@@ -308,12 +372,12 @@ models:
     build_project(conn, project)
     tests = project.tests_for("stg_people")
 
-    for tenant in (None, "t1", "t2"):
-        together = run_data_tests_of_model(conn, tests, tenant=tenant)
-        alone = [run_data_test(conn, test, tenant=tenant) for test in tests]
+    for tenants in (None, ["t1"], ["t2"], ["t1", "t2"]):
+        together = run_data_tests_of_model(conn, tests, tenants=tenants)
+        alone = [run_data_test(conn, test, tenants=tenants) for test in tests]
         assert together == alone
 
-    by_name = dict(zip([t.name for t in tests], run_data_tests_of_model(conn, tests, tenant="t1"), strict=True))
+    by_name = dict(zip([t.name for t in tests], run_data_tests_of_model(conn, tests, tenants=["t1"]), strict=True))
     assert {name: result.failing_rows for name, result in by_name.items()} == {
         "not_null_stg_people_person_uid": 1,
         "unique_stg_people_person_uid": 0,
@@ -344,9 +408,9 @@ models:
     tests = load_project(root).tests_for("stg_people")
     by_row = [test for test in tests if test.kind != "unique"]
 
-    assert failure_counts_sql(by_row, "t'1") == (
+    assert failure_counts_sql(by_row, ["t'1"]) == (
         'SELECT count(*) FILTER (WHERE "person_uid" IS NULL), '
         "count(DISTINCT \"tier\") FILTER (WHERE \"tier\" IS NOT NULL AND \"tier\" NOT IN ('gold', 'it''s')) "
         'FROM (SELECT * FROM "analytics"."stg_people" WHERE "tenant_uid" = \'t\'\'1\') AS "tested"'
     )
-    assert failure_counts_sql(tests, "t1") is None  # unique needs a GROUP BY of its own
+    assert failure_counts_sql(tests, ["t1"]) is None  # unique needs a GROUP BY of its own
