@@ -148,6 +148,8 @@ def _failure_messages(result: Any, *, report_blocked_checks: bool = True) -> lis
             continue
         cause = error.cause.message.strip() if error and error.cause else ""
         text = " ".join((cause or (error.message.strip() if error else "step failed")).split())
+        if error is not None and error.cls_name == "DagsterAssetCheckFailedError":
+            text = text.split(": ", 1)[-1]  # Dagster's class path says nothing the check names do not
         messages.append(f"{event.step_key}: {text}")
     return messages
 
@@ -203,43 +205,108 @@ class _TenantWork:
     dry_run: bool
     overrides: Collection[str]
     quiet: dict[str, Any]
+    ingest_keys: list[Any]
+    model_keys: list[Any]
 
 
-def _run_tenant(work: _TenantWork, tenant_uid: str) -> _TenantRuns:
-    """One tenant's load, then its push: a push never waits for another tenant's load."""
-    runs = _TenantRuns()
+def _load_tenant(work: _TenantWork, tenant_uid: str, runs: _TenantRuns) -> None:
+    """The tenant's raw tables: the ingest assets of ``warehouse_load`` (and their checks) for its partition."""
+    progress_logger.info("%s: loading", tenant_uid)
+    result = work.defs.resolve_job_def("warehouse_load").execute_in_process(
+        partition_key=tenant_uid,
+        instance=work.instance,
+        raise_on_error=False,
+        run_config=work.quiet,
+        asset_selection=work.ingest_keys,
+    )
+    runs.load_run_id = result.run_id
+    if not result.success:
+        runs.problems += [f"load of tenant {tenant_uid} failed: {m}" for m in _failure_messages(result)] or [
+            f"load of tenant {tenant_uid} failed"
+        ]
+
+
+def _build_models(work: _TenantWork, tenants: list[str], outcomes: Mapping[str, _TenantRuns]) -> None:
+    """The per-tenant models and their tests for ``tenants`` (consecutive partitions) in ONE run.
+
+    One run per model step for all of them: the steps' fixed cost (statements, Dagster events) is
+    paid once, not once per tenant. When that run fails, its tenants are split in halves and each
+    half is built again, down to single tenants: the tenants that fail are the ones reported, and
+    every other tenant's models are built and pushed as if each tenant had its own run.
+    """
+    from pipelines.partitions import partition_range_tags
+
+    if len(tenants) == 1:
+        progress_logger.info("%s: building the models", tenants[0])
+        options: dict[str, Any] = {"partition_key": tenants[0]}
+    else:
+        progress_logger.info("building the models of %d tenants (%s to %s)", len(tenants), tenants[0], tenants[-1])
+        options = {"tags": partition_range_tags(tenants)}
+    result = work.defs.resolve_job_def("warehouse_load").execute_in_process(
+        instance=work.instance,
+        raise_on_error=False,
+        run_config=work.quiet,
+        asset_selection=work.model_keys,
+        **options,
+    )
+    if result.success:
+        return
+    if len(tenants) == 1:
+        outcomes[tenants[0]].problems += [
+            f"models of tenant {tenants[0]} failed: {m}" for m in _failure_messages(result)
+        ] or [f"models of tenant {tenants[0]} failed"]
+        return
+    progress_logger.info("the models of %d tenants failed together; building them in halves", len(tenants))
+    half = len(tenants) // 2
+    _build_models(work, tenants[:half], outcomes)
+    _build_models(work, tenants[half:], outcomes)
+
+
+def _push_tenant(work: _TenantWork, tenant_uid: str, runs: _TenantRuns) -> None:
+    from pipelines.reverse_etl.assets import STEPS_IN_PROCESS_TAG, push_run_config, push_selection
+
+    progress_logger.info("%s: planning%s pushes", tenant_uid, " (dry run)" if work.dry_run else " and applying")
+    # In process, one step at a time with the whole client budget: a step process per segment
+    # costs a Dagster import (3-4 CPU-s) for pushes that take well under a second here.
+    pushed = work.defs.resolve_job_def("segment_push").execute_in_process(
+        partition_key=tenant_uid,
+        instance=work.instance,
+        tags={STEPS_IN_PROCESS_TAG: "true"},
+        raise_on_error=False,
+        run_config={
+            **push_run_config(dry_run=work.dry_run, overrides=work.overrides).to_config_dict(),
+            **work.quiet,
+        },
+        asset_selection=push_selection(work.segments, dry_run=work.dry_run),
+    )
+    runs.push_run_id = pushed.run_id
+    failures = [] if pushed.success else _failure_messages(pushed, report_blocked_checks=False)
+    runs.problems += [f"push for tenant {tenant_uid} failed: {m}" for m in failures]
+
+
+def _run_tenants(work: _TenantWork, selected: list[str], registered: list[str]) -> dict[str, _TenantRuns]:
+    """Each tenant's load, then the models of every tenant that loaded (one run per consecutive
+    range of them), then the push of each tenant whose load and models succeeded.
+
+    One tenant after another: Dagster's in-process runs are not thread-safe (a run's start
+    reconfigures logging while another run logs), and a process per tenant costs a Dagster import
+    each. A deployment runs each tenant's ``warehouse_load`` (load and models) and push in its own
+    runs, at once through its run queue, so a push there never waits for another tenant's load.
+    """
+    from pipelines.partitions import consecutive_tenants
+
+    outcomes = {tenant_uid: _TenantRuns() for tenant_uid in selected}
     if work.command in ("load", "run"):
-        progress_logger.info("%s: loading", tenant_uid)
-        result = work.defs.resolve_job_def("warehouse_load").execute_in_process(
-            partition_key=tenant_uid, instance=work.instance, raise_on_error=False, run_config=work.quiet
-        )
-        runs.load_run_id = result.run_id
-        if not result.success:
-            runs.problems += [f"load of tenant {tenant_uid} failed: {m}" for m in _failure_messages(result)] or [
-                f"load of tenant {tenant_uid} failed"
-            ]
-            return runs
+        for tenant_uid in selected:
+            _load_tenant(work, tenant_uid, outcomes[tenant_uid])
+        loaded = {tenant_uid for tenant_uid, runs in outcomes.items() if not runs.problems}
+        for tenants in consecutive_tenants(registered, loaded):
+            _build_models(work, tenants, outcomes)
     if work.command in ("push", "run"):
-        from pipelines.reverse_etl.assets import STEPS_IN_PROCESS_TAG, push_run_config, push_selection
-
-        progress_logger.info("%s: planning%s pushes", tenant_uid, " (dry run)" if work.dry_run else " and applying")
-        # In process, one step at a time with the whole client budget: a step process per segment
-        # costs a Dagster import (3-4 CPU-s) for pushes that take well under a second here.
-        pushed = work.defs.resolve_job_def("segment_push").execute_in_process(
-            partition_key=tenant_uid,
-            instance=work.instance,
-            tags={STEPS_IN_PROCESS_TAG: "true"},
-            raise_on_error=False,
-            run_config={
-                **push_run_config(dry_run=work.dry_run, overrides=work.overrides).to_config_dict(),
-                **work.quiet,
-            },
-            asset_selection=push_selection(work.segments, dry_run=work.dry_run),
-        )
-        runs.push_run_id = pushed.run_id
-        failures = [] if pushed.success else _failure_messages(pushed, report_blocked_checks=False)
-        runs.problems += [f"push for tenant {tenant_uid} failed: {m}" for m in failures]
-    return runs
+        for tenant_uid in selected:
+            if not outcomes[tenant_uid].problems:
+                _push_tenant(work, tenant_uid, outcomes[tenant_uid])
+    return outcomes
 
 
 def launch(
@@ -253,11 +320,15 @@ def launch(
     drop_stale_models: bool = False,
     verbose: bool = False,
 ) -> RunSummary:
-    """Run ``load`` (warehouse_load), ``push`` (segment_push) or ``run`` (both) for each tenant."""
+    """Run ``load`` (warehouse_load), ``push`` (segment_push) or ``run`` (both) for the tenants."""
+    import dagster as dg
+
     from pipelines.definitions import build_defs
+    from pipelines.ingest.assets import INGEST_GROUP
     from pipelines.ingest.jobs import cross_tenant_jobs
     from pipelines.partitions import sync_tenant_partitions
     from pipelines.runtime import initialised_instance
+    from pipelines.transform.assets import TENANT_GROUP
 
     defs = build_defs()
     _unsynced_local_run_history(env.dagster_home)
@@ -275,11 +346,19 @@ def launch(
         summary.problems.append(str(exc))
         return summary
     quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL" if not verbose else "INFO"}}}}
-    work = _TenantWork(defs, instance, command, segments, dry_run, overrides, quiet)
-    # One tenant after another: Dagster's in-process runs are not thread-safe (a run's start
-    # reconfigures logging while another run logs), and a process per tenant costs a Dagster import
-    # each. A deployment runs tenants at once through its run queue.
-    outcomes = [_run_tenant(work, tenant_uid) for tenant_uid in selected]
+    graph = defs.resolve_asset_graph()
+    work = _TenantWork(
+        defs,
+        instance,
+        command,
+        segments,
+        dry_run,
+        overrides,
+        quiet,
+        ingest_keys=list(dg.AssetSelection.groups(INGEST_GROUP).resolve(graph)),
+        model_keys=list(dg.AssetSelection.groups(TENANT_GROUP).resolve(graph)),
+    )
+    outcomes = list(_run_tenants(work, selected, known).values())
     for outcome in outcomes:
         summary.problems += outcome.problems
     load_run_ids = [o.load_run_id for o in outcomes if o.load_run_id is not None]

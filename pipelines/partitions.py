@@ -9,7 +9,7 @@ and nothing is read when this module is imported.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import dagster as dg
@@ -58,6 +58,30 @@ def sync_tenant_partitions(instance: dg.DagsterInstance, configured: Sequence[st
     for tenant_uid in to_remove:
         instance.delete_dynamic_partition(TENANT_PARTITIONS_NAME, tenant_uid)
     return TenantSync(to_add, to_remove, list(instance.get_dynamic_partitions(TENANT_PARTITIONS_NAME)))
+
+
+# Dagster's documented run tags for one run over a range of partitions (what a single-run backfill sets).
+PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
+PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+
+def consecutive_tenants(registered: Sequence[str], chosen: Collection[str]) -> list[list[str]]:
+    """``chosen`` cut into runs of tenants that are consecutive among the ``registered`` partitions
+    (pure): one partition-range run covers each. All tenants, or all that loaded, make one run."""
+    ranges: list[list[str]] = []
+    current: list[str] = []
+    for tenant_uid in registered:
+        if tenant_uid in chosen:
+            current.append(tenant_uid)
+        elif current:
+            ranges.append(current)
+            current = []
+    return [*ranges, current] if current else ranges
+
+
+def partition_range_tags(tenants: Sequence[str]) -> dict[str, str]:
+    """The tags of one run over the consecutive tenant partitions ``tenants[0]`` to ``tenants[-1]``."""
+    return {PARTITION_RANGE_START_TAG: tenants[0], PARTITION_RANGE_END_TAG: tenants[-1]}
 
 
 def tenant_run_tags(tenant_uid: str, tenant_tokens: Mapping[str, str]) -> dict[str, str]:

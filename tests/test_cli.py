@@ -50,6 +50,11 @@ def test_load_then_push_then_nothing_to_push(
         ("tenant-2", "succeeded"),
     ]
     assert summary["problems"] == []
+    assert _warehouse_load_runs() == [
+        ("tenant-1", None, "ingest"),
+        ("tenant-2", None, "ingest"),
+        (None, ("tenant-1", "tenant-2"), "models"),
+    ]
     assert main(["push", "--json"]) == 0
     pushed = json.loads(capsys.readouterr().out)["pushes"]
     assert {p["status"] for p in pushed} == {"verified"}
@@ -61,6 +66,60 @@ def test_load_then_push_then_nothing_to_push(
     again = json.loads(capsys.readouterr().out)["pushes"]
     assert [(p["applied_adds"], p["applied_removes"], p["calls"]) for p in again] == [(0, 0, 0)] * len(again)
     assert [r for r in state.request_log if r.method != "GET"] == []
+
+
+def _warehouse_load_runs() -> list[tuple[str | None, tuple[str, str] | None, str]]:
+    """The CLI's warehouse_load runs, oldest first: (partition, partition range, what they built)."""
+    import dagster as dg
+
+    runs = dg.DagsterInstance.get().get_runs(filters=dg.RunsFilter(job_name="warehouse_load"))
+    return [
+        (
+            run.tags.get("dagster/partition"),
+            (run.tags["dagster/asset_partition_range_start"], run.tags["dagster/asset_partition_range_end"])
+            if "dagster/asset_partition_range_start" in run.tags
+            else None,
+            "models" if any(key.path[0] == "analytics" for key in run.asset_selection or ()) else "ingest",
+        )
+        for run in reversed(runs)
+    ]
+
+
+def test_a_tenant_whose_models_fail_holds_back_only_its_own_push(
+    env: tuple[SimulatorState, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The models of both tenants run together; when that run fails, each half runs again, so the
+    failing tenant is named and the other tenant's models and pushes go ahead."""
+    state, database_url = env
+    assert main(["load"]) == 0
+    with psycopg.connect(database_url) as conn:
+        conn.execute(
+            "UPDATE flowretail.customer_snapshots SET customer_type = 'ALIEN' WHERE customer_uid = "
+            "(SELECT min(customer_uid) FROM flowretail.customer_snapshots WHERE tenant_uid = 'tenant-1') "
+            "AND tenant_uid = 'tenant-1'"
+        )
+    capsys.readouterr()
+    before = len(_warehouse_load_runs())
+    state.clear_log()
+
+    assert main(["run", "--json"]) == 1
+
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["problems"] == [
+        "models of tenant tenant-1 failed: analytics__stg_customers: 1 blocking asset check failed with "
+        "ERROR severity: analytics/stg_customers: accepted_values_stg_customers_customer_type"
+    ]
+    assert {p["tenant_uid"] for p in summary["pushes"]} == {"tenant-2"}
+    assert {p["status"] for p in summary["pushes"]} == {"verified"}
+    writes = {r.path.split("/")[3] for r in state.request_log if r.method != "GET"}
+    assert writes == {"tenant-2"}
+    assert _warehouse_load_runs()[before:] == [
+        ("tenant-1", None, "ingest"),
+        ("tenant-2", None, "ingest"),
+        (None, ("tenant-1", "tenant-2"), "models"),
+        ("tenant-1", None, "models"),
+        ("tenant-2", None, "models"),
+    ]
 
 
 def _assert_push_steps_ran_in_this_process_one_at_a_time() -> None:

@@ -158,6 +158,81 @@ def test_the_push_follows_each_successful_load_of_the_same_tenant() -> None:
     assert [(r.partition_key, r.run_key) for r in requests] == [("tenant-2", "push-after-r-123")]
 
 
+def test_no_push_follows_a_load_that_built_no_segment() -> None:
+    """The CLI's loads are warehouse_load runs of the ingest assets only; pushing after one would push
+    the segments as they were before it. The models run after them (and the CLI pushes itself)."""
+    from pipelines.reverse_etl.assets import built_segments
+    from pipelines.transform.assets import model_key
+
+    assert built_segments(None)
+    assert built_segments({model_key("newsletter_subscribers"), dg.AssetKey(["flowretail", "customer_groups"])})
+    assert not built_segments({dg.AssetKey(["flowretail", "customer_groups"]), model_key("stg_customers")})
+
+
+def test_a_run_over_several_tenants_covers_consecutive_partitions() -> None:
+    from dagster._core.storage import tags
+
+    from pipelines.partitions import (
+        PARTITION_RANGE_END_TAG,
+        PARTITION_RANGE_START_TAG,
+        consecutive_tenants,
+        partition_range_tags,
+    )
+
+    assert (PARTITION_RANGE_START_TAG, PARTITION_RANGE_END_TAG) == (
+        tags.ASSET_PARTITION_RANGE_START_TAG,
+        tags.ASSET_PARTITION_RANGE_END_TAG,
+    )
+    registered = ["a", "b", "c", "d", "e"]
+    assert consecutive_tenants(registered, set(registered)) == [registered]
+    assert consecutive_tenants(registered, {"a", "b", "d", "e"}) == [["a", "b"], ["d", "e"]]
+    assert consecutive_tenants(registered, {"c", "x"}) == [["c"]]
+    assert consecutive_tenants(registered, set()) == []
+    assert partition_range_tags(["b", "c", "d"]) == {PARTITION_RANGE_START_TAG: "b", PARTITION_RANGE_END_TAG: "d"}
+
+
+def test_a_run_over_two_tenants_builds_both_slices_with_each_partitions_row_count(
+    simulator: tuple[SimulatorState, str],
+) -> None:
+    """The CLI's models after its loads: one warehouse_load run of the model assets over a range of
+    tenant partitions; each partition's materialization carries that tenant's own row count."""
+    from pipelines.definitions import build_defs
+    from pipelines.partitions import partition_range_tags
+    from pipelines.transform.assets import TENANT_GROUP
+
+    defs = build_defs()
+    state, database_url = simulator
+    tenants = state.tenant_uids()[:2]
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("tenants", tenants)
+    job = defs.resolve_job_def("warehouse_load")
+    for tenant in tenants:
+        ingest = dg.AssetSelection.groups("ingest").resolve(defs.resolve_asset_graph())
+        assert job.execute_in_process(partition_key=tenant, instance=instance, asset_selection=list(ingest)).success
+    models = list(dg.AssetSelection.groups(TENANT_GROUP).resolve(defs.resolve_asset_graph()))
+
+    result = job.execute_in_process(instance=instance, asset_selection=models, tags=partition_range_tags(tenants))
+
+    assert result.success
+    counted = {
+        e.event_specific_data.materialization.partition: e.event_specific_data.materialization.metadata[
+            "dagster/row_count"
+        ].value
+        for e in result.all_events
+        if e.event_type_value == "ASSET_MATERIALIZATION" and e.asset_key == dg.AssetKey(["analytics", "stg_customers"])
+    }
+    with psycopg.connect(database_url) as conn:
+        in_table = dict(conn.execute("SELECT tenant_uid, count(*) FROM analytics.stg_customers GROUP BY 1").fetchall())
+    assert counted == in_table
+    assert set(in_table) == set(tenants) and all(in_table.values())
+    failed = [
+        e
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.event_specific_data.passed
+    ]
+    assert failed == []
+
+
 def _reshuffle(state: SimulatorState, tenant: str, round_number: int) -> None:
     """Change a tenant's groups between loads: one group deleted, one created, members moved."""
     groups = [group["customerGroupUid"] for group in state.groups(tenant)]

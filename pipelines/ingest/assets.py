@@ -22,6 +22,7 @@ from pipelines.warehouse.load import TenantLoadResult, load_tenant
 from pipelines.warehouse.schema import SCHEMA
 
 OWNERS = ["team:data-engineering"]
+INGEST_GROUP = "ingest"
 KINDS = {"python", "postgres", "pandas"}
 
 RAW_TABLES: dict[str, str] = {
@@ -96,7 +97,7 @@ with warnings.catch_warnings():
         dg.AssetSpec(
             raw_key(table),
             description=description,
-            group_name="ingest",
+            group_name=INGEST_GROUP,
             owners=OWNERS,
             kinds=KINDS,
             partitions_def=tenant_partitions,

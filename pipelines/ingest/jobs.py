@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import dagster as dg
 
+from pipelines.ingest.assets import INGEST_GROUP
 from pipelines.partitions import DEFAULT_TOKEN_NAME, TENANT_PARTITIONS_NAME, TOKEN_TAG, tenant_run_tags
 from pipelines.settings import Settings
 from pipelines.transform.assets import ALL_TENANTS_GROUP, TENANT_GROUP, project
@@ -22,7 +23,7 @@ TICK_TAG = "flowretail/tick"
 
 warehouse_load_job = dg.define_asset_job(
     "warehouse_load",
-    selection=dg.AssetSelection.groups("ingest", TENANT_GROUP),
+    selection=dg.AssetSelection.groups(INGEST_GROUP, TENANT_GROUP),
     description="Load one tenant's raw tables, then build that tenant's slice of the SQL models.",
     tags={TOKEN_TAG: DEFAULT_TOKEN_NAME},
     # One process per run, not one per step: a tenant's model slices are small, and a step process

@@ -309,6 +309,13 @@ def push_selection(segments: list[str] | None, *, dry_run: bool) -> list[dg.Asse
     return keys if dry_run else keys + [push_key(name) for name in chosen]
 
 
+def built_segments(asset_selection: Collection[dg.AssetKey] | None) -> bool:
+    """Whether a ``warehouse_load`` run with this selection built the pushed segments (pure): the
+    whole job does; a subset of only its ingest assets (the CLI's loads) does not, and pushing after
+    it would push the segments as they were before the load."""
+    return asset_selection is None or any(model_key(model.name) in asset_selection for model, _ in _targets)
+
+
 @dg.run_status_sensor(
     run_status=dg.DagsterRunStatus.SUCCESS,
     name="push_after_warehouse_load",
@@ -319,7 +326,7 @@ def push_selection(segments: list[str] | None, *, dry_run: bool) -> list[dg.Asse
 def push_after_warehouse_load(context: dg.RunStatusSensorContext) -> Iterator[dg.RunRequest]:
     run = context.dagster_run
     partition = run.tags.get("dagster/partition")
-    if partition:
+    if partition and built_segments(run.asset_selection):
         yield dg.RunRequest(
             run_key=f"push-after-{run.run_id}",
             partition_key=partition,

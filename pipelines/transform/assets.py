@@ -3,7 +3,10 @@
 Per-tenant models (the default ``tenant_scope='tenant'``) are partitioned by tenant like the raw
 tables they read: a tenant's run builds that tenant's slice of each table and runs the data tests on
 that slice, so it depends on that tenant's load only and never waits for another tenant's run (no
-global lock; see ``pipelines.sql_models.database``). Models declared ``tenant_scope='all'`` are
+global lock; see ``pipelines.sql_models.database``). A run over a range of tenant partitions (the
+CLI's models after all of its loads) builds and tests the slices of all its tenants in each step at
+once, so the fixed cost of a step is paid once per run rather than once per tenant; each partition's
+materialization still carries its own row count. Models declared ``tenant_scope='all'`` are
 unpartitioned assets in the group ``transform_all_tenants``, built whole once per tick after the
 loads (``pipelines.ingest.jobs``).
 
@@ -25,6 +28,7 @@ from pipelines.sql_models.data_tests import DataTest
 from pipelines.sql_models.database import DataTestResult, build_model, run_data_test, run_data_tests_of_model
 from pipelines.sql_models.project import Model, Project, load_project
 from pipelines.sql_models.schema_file import ModelRef, SourceRef
+from pipelines.sql_models.slices import describe_tenants
 
 SQL_ROOT = Path(__file__).resolve().parents[2] / "dbt_like_sql"
 OWNERS = ["team:analytics-engineering"]
@@ -55,6 +59,12 @@ def _reads_other_relation(test: DataTest) -> bool:
 
 def _per_tenant(model: Model) -> bool:
     return model.config.tenant_scope == "tenant"
+
+
+def _run_tenants(context: AssetExecutionContext | dg.AssetCheckExecutionContext, model: Model) -> list[str] | None:
+    """The tenant slices a step covers: its run's partition, every partition of a range run, or
+    ``None`` (all rows) for a model declared ``tenant_scope='all'``."""
+    return list(context.partition_keys) if _per_tenant(model) else None
 
 
 def _check_result(test: DataTest, outcome: DataTestResult) -> dg.AssetCheckResult:
@@ -119,19 +129,21 @@ def _model_asset(project: Project, model: Model) -> dg.AssetsDefinition:
         ],
     )
     def build(context: AssetExecutionContext, warehouse: WarehouseResource) -> Iterator[Any]:
-        tenant = context.partition_key if per_tenant else None
+        tenants = _run_tenants(context, model)
         with warehouse.connect(autocommit=True) as conn:
-            result = build_model(conn, model, project, tenant)
-            scope = f" for tenant {tenant}" if tenant else ""
+            result = build_model(conn, model, project, tenants)
+            scope = f" for {describe_tenants(tenants)}" if tenants else ""
             context.log.info(f"built {project.target_schema}.{model.name}{scope}: {result.row_count} rows")
+            for tenant, rows in result.rows_by_tenant.items():  # each partition's materialization, its own count
+                context.add_asset_metadata({"dagster/row_count": rows}, partition_key=tenant)
             yield dg.MaterializeResult(
                 metadata={
-                    "dagster/row_count": result.row_count,
+                    **({} if tenants else {"dagster/row_count": result.row_count}),
                     "duration_seconds": round(result.duration_seconds, 3),
                     "dagster/column_schema": _column_schema(model, result.columns),
                 }
             )
-            for test, outcome in zip(tests, run_data_tests_of_model(conn, tests, tenant=tenant), strict=True):
+            for test, outcome in zip(tests, run_data_tests_of_model(conn, tests, tenants=tenants), strict=True):
                 yield _check_result(test, outcome)
 
     return build
@@ -154,7 +166,8 @@ def _relationship_check(project: Project, test: DataTest) -> dg.AssetChecksDefin
     assert test.references is not None
     other = test.references
     built_from_this = isinstance(other, ModelRef) and test.model in _upstream_models(project, other.name)
-    per_tenant = _per_tenant(project.models[test.model])
+    model = project.models[test.model]
+    per_tenant = _per_tenant(model)
 
     @dg.asset_check(
         asset=model_key(test.model),
@@ -166,7 +179,7 @@ def _relationship_check(project: Project, test: DataTest) -> dg.AssetChecksDefin
     )
     def check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
         with warehouse.connect(autocommit=True) as conn:
-            return _check_result(test, run_data_test(conn, test, tenant=context.partition_key if per_tenant else None))
+            return _check_result(test, run_data_test(conn, test, tenants=_run_tenants(context, model)))
 
     return check
 
