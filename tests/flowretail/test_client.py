@@ -12,6 +12,7 @@ import orjson
 import pytest
 from pydantic import SecretStr
 
+from pipelines.flowretail import deviations
 from pipelines.flowretail.client import (
     AsyncFlowRetailClient,
     PageBudget,
@@ -30,6 +31,7 @@ from pipelines.flowretail.errors import (
     UnsafeIdentifierError,
 )
 from pipelines.flowretail.simulator import SimulatorConfig, SimulatorState, build_state, create_app
+from pipelines.flowretail.spec import LIST_MEMBERS
 from tests.flowretail.lists import fetch_customer_groups, fetch_group_members
 
 T = TypeVar("T")
@@ -378,6 +380,29 @@ def test_nul_is_removed_from_data_and_refused_in_keys_and_in_strict_mode() -> No
     with pytest.raises(SpecViolationError) as err:
         _first_page(state, group)
     assert err.value.field == "items[1].customerUid"
+
+
+def test_only_items_that_may_hold_a_nul_are_walked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A page with one NUL walks (and copies) that item, not the whole page; an escaped backslash
+    before ``u0000`` looks like a NUL in JSON text, costs a walk and is left as it came."""
+    walked: list[str] = []
+    walk = deviations._without_nul
+
+    def counting(value: Any, path: str, paths: dict[str, None]) -> Any:
+        if not path:
+            walked.append(value["customerUid"])
+        return walk(value, path, paths)
+
+    monkeypatch.setattr(deviations, "_without_nul", counting)
+    plain = {"customerUid": "c1", "credit": {"limit": 5}}
+    lookalike = {"customerUid": "c2", "note": "a\\u0000 b"}
+    nul = {"customerUid": "c3", "firstname": "Ka\x00ri"}
+    items = [plain, lookalike, nul]
+    found = deviations.remove_nul(LIST_MEMBERS, items, 1, strict=False)
+    assert walked == ["c2", "c3"]
+    assert items[0] is plain and items[1] is lookalike
+    assert items[2] == {"customerUid": "c3", "firstname": "Kari"}
+    assert found == [deviations.Deviation(2, "firstname", "nul_removed")]
 
 
 def test_a_page_larger_than_asked_is_refused(state: SimulatorState) -> None:
