@@ -210,7 +210,7 @@ class _TenantWork:
 
 
 def _load_tenant(work: _TenantWork, tenant_uid: str, runs: _TenantRuns) -> None:
-    """The tenant's raw tables: the ingest assets of ``warehouse_load`` (and their checks) for its partition."""
+    """The tenant's raw tables: the ingest assets of ``warehouse_load`` and their checks, for its partition."""
     progress_logger.info("%s: loading", tenant_uid)
     result = work.defs.resolve_job_def("warehouse_load").execute_in_process(
         partition_key=tenant_uid,

@@ -31,13 +31,16 @@ def test_steps_split_into_work_and_the_tests_after_the_last_materialization(comm
     events = [
         e("warehouse_load", "flowretail_raw_tables", "start", 10.0),
         e("warehouse_load", "flowretail_raw_tables", "materialization", 14.0, "flowretail"),
-        e("warehouse_load", "flowretail_raw_tables", "check", 14.5),
+        e("warehouse_load", "flowretail_raw_tables", "check", 14.5, "flowretail"),
         e("warehouse_load", "flowretail_raw_tables", "end", 15.0),
         e("warehouse_load", "analytics__stg", "start", 16.0),
         e("warehouse_load", "analytics__stg", "materialization", 18.0, "analytics"),
         e("warehouse_load", "analytics__stg", "end", 18.0),
         e("warehouse_load", "rel_check", "start", 18.0),
-        e("warehouse_load", "rel_check", "check", 19.0),
+        e("warehouse_load", "rel_check", "check", 19.0, "analytics"),
+        e("warehouse_load", "freshness", "start", 15.0),
+        e("warehouse_load", "freshness", "check", 15.5, "flowretail"),
+        e("warehouse_load", "freshness", "end", 15.5),
         e("warehouse_load", "rel_check", "end", 19.0),
         e("segment_push", "plan", "start", 20.0),
         e("segment_push", "plan", "materialization", 21.0, "flowretail_push_plan"),
@@ -48,22 +51,24 @@ def test_steps_split_into_work_and_the_tests_after_the_last_materialization(comm
     ]
     spans = command.step_spans(events, raw_schema="flowretail", push_prefixes=["flowretail_push_plan"])
     assert sorted((s.category, s.start, s.end) for s in spans) == [
-        ("data tests", 14.0, 15.0),
         ("data tests", 18.0, 19.0),
+        ("load checks", 14.0, 15.0),
+        ("load checks", 15.0, 15.5),
         ("loads", 10.0, 14.0),
         ("models", 16.0, 18.0),
         ("pushes", 20.0, 21.5),
         ("pushes", 20.5, 22.0),
     ]
     split = command.split_wall(spans, 8.0, 25.0)
-    # overlapping push steps count once; the gaps (8-10, 15-16, 19-20, 22-25) are orchestration
+    # overlapping push steps count once; the gaps (8-10, 15.5-16, 19-20, 22-25) are orchestration
     assert split == {
         "loads": 4.0,
+        "load checks": 1.5,
         "models": 2.0,
-        "data tests": 2.0,
+        "data tests": 1.0,
         "pushes": 2.0,
         "other steps": 0.0,
-        "orchestration": 7.0,
+        "orchestration": 6.5,
     }
 
 
@@ -94,6 +99,7 @@ def test_overlaps_go_to_the_earlier_category_and_spans_are_clipped_to_the_wall(c
     spans = [span("models", 0.0, 4.0), span("data tests", 2.0, 6.0), span("other steps", 9.0, 30.0)]
     assert command.split_wall(spans, 1.0, 10.0) == {
         "loads": 0.0,
+        "load checks": 0.0,
         "models": 3.0,
         "data tests": 2.0,
         "pushes": 0.0,

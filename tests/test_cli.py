@@ -69,17 +69,36 @@ def test_load_then_push_then_nothing_to_push(
 
 
 def _warehouse_load_runs() -> list[tuple[str | None, tuple[str, str] | None, str]]:
-    """The CLI's warehouse_load runs, oldest first: (partition, partition range, what they built)."""
+    """The CLI's warehouse_load runs, oldest first: (partition, partition range, what they built:
+    "ingest" with the checks of the loaded rows and their freshness, "models", or something else)."""
     import dagster as dg
 
-    runs = dg.DagsterInstance.get().get_runs(filters=dg.RunsFilter(job_name="warehouse_load"))
+    instance = dg.DagsterInstance.get()
+
+    def built(run: dg.DagsterRun) -> str:
+        schemas = {key.path[0] for key in run.asset_selection or ()}
+        checks = {
+            record.dagster_event.event_specific_data.check_name
+            for record in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+            if record.dagster_event is not None
+        }
+        if schemas == {"flowretail"} and checks == {
+            "references_loaded_rows",
+            "counts_match_api",
+            "true_to_spec",
+            "freshness_check",
+        }:
+            return "ingest"
+        return "models" if schemas == {"analytics"} else f"{sorted(schemas)} {sorted(checks)}"
+
+    runs = instance.get_runs(filters=dg.RunsFilter(job_name="warehouse_load"))
     return [
         (
             run.tags.get("dagster/partition"),
             (run.tags["dagster/asset_partition_range_start"], run.tags["dagster/asset_partition_range_end"])
             if "dagster/asset_partition_range_start" in run.tags
             else None,
-            "models" if any(key.path[0] == "analytics" for key in run.asset_selection or ()) else "ingest",
+            built(run),
         )
         for run in reversed(runs)
     ]

@@ -512,8 +512,10 @@ def _require_only_tenants(
     return _each_tenant(counts, tenants)
 
 
-def _rebuild_whole_table(conn: psycopg.Connection[Any], model: Model, project: Project) -> tuple[str, ...]:
-    """Build the table over all tenants, alone on the model's lock; skipped when another run just did."""
+def _rebuild_whole_table(conn: psycopg.Connection[Any], model: Model, project: Project) -> tuple[str, ...] | None:
+    """Build the table over all tenants, alone on the model's lock, and return the dependents it
+    re-created; ``None`` (nothing built) when the live table already fits, as when another run just
+    rebuilt it."""
     lock = _model_lock(project, model)
     conn.execute("SELECT pg_advisory_lock(%s, %s)", lock)
     try:
@@ -529,7 +531,7 @@ def _rebuild_whole_table(conn: psycopg.Connection[Any], model: Model, project: P
                 conn, project, model, _relation_columns(conn, sql.Identifier("pg_temp", _SLICE_TABLE))
             )
             conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier("pg_temp", _SLICE_TABLE)))
-        return () if fits else _replace_whole(conn, model, project, body)
+        return None if fits else _replace_whole(conn, model, project, body)
     except psycopg.Error as error:
         raise ModelBuildError(f"{model.label}: {_database_message(error)}", (model.path,)) from error
     finally:
@@ -550,16 +552,25 @@ def _build_for_tenants(
         with conn.transaction():
             in_view = _rows_by_tenant(conn, project.relation(model.name), tenant_condition(tenants))
             return _each_tenant(in_view, tenants), recreated
-    written = _write_slice(conn, model, project, tenants)
-    if written is not None:
+    with conn.transaction():
+        live = _relation_kind(conn, project.target_schema, model.name)
+    if live is not None and live[1] in ("r", "p"):  # the usual case: replace these tenants' slice
+        written = _write_slice(conn, model, project, tenants)
+        if written is not None:
+            return written, ()
+    # No table yet, or its columns changed: build it whole from every tenant's current rows, which
+    # hold these tenants' too (their loads committed before this run), so no slice follows.
+    rebuilt = _rebuild_whole_table(conn, model, project)
+    if rebuilt is None:  # another run rebuilt it meanwhile, maybe before these tenants' loads
+        written = _write_slice(conn, model, project, tenants)
+        if written is None:
+            raise ModelBuildError(
+                f"{model.label}: its table changed again while {describe_tenants(tenants)} was built", (model.path,)
+            )
         return written, ()
-    recreated = _rebuild_whole_table(conn, model, project)
-    written = _write_slice(conn, model, project, tenants)
-    if written is None:
-        raise ModelBuildError(
-            f"{model.label}: its table changed again while {describe_tenants(tenants)} was built", (model.path,)
-        )
-    return written, recreated
+    with conn.transaction():
+        in_table = _rows_by_tenant(conn, project.relation(model.name), tenant_condition(tenants))
+    return _each_tenant(in_table, tenants), rebuilt
 
 
 def build_model(
