@@ -49,6 +49,7 @@ def simulator(monkeypatch: pytest.MonkeyPatch, database_url: str) -> Iterator[tu
     with running_simulator(state) as base_url:
         monkeypatch.setenv("FLOWRETAIL_BASE_URL", base_url)
         monkeypatch.setenv("FLOWRETAIL_TOKEN", state.token)
+        monkeypatch.setenv("FLOWRETAIL_TENANT_UIDS", ",".join(state.tenant_uids()))
         monkeypatch.setenv("DATABASE_URL", database_url)
         yield state, database_url
 
@@ -191,11 +192,11 @@ def test_a_run_over_several_tenants_covers_consecutive_partitions() -> None:
     assert partition_range_tags(["b", "c", "d"]) == {PARTITION_RANGE_START_TAG: "b", PARTITION_RANGE_END_TAG: "d"}
 
 
-def test_a_run_over_two_tenants_builds_both_slices_with_each_partitions_row_count(
+def test_a_run_over_two_tenants_builds_both_slices_and_materializes_each_partition(
     simulator: tuple[SimulatorState, str],
 ) -> None:
     """The CLI's models after its loads: one warehouse_load run of the model assets over a range of
-    tenant partitions; each partition's materialization carries that tenant's own row count."""
+    tenant partitions; each partition is materialized, with the run's row count (not the partition's)."""
     from pipelines.definitions import build_defs
     from pipelines.partitions import partition_range_tags
     from pipelines.transform.assets import TENANT_GROUP
@@ -215,16 +216,16 @@ def test_a_run_over_two_tenants_builds_both_slices_with_each_partitions_row_coun
 
     assert result.success
     counted = {
-        e.event_specific_data.materialization.partition: e.event_specific_data.materialization.metadata[
-            "dagster/row_count"
-        ].value
+        e.event_specific_data.materialization.partition: {
+            name: value.value for name, value in e.event_specific_data.materialization.metadata.items() if "row" in name
+        }
         for e in result.all_events
         if e.event_type_value == "ASSET_MATERIALIZATION" and e.asset_key == dg.AssetKey(["analytics", "stg_customers"])
     }
     with psycopg.connect(database_url) as conn:
         in_table = dict(conn.execute("SELECT tenant_uid, count(*) FROM analytics.stg_customers GROUP BY 1").fetchall())
-    assert counted == in_table
     assert set(in_table) == set(tenants) and all(in_table.values())
+    assert counted == {tenant: {"rows_of_run": sum(in_table.values())} for tenant in tenants}
     failed = [
         e
         for e in result.all_events

@@ -5,8 +5,8 @@ tables they read: a tenant's run builds that tenant's slice of each table and ru
 that slice, so it depends on that tenant's load only and never waits for another tenant's run (no
 global lock; see ``pipelines.sql_models.database``). A run over a range of tenant partitions (the
 CLI's models after all of its loads) builds and tests the slices of all its tenants in each step at
-once, so the fixed cost of a step is paid once per run rather than once per tenant; each partition's
-materialization still carries its own row count. Models declared ``tenant_scope='all'`` are
+once, so the fixed cost of a step is paid once per run rather than once per tenant (see
+``_row_counts`` for what its materializations record). Models declared ``tenant_scope='all'`` are
 unpartitioned assets in the group ``transform_all_tenants``, built whole once per tick after the
 loads (``pipelines.ingest.jobs``).
 
@@ -100,6 +100,19 @@ def _static_metadata(model: Model) -> dict[str, Any]:
     return metadata
 
 
+def _row_counts(tenants: list[str] | None, row_count: int) -> dict[str, int]:
+    """The row count a materialization shows: the partition's own in a tenant's run (or the whole
+    relation's), the run's total in a run over several tenants.
+
+    A run over a range records one materialization per partition with the same metadata; giving each
+    its own count (``add_asset_metadata`` per partition) costs a lookup of the instance's partitions
+    per call, most of a 50-tenant run's model time. Each tenant's rows are one GROUP BY away in SQL.
+    """
+    if tenants is not None and len(tenants) > 1:
+        return {"rows_of_run": row_count, "tenants_of_run": len(tenants)}
+    return {"dagster/row_count": row_count}
+
+
 def _column_schema(model: Model, columns: Any) -> dg.TableSchema:
     described = {d.name: d.description for d in (model.docs.columns if model.docs else ())}
     return dg.TableSchema(
@@ -134,11 +147,9 @@ def _model_asset(project: Project, model: Model) -> dg.AssetsDefinition:
             result = build_model(conn, model, project, tenants)
             scope = f" for {describe_tenants(tenants)}" if tenants else ""
             context.log.info(f"built {project.target_schema}.{model.name}{scope}: {result.row_count} rows")
-            for tenant, rows in result.rows_by_tenant.items():  # each partition's materialization, its own count
-                context.add_asset_metadata({"dagster/row_count": rows}, partition_key=tenant)
             yield dg.MaterializeResult(
                 metadata={
-                    **({} if tenants else {"dagster/row_count": result.row_count}),
+                    **_row_counts(tenants, result.row_count),
                     "duration_seconds": round(result.duration_seconds, 3),
                     "dagster/column_schema": _column_schema(model, result.columns),
                 }
