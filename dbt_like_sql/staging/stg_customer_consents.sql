@@ -1,5 +1,5 @@
 {{ config(
-    materialized='view',
+    materialized='incremental',
     description='One row per current customer and consent name: the latest status of that consent.'
 ) }}
 
