@@ -1,4 +1,5 @@
-"""Launch the product's Dagster jobs in-process, one run per tenant, and summarise them from the warehouse.
+"""Launch the product's Dagster jobs in-process and summarise them from the warehouse: a load run and
+a push run per tenant, and one models run for all the tenants that loaded (see ``_run_tenants``).
 
 The summary is read back from ``load_runs`` and ``segment_push_runs`` (what the runs recorded),
 not from the process's memory, so the CLI shows exactly what an analyst would find in SQL.
