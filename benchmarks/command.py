@@ -228,13 +228,37 @@ class Measured:
     output_tail: str = ""
 
 
+@dataclass(frozen=True)
+class TreeProcess:
+    """One process of a command's tree, as sampled."""
+
+    pid: int
+    ppid: int
+    name: str
+    cmdline: tuple[str, ...]
+    rss: int
+
+
+def counted_rss(processes: Sequence[TreeProcess]) -> int:
+    """The tree's resident memory: PostgreSQL servers left out, and a child that still runs its
+    parent's command line too (forked, not yet exec'd: Dagster starts a compute-log ``tail`` and a
+    watcher per run with vfork + execve), whose RSS is the parent's memory counted a second time."""
+    cmdlines = {p.pid: p.cmdline for p in processes}
+    return sum(
+        p.rss
+        for p in processes
+        if not p.name.startswith(("postgres", "postmaster")) and cmdlines.get(p.ppid) != p.cmdline
+    )
+
+
 def _tree_rss(root: psutil.Process) -> int:
-    total = 0
+    processes = []
     for proc in [root, *root.children(recursive=True)]:
         with contextlib.suppress(psutil.Error):
-            if not proc.name().startswith(("postgres", "postmaster")):
-                total += proc.memory_info().rss
-    return total
+            processes.append(
+                TreeProcess(proc.pid, proc.ppid(), proc.name(), tuple(proc.cmdline()), proc.memory_info().rss)
+            )
+    return counted_rss(processes)
 
 
 def run_measured(label: str, argv: Sequence[str], *, env: dict[str, str], cwd: Path, timeout: float) -> Measured:

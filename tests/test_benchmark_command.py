@@ -115,3 +115,16 @@ def test_dlt_gets_a_placeholder_password_only_when_the_url_has_none(command: Mod
     )
     for unchanged in ("postgresql://postgres:@/db?host=/x", "postgresql://u:secret@h:5432/db", "postgresql:///db"):
         assert command.with_placeholder_password(unchanged) == unchanged
+
+
+def test_the_tree_rss_leaves_out_servers_and_a_child_not_yet_execd(command: ModuleType) -> None:
+    p = command.TreeProcess
+    cli = ("python", "flowretail", "load")
+    tree = [
+        p(10, 1, "flowretail", cli, 200),
+        p(11, 10, "flowretail", cli, 200),  # vforked, before its execve: the CLI's memory again
+        p(12, 10, "tail", ("tail", "-F", "log"), 1),
+        p(13, 10, "postgres", ("postgres", "-D", "x"), 50),
+        p(14, 12, "python", cli, 7),  # same command line, but its parent runs another one: counted
+    ]
+    assert command.counted_rss(tree) == 200 + 1 + 7
