@@ -186,6 +186,11 @@ def _unsynced_local_run_history(dagster_home: Path) -> None:
 _LISTENERS: dict[str, Any] = {}  # one listener per run history, however often launch() runs
 
 
+def _failed(what: str, result: Any) -> list[str]:
+    """``<what> failed: <step>: <error>`` per failed step of a failed run; one bare line without any."""
+    return [f"{what} failed: {m}" for m in _failure_messages(result)] or [f"{what} failed"]
+
+
 @dataclass
 class _TenantRuns:
     """What one tenant's runs left for the summary: their run ids and one line per problem."""
@@ -222,9 +227,7 @@ def _load_tenant(work: _TenantWork, tenant_uid: str, runs: _TenantRuns) -> None:
     )
     runs.load_run_id = result.run_id
     if not result.success:
-        runs.problems += [f"load of tenant {tenant_uid} failed: {m}" for m in _failure_messages(result)] or [
-            f"load of tenant {tenant_uid} failed"
-        ]
+        runs.problems += _failed(f"load of tenant {tenant_uid}", result)
 
 
 def _build_models(work: _TenantWork, tenants: list[str], outcomes: Mapping[str, _TenantRuns]) -> None:
@@ -253,9 +256,7 @@ def _build_models(work: _TenantWork, tenants: list[str], outcomes: Mapping[str, 
     if result.success:
         return
     if len(tenants) == 1:
-        outcomes[tenants[0]].problems += [
-            f"models of tenant {tenants[0]} failed: {m}" for m in _failure_messages(result)
-        ] or [f"models of tenant {tenants[0]} failed"]
+        outcomes[tenants[0]].problems += _failed(f"models of tenant {tenants[0]}", result)
         return
     progress_logger.info("the models of %d tenants failed together; building them in halves", len(tenants))
     half = len(tenants) // 2

@@ -180,8 +180,8 @@ def failure_counts_sql(tests: Sequence[DataTest], tenants: Sequence[str] | None)
     """One scan counting the failing rows of every test in ``tests`` that reads its model row by row
     (not_null, accepted_values), in their order; None unless they all can and share one relation.
 
-    A view such as ``stg_customers`` is computed once for all of its column tests instead of once
-    per test.
+    The model is read once for all of its column tests instead of once per test (a view, once
+    computed instead of once per test).
     """
     counts = [_failure_count(test) for test in tests]
     relations = {test.model for test in tests}  # a model's tests all read its relation

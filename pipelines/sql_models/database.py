@@ -432,6 +432,12 @@ def _each_tenant(counts: dict[str | None, int], tenants: Sequence[str]) -> dict[
     return {tenant: counts.get(tenant, 0) for tenant in tenants}
 
 
+def _slice_rows(conn: psycopg.Connection[Any], relation: sql.Composable, tenants: Sequence[str]) -> dict[str, int]:
+    """Each of ``tenants``' rows in the live ``relation`` (0 for a tenant without any)."""
+    with conn.transaction():
+        return _each_tenant(_rows_by_tenant(conn, relation, tenant_condition(tenants)), tenants)
+
+
 def _current_view_comment(conn: psycopg.Connection[Any], schema: str, name: str) -> str | None:
     row = conn.execute(_VIEW_COMMENT_QUERY, {"schema": schema, "name": name}).fetchone()
     return str(row[0]) if row and row[0] is not None else None
@@ -549,9 +555,7 @@ def _build_for_tenants(
         )
     if not model.config.is_table:
         recreated = _ensure_view(conn, model, project)
-        with conn.transaction():
-            in_view = _rows_by_tenant(conn, project.relation(model.name), tenant_condition(tenants))
-            return _each_tenant(in_view, tenants), recreated
+        return _slice_rows(conn, project.relation(model.name), tenants), recreated
     with conn.transaction():
         live = _relation_kind(conn, project.target_schema, model.name)
     if live is not None and live[1] in ("r", "p"):  # the usual case: replace these tenants' slice
@@ -568,9 +572,7 @@ def _build_for_tenants(
                 f"{model.label}: its table changed again while {describe_tenants(tenants)} was built", (model.path,)
             )
         return written, ()
-    with conn.transaction():
-        in_table = _rows_by_tenant(conn, project.relation(model.name), tenant_condition(tenants))
-    return _each_tenant(in_table, tenants), rebuilt
+    return _slice_rows(conn, project.relation(model.name), tenants), rebuilt
 
 
 def build_model(
