@@ -46,6 +46,12 @@ sources:
 """
 
 
+def _people(write_project: ProjectWriter, select: str, column_tests: str) -> Project:
+    """A project of one model, ``stg_people`` (``select``), with the schema.yml column entries given."""
+    schema = "version: 2\nmodels:\n  - name: stg_people\n    columns:\n" + column_tests
+    return load_project(write_project({"staging/stg_people.sql": select, "schema.yml": schema}))
+
+
 def _rows(conn: psycopg.Connection[Any], relation: str) -> set[tuple[Any, ...]]:
     return {tuple(row) for row in conn.execute(f"SELECT * FROM {relation}").fetchall()}
 
@@ -128,21 +134,11 @@ def test_rows_outside_the_tenants_of_a_build_fail_it(conn: psycopg.Connection[An
 def test_unique_over_several_tenants_counts_duplicates_within_each_tenant(
     conn: psycopg.Connection[Any], write_project: ProjectWriter
 ) -> None:
-    root = write_project(
-        {
-            "staging/stg_people.sql": "select * from (values ('t1', 'u1'), ('t2', 'u1'), ('t2', 'u2'), ('t2', 'u2')) "
-            "as p (tenant_uid, person_uid)",
-            "schema.yml": """
-version: 2
-models:
-  - name: stg_people
-    columns:
-      - name: person_uid
-        tests: [unique]
-""",
-        }
+    project = _people(
+        write_project,
+        "select * from (values ('t1', 'u1'), ('t2', 'u1'), ('t2', 'u2'), ('t2', 'u2')) as p (tenant_uid, person_uid)",
+        "      - name: person_uid\n        tests: [unique]\n",
     )
-    project = load_project(root)
     build_project(conn, project)
     (test,) = project.tests
 
@@ -355,22 +351,12 @@ def test_a_models_column_tests_share_one_scan_and_match_running_each_alone(
     conn: psycopg.Connection[Any], write_project: ProjectWriter
 ) -> None:
     rows = "('t1', 'u1', 'gold'), ('t1', NULL, 'tin'), ('t1', 'u3', 'tin'), ('t2', 'u4', NULL), ('t2', 'u5', 'gold')"
-    root = write_project(
-        {
-            "staging/stg_people.sql": f"select * from (values {rows}) as p (tenant_uid, person_uid, tier)",
-            "schema.yml": """
-version: 2
-models:
-  - name: stg_people
-    columns:
-      - name: person_uid
-        tests: [not_null, unique]
-      - name: tier
-        tests: [not_null, {accepted_values: {values: [gold, silver]}}]
-""",
-        }
+    project = _people(
+        write_project,
+        f"select * from (values {rows}) as p (tenant_uid, person_uid, tier)",
+        "      - name: person_uid\n        tests: [not_null, unique]\n"
+        "      - name: tier\n        tests: [not_null, {accepted_values: {values: [gold, silver]}}]\n",
     )
-    project = load_project(root)
     build_project(conn, project)
     tests = project.tests_for("stg_people")
 
@@ -392,22 +378,12 @@ models:
 def test_the_shared_scan_counts_not_null_and_accepted_values_over_the_tenants_slice(
     write_project: ProjectWriter,
 ) -> None:
-    root = write_project(
-        {
-            "staging/stg_people.sql": "select 't1' as tenant_uid, 'u1' as person_uid, 'gold' as tier",
-            "schema.yml": """
-version: 2
-models:
-  - name: stg_people
-    columns:
-      - name: person_uid
-        tests: [not_null, unique]
-      - name: tier
-        tests: [{accepted_values: {values: [gold, "it's"]}}]
-""",
-        }
-    )
-    tests = load_project(root).tests_for("stg_people")
+    tests = _people(
+        write_project,
+        "select 't1' as tenant_uid, 'u1' as person_uid, 'gold' as tier",
+        "      - name: person_uid\n        tests: [not_null, unique]\n"
+        """      - name: tier\n        tests: [{accepted_values: {values: [gold, "it's"]}}]\n""",
+    ).tests_for("stg_people")
     by_row = [test for test in tests if test.kind != "unique"]
 
     assert failure_counts_sql(by_row, ["t'1"]) == (
